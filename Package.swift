@@ -1,0 +1,111 @@
+// swift-tools-version: 6.2
+//
+// Spectra Fleet: the edge agent, aggregator, operator CLI and fleet simulator for the
+// Spectra Sculpt headband. See README.md and the architecture notes for the module map.
+
+import PackageDescription
+
+let package = Package(
+    name: "spectra-fleet",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "spectra-agent", targets: ["spectra-agent"]),
+        .executable(name: "spectra-aggregator", targets: ["spectra-aggregator"]),
+        .executable(name: "spectra-ctl", targets: ["spectra-ctl"]),
+        .executable(name: "spectra-fleetsim", targets: ["spectra-fleetsim"]),
+        .library(name: "SpectraProtocol", targets: ["SpectraProtocol"]),
+        .library(name: "Waveform", targets: ["Waveform"]),
+        .library(name: "MQTT", targets: ["MQTT"]),
+        .library(name: "SpectraTesting", targets: ["SpectraTesting"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["YAML"]),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C
+        .systemLibrary(
+            name: "CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
+
+        // Libraries
+        .target(
+            name: "SpectraProtocol",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .target(
+            name: "SpectraConfig",
+            dependencies: [
+                "Waveform",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .target(name: "Waveform"),
+        .target(
+            name: "MQTT",
+            dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(name: "Outbox"),
+        .target(
+            name: "EdgeAgent",
+            dependencies: [
+                "SpectraProtocol", "SpectraConfig", "Waveform", "MQTT", "Outbox",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(name: "Aggregator", dependencies: ["SpectraProtocol", "SpectraConfig", "MQTT"]),
+        .target(name: "FleetSim", dependencies: ["EdgeAgent"]),
+        .target(name: "SpectraTesting"),
+
+        // Executables: argument parsing, config loading, services.
+        .executableTarget(
+            name: "spectra-agent",
+            dependencies: [
+                "EdgeAgent", "SpectraConfig", "Waveform",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "spectra-aggregator",
+            dependencies: [
+                "Aggregator", "SpectraConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "spectra-ctl",
+            dependencies: [
+                "SpectraProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "spectra-fleetsim",
+            dependencies: [
+                "FleetSim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // Tests
+        .testTarget(name: "CMosquittoTests", dependencies: ["CMosquitto"]),
+        .testTarget(
+            name: "SpectraProtocolTests",
+            dependencies: ["SpectraProtocol"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(name: "SpectraConfigTests", dependencies: ["SpectraConfig", "EdgeAgent", "Aggregator"]),
+        .testTarget(name: "SpectraTestingTests", dependencies: ["SpectraTesting"]),
+        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "SpectraTesting"]),
+        .testTarget(name: "WaveformTests", dependencies: ["Waveform"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting"]),
+    ]
+)

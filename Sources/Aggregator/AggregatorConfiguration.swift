@@ -1,0 +1,76 @@
+import SpectraConfig
+import SpectraProtocol
+
+/// Everything `spectra-aggregator` needs; `Config/aggregator.yaml` comments every key.
+public struct AggregatorConfiguration: Sendable, Equatable {
+    /// The fleets to collect; empty means every fleet on the broker.
+    public var fleets: [Identifier]
+    public var broker: BrokerConfiguration
+    /// The MQTT client id of this instance (the persistent session's name).
+    public var clientID: String
+    /// The shared-subscription group that instances split the load in.
+    public var shareGroup: String
+    /// The statistics database.
+    public var databasePath: String
+    /// HTTP listen address and port.
+    public var httpHost: String
+    public var httpPort: Int
+    /// How often retained `stats/*` topics are republished, seconds.
+    public var publishIntervalSeconds: Double
+    /// How long raw events are kept, days.
+    public var retentionDays: Int
+
+    public init(
+        fleets: [Identifier] = [], broker: BrokerConfiguration = BrokerConfiguration(),
+        clientID: String = "spectra-aggregator-1", shareGroup: String = "aggregators",
+        databasePath: String = "var/aggregator.sqlite", httpHost: String = "127.0.0.1", httpPort: Int = 8080,
+        publishIntervalSeconds: Double = 10, retentionDays: Int = 90
+    ) {
+        self.fleets = fleets
+        self.broker = broker
+        self.clientID = clientID
+        self.shareGroup = shareGroup
+        self.databasePath = databasePath
+        self.httpHost = httpHost
+        self.httpPort = httpPort
+        self.publishIntervalSeconds = publishIntervalSeconds
+        self.retentionDays = retentionDays
+    }
+
+    /// Every key ``init(fields:)`` reads.
+    public static let keys: Set<String> = BrokerConfiguration.keys.union([
+        "fleets", "clientId", "shareGroup", "database", "http.host", "http.port", "stats.publishIntervalS",
+        "retention.days",
+    ])
+
+    /// Reads the aggregator's keys.
+    /// - Throws: ``ConfigurationError`` naming the key and the problem.
+    public init(fields: ConfigFields) throws(ConfigurationError) {
+        var fleets: [Identifier] = []
+        for text in fields.stringList("fleets", default: []) {
+            do {
+                fleets.append(try Identifier(text, field: "fleets"))
+            } catch {
+                throw ConfigurationError(file: fields.source, key: "fleets", problem: error.reason)
+            }
+        }
+        let clientID = try fields.string("clientId", default: "spectra-aggregator-1")
+        guard Identifier.isValid(clientID) else {
+            throw ConfigurationError(file: fields.source, key: "clientId", problem: "'\(clientID)' must be 1-64 of A-Z a-z 0-9 _ -")
+        }
+        let shareGroup = try fields.string("shareGroup", default: "aggregators")
+        guard Identifier.isValid(shareGroup) else {
+            throw ConfigurationError(file: fields.source, key: "shareGroup", problem: "'\(shareGroup)' must be 1-64 of A-Z a-z 0-9 _ -")
+        }
+        self.init(
+            fleets: fleets,
+            broker: try BrokerConfiguration(fields: fields),
+            clientID: clientID,
+            shareGroup: shareGroup,
+            databasePath: try fields.string("database", default: "var/aggregator.sqlite"),
+            httpHost: try fields.string("http.host", default: "127.0.0.1"),
+            httpPort: try fields.int("http.port", default: 8080, in: 0...65535),
+            publishIntervalSeconds: try fields.double("stats.publishIntervalS", default: 10, in: 1...3600),
+            retentionDays: try fields.int("retention.days", default: 90, in: 1...3650))
+    }
+}

@@ -1,0 +1,165 @@
+import Foundation
+
+/// One message an agent publishes on `event` or `telemetry`: the identity and clocks every
+/// consumer needs, around a typed ``Message``.
+///
+/// `(gateway, epoch, seq)` is unique forever; consumers dedupe on it. `mono` and `synced` let
+/// a consumer place a message in time even when the gateway's wall clock was wrong.
+public struct Envelope: Sendable, Equatable {
+    /// The envelope version this build writes and reads.
+    public static let currentVersion = 1
+
+    /// The fleet the gateway belongs to.
+    public var fleet: Identifier
+    /// The gateway that produced the message (`gw` on the wire).
+    public var gateway: Identifier
+    /// Made when the gateway's outbox database was created; a new database means a new epoch.
+    public var epoch: UUID
+    /// The outbox's 64-bit sequence number, taken in the transaction that stored the message.
+    public var seq: UInt64
+    /// Made at every agent start.
+    public var boot: UUID
+    /// Nanoseconds of a monotonic clock since `boot`.
+    public var monoNanos: UInt64
+    /// Wall-clock time when the message was made.
+    public var timestamp: Date
+    /// Whether the wall clock was trusted (NTP-synchronised) when `timestamp` was taken.
+    public var synced: Bool
+    /// The typed content.
+    public var message: Message
+
+    /// Creates an envelope.
+    public init(
+        fleet: Identifier, gateway: Identifier, epoch: UUID, seq: UInt64, boot: UUID,
+        monoNanos: UInt64, timestamp: Date, synced: Bool, message: Message
+    ) {
+        self.fleet = fleet
+        self.gateway = gateway
+        self.epoch = epoch
+        self.seq = seq
+        self.boot = boot
+        self.monoNanos = monoNanos
+        self.timestamp = timestamp
+        self.synced = synced
+        self.message = message
+    }
+
+    /// The envelope's `kind`.
+    public var kind: Kind {
+        switch message {
+        case .event: .event
+        case .telemetry: .telemetry
+        }
+    }
+
+    /// The two kinds of envelope.
+    public enum Kind: String, Sendable, Codable, CaseIterable {
+        case event
+        case telemetry
+    }
+
+    /// Decodes an envelope from untrusted bytes.
+    /// - Throws: ``ProtocolError`` (see ``WireFormat/decode(_:from:)``), `unsupportedVersion`,
+    ///   `unknownKind` or `unknownEventType`.
+    public static func decode(_ data: Data) throws(ProtocolError) -> Envelope {
+        try WireFormat.decode(Envelope.self, from: data)
+    }
+
+    /// The envelope as wire JSON.
+    public func encoded() -> Data { WireFormat.encode(self) }
+}
+
+/// The content of an ``Envelope``.
+public enum Message: Sendable, Equatable {
+    /// A session or system event (`kind: "event"`).
+    case event(Event)
+    /// A periodic measurement (`kind: "telemetry"`).
+    case telemetry(Telemetry)
+}
+
+extension Envelope: Codable {
+    enum CodingKeys: String, CodingKey {
+        case v, kind, type, fleet, gw, epoch, seq, boot, mono, ts, synced, body
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let version = try c.decode(Int.self, forKey: .v)
+        guard version == Self.currentVersion else {
+            throw ProtocolError(
+                .unsupportedVersion, path: "v",
+                "envelope version \(version) is not supported; this build reads v\(Self.currentVersion)")
+        }
+        let kindText = try c.decode(String.self, forKey: .kind)
+        guard let kind = Kind(rawValue: kindText) else {
+            throw ProtocolError(
+                .unknownKind, path: "kind", "\(Identifier.describe(kindText)) is not 'event' or 'telemetry'")
+        }
+        fleet = try c.decode(Identifier.self, forKey: .fleet)
+        gateway = try c.decode(Identifier.self, forKey: .gw)
+        epoch = try c.decodeUUID(forKey: .epoch)
+        seq = try c.decodeCounter(forKey: .seq)
+        boot = try c.decodeUUID(forKey: .boot)
+        monoNanos = try c.decodeCounter(forKey: .mono)
+        timestamp = try c.decode(Date.self, forKey: .ts)
+        synced = try c.decode(Bool.self, forKey: .synced)
+        switch kind {
+        case .event:
+            let type = try c.decode(String.self, forKey: .type)
+            message = .event(try Event(type: type, bodyFrom: c.superDecoder(forKey: .body)))
+        case .telemetry:
+            message = .telemetry(try c.decode(Telemetry.self, forKey: .body))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Self.currentVersion, forKey: .v)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(fleet, forKey: .fleet)
+        try c.encode(gateway, forKey: .gw)
+        try c.encode(epoch.wireString, forKey: .epoch)
+        try c.encode(seq, forKey: .seq)
+        try c.encode(boot.wireString, forKey: .boot)
+        try c.encode(monoNanos, forKey: .mono)
+        try c.encode(timestamp, forKey: .ts)
+        try c.encode(synced, forKey: .synced)
+        switch message {
+        case .event(let event):
+            try c.encode(event.type.rawValue, forKey: .type)
+            try event.encodeBody(to: c.superEncoder(forKey: .body))
+        case .telemetry(let telemetry):
+            try c.encode(telemetry, forKey: .body)
+        }
+    }
+}
+
+extension UUID {
+    /// Lower-case UUID text, as the contract writes it.
+    public var wireString: String { uuidString.lowercased() }
+}
+
+extension KeyedDecodingContainer {
+    func decodeUUID(forKey key: Key) throws -> UUID {
+        let text = try decode(String.self, forKey: key)
+        guard let uuid = UUID(uuidString: text) else {
+            throw ProtocolError(
+                .invalidValue, path: (codingPath + [key]).dottedPath, "\(Identifier.describe(text)) is not a UUID")
+        }
+        return uuid
+    }
+
+    /// A non-negative 64-bit counter (`seq`, `mono`).
+    func decodeCounter(forKey key: Key) throws -> UInt64 {
+        let value = try decode(Int64.self, forKey: key)
+        guard value >= 0 else {
+            throw ProtocolError(.invalidValue, path: (codingPath + [key]).dottedPath, "\(value) must not be negative")
+        }
+        return UInt64(value)
+    }
+
+    func decodeUUIDIfPresent(forKey key: Key) throws -> UUID? {
+        guard contains(key), try !decodeNil(forKey: key) else { return nil }
+        return try decodeUUID(forKey: key)
+    }
+}

@@ -1,0 +1,71 @@
+/// The body of an envelope with `kind: "telemetry"`: sent every 1 s in a session and every
+/// 60 s idle (both configurable).
+public struct Telemetry: Sendable, Equatable, Codable {
+    /// One electrode channel's latest readings.
+    public struct Channel: Sendable, Equatable, Codable {
+        public var id: String
+        public var peakMicroAmps: Double
+        public var rmsMicroAmps: Double
+        public var impedanceOhms: Double
+        public var complianceVolts: Double
+        /// Whether the electrodes touch skin well enough to stimulate.
+        public var contact: Bool
+
+        public init(
+            id: String, peakMicroAmps: Double, rmsMicroAmps: Double, impedanceOhms: Double,
+            complianceVolts: Double, contact: Bool
+        ) {
+            self.id = id
+            self.peakMicroAmps = peakMicroAmps
+            self.rmsMicroAmps = rmsMicroAmps
+            self.impedanceOhms = impedanceOhms
+            self.complianceVolts = complianceVolts
+            self.contact = contact
+        }
+    }
+
+    /// The agent's own health.
+    public struct Agent: Sendable, Equatable, Codable {
+        /// Messages waiting in the outbox.
+        public var outboxDepth: Int
+        /// Bytes the outbox holds.
+        public var outboxBytes: Int
+        /// Age of the oldest message not yet acknowledged by the broker, seconds.
+        public var oldestUnackedS: Double
+        /// Broker reconnects since the agent started.
+        public var reconnects: Int
+        /// Resident memory, KiB.
+        public var rssKiB: Int
+
+        public init(outboxDepth: Int, outboxBytes: Int, oldestUnackedS: Double, reconnects: Int, rssKiB: Int) {
+            self.outboxDepth = outboxDepth
+            self.outboxBytes = outboxBytes
+            self.oldestUnackedS = oldestUnackedS
+            self.reconnects = reconnects
+            self.rssKiB = rssKiB
+        }
+    }
+
+    public var sessionId: Identifier?
+    public var level: Int?
+    public var elapsedS: Double?
+    public var channels: [Channel]
+    public var vibrationRpm: Double?
+    public var batteryPct: Double
+    public var headbandTempC: Double
+    public var agent: Agent
+
+    public init(
+        sessionId: Identifier? = nil, level: Int? = nil, elapsedS: Double? = nil, channels: [Channel],
+        vibrationRpm: Double? = nil, batteryPct: Double, headbandTempC: Double, agent: Agent
+    ) {
+        self.sessionId = sessionId
+        self.level = level
+        self.elapsedS = elapsedS
+        self.channels = channels
+        self.vibrationRpm = vibrationRpm
+        self.batteryPct = batteryPct
+        self.headbandTempC = headbandTempC
+        self.agent = agent
+    }
+}
