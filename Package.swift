@@ -43,6 +43,7 @@ let package = Package(
             name: "SpectraConfig",
             dependencies: [
                 "Waveform",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Yams", package: "Yams"),
@@ -104,8 +105,6 @@ let package = Package(
         ),
         .testTarget(name: "SpectraConfigTests", dependencies: ["SpectraConfig", "EdgeAgent", "Aggregator"]),
         .testTarget(name: "SpectraTestingTests", dependencies: ["SpectraTesting"]),
-        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "SpectraTesting"]),
-        .testTarget(name: "WaveformTests", dependencies: ["Waveform"]),
         .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting"]),
     ]
 )

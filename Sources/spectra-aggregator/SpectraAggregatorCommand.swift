@@ -1,0 +1,50 @@
+import Aggregator
+import ArgumentParser
+import Foundation
+import SpectraConfig
+
+@main
+struct SpectraAggregatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spectra-aggregator",
+        abstract: "Collects fleet usage statistics from the broker and serves them over HTTP.",
+        discussion: """
+            Configuration precedence: --set KEY=VALUE > SPECTRA_* environment > --config FILE > defaults.
+
+            Example:
+              spectra-aggregator config show --config Config/aggregator.yaml
+            """,
+        subcommands: [ConfigGroup.self]
+    )
+
+    struct ConfigGroup: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "config", abstract: "Inspect the aggregator's configuration.", subcommands: [Show.self])
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the effective configuration after every layer is applied.",
+            discussion: "Example: spectra-aggregator config show --config Config/aggregator.yaml")
+
+        @OptionGroup var options: ConfigOptions
+
+        func run() async throws {
+            let fields = await options.load(knownKeys: AggregatorConfiguration.keys)
+            let configuration: AggregatorConfiguration
+            do {
+                configuration = try AggregatorConfiguration(fields: fields)
+            } catch {
+                ConfigOptions.exit(with: error)
+            }
+            print("fleets: \(configuration.fleets.map(\.rawValue).joined(separator: ","))")
+            print("mqtt.url: \(configuration.broker.url)")
+            print("clientId: \(configuration.clientID)")
+            print("shareGroup: \(configuration.shareGroup)")
+            print("database: \(configuration.databasePath)")
+            print("http: \(configuration.httpHost):\(configuration.httpPort)")
+            print("stats.publishIntervalS: \(configuration.publishIntervalSeconds)")
+            print("retention.days: \(configuration.retentionDays)")
+        }
+    }
+}
