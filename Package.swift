@@ -105,6 +105,7 @@ let package = Package(
         ),
         .testTarget(name: "SpectraConfigTests", dependencies: ["SpectraConfig", "EdgeAgent", "Aggregator"]),
         .testTarget(name: "SpectraTestingTests", dependencies: ["SpectraTesting"]),
+        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "SpectraTesting"]),
         .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting"]),
     ]
 )

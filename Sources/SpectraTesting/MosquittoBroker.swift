@@ -54,7 +54,6 @@ public final class MosquittoBroker: Sendable {
             log_type error
             log_type warning
             log_type notice
-            log_type information
             max_queued_messages 1000000
             max_inflight_messages 0
             pid_file \(dir)/mosquitto.pid

@@ -1,0 +1,537 @@
+import CMosquitto
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The loop-confined half of an ``MQTTClient``: the libmosquitto handle of the current
+/// connection, what waits for the broker, and the reconnect schedule.
+///
+/// Every method but `init` runs on the event loop's thread; `@unchecked Sendable` only lets
+/// closures carry it there.
+final class ClientCore: @unchecked Sendable {
+    enum Pending {
+        case waiting(CheckedContinuation<Void, any Error>)
+        case token(UInt64)
+    }
+
+    let configuration: MQTTConfiguration
+    let loop: MQTTEventLoop
+    let outputs: ClientOutputs
+
+    private var handle: OpaquePointer?
+    private var context: Unmanaged<CallbackContext>?
+    private var fd: Int32 = -1
+    private var token: UInt64 = 0
+    private var watchingWrite = false
+    private var connected = false
+    /// Whether the connection that just ended had been established (CONNACK success).
+    private var lostAfterConnect = false
+    /// When the socket last had something to read (monotonic nanoseconds).
+    private var lastInbound: UInt64 = 0
+    private var stopped = true
+    private var attempt = 0
+    private var publishes: [Int32: Pending] = [:]
+    private var subscribes: [Int32: CheckedContinuation<[Int32], any Error>] = [:]
+    private var unsubscribes: [Int32: CheckedContinuation<Void, any Error>] = [:]
+    private var subscriptions: [Subscription] = []
+    private var firstConnect: CheckedContinuation<Bool, any Error>?
+    private var lastError: MQTTError?
+    private var disconnectWaiters: [CheckedContinuation<Void, Never>] = []
+    private var random = SystemRandomNumberGenerator()
+
+    init(configuration: MQTTConfiguration, loop: MQTTEventLoop, outputs: ClientOutputs) {
+        self.configuration = configuration
+        self.loop = loop
+        self.outputs = outputs
+    }
+
+    // MARK: Lifecycle
+
+    /// Starts connecting; `continuation` (if any) learns the first attempt's outcome.
+    func start(firstAttempt continuation: CheckedContinuation<Bool, any Error>?) {
+        guard stopped else {
+            continuation?.resume(throwing: MQTTError(.library, code: Int32(MOSQ_ERR_INVAL.rawValue), "already started"))
+            return
+        }
+        stopped = false
+        firstConnect = continuation
+        connect()
+    }
+
+    /// Sends DISCONNECT (no Will), stops reconnecting, releases the handle and finishes the
+    /// output streams.
+    func stop(_ continuation: CheckedContinuation<Void, Never>) {
+        stopped = true
+        disconnectWaiters.append(continuation)
+        guard let handle else {
+            finishStop()
+            return
+        }
+        if connected {
+            mosquitto_disconnect_v5(handle, 0, nil)
+            updateInterest()
+            // The broker closes its side after DISCONNECT; don't wait forever for it.
+            loop.schedule(after: 2) { [self] in
+                if self.handle == handle { self.connectionEnded(rc: Int32(MOSQ_ERR_SUCCESS.rawValue)) }
+            }
+        } else if token == 0 {
+            // A connect is in flight on the connector queue; connectReturned finishes the stop.
+        } else {
+            teardown()
+            finishStop()
+        }
+    }
+
+    private func finishStop() {
+        for waiter in disconnectWaiters { waiter.resume() }
+        disconnectWaiters.removeAll()
+        if let waiter = firstConnect {
+            firstConnect = nil
+            waiter.resume(throwing: MQTTError(.closed, "the client was stopped"))
+        }
+        outputs.set(.disconnected(reason: "stopped"))
+        outputs.finish()
+    }
+
+    private func connect() {
+        guard !stopped else { return }
+        outputs.set(.connecting)
+        let context = Unmanaged.passRetained(CallbackContext(core: self))
+        guard let handle = mosquitto_new(configuration.clientID, configuration.cleanStart, context.toOpaque()) else {
+            context.release()
+            fail(MQTTError.library(Int32(MOSQ_ERR_NOMEM.rawValue), "creating the client"))
+            return
+        }
+        self.handle = handle
+        self.context = context
+        if let error = configure(handle) {
+            teardown()
+            fail(error)
+            return
+        }
+        var properties: OpaquePointer?
+        if configuration.protocolVersion == .v5 && configuration.sessionExpirySeconds > 0 {
+            mosquitto_property_add_int32(
+                &properties, Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), configuration.sessionExpirySeconds)
+        }
+        let host = configuration.host
+        let port = Int32(configuration.port)
+        let keepalive = Int32(configuration.keepaliveSeconds)
+        let request = ConnectRequest(handle: handle, properties: properties)
+        loop.connector.async { [loop] in
+            loop.connectorLimit.wait()
+            let rc = mosquitto_connect_bind_v5(request.handle, host, port, keepalive, nil, request.properties)
+            let savedErrno = errno
+            loop.connectorLimit.signal()
+            var properties = request.properties
+            mosquitto_property_free_all(&properties)
+            loop.execute { self.connectReturned(handle: request.handle, rc: rc, errno: savedErrno) }
+        }
+    }
+
+    private func configure(_ handle: OpaquePointer) -> MQTTError? {
+        let version = configuration.protocolVersion == .v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311
+        mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, Int32(version))
+        mosquitto_connect_v5_callback_set(handle, onConnectCallback)
+        mosquitto_disconnect_v5_callback_set(handle, onDisconnectCallback)
+        mosquitto_publish_v5_callback_set(handle, onPublishCallback)
+        mosquitto_message_v5_callback_set(handle, onMessageCallback)
+        mosquitto_subscribe_v5_callback_set(handle, onSubscribeCallback)
+        mosquitto_unsubscribe_v5_callback_set(handle, onUnsubscribeCallback)
+        if configuration.username != nil || configuration.password != nil {
+            let rc = mosquitto_username_pw_set(handle, configuration.username, configuration.password)
+            if rc != 0 { return MQTTError.library(rc, "setting credentials") }
+        }
+        if let will = configuration.will {
+            let rc = will.payload.withUnsafeBytes { bytes in
+                mosquitto_will_set_v5(
+                    handle, will.topic, Int32(bytes.count), bytes.baseAddress, will.qos.rawValue, will.retain, nil)
+            }
+            if rc != 0 { return MQTTError.library(rc, "setting the Will on \(will.topic)") }
+        }
+        if let tls = configuration.tls {
+            let rc = mosquitto_tls_set(handle, tls.caFile, nil, tls.certFile, tls.keyFile, nil)
+            if rc != 0 {
+                return MQTTError(
+                    .library, code: rc,
+                    "TLS files rejected: check that \(tls.caFile)\(tls.certFile.map { ", \($0)" } ?? "")\(tls.keyFile.map { ", \($0)" } ?? "") exist and are PEM [\(String(cString: mosquitto_strerror(rc)))]")
+            }
+            mosquitto_tls_opts_set(handle, 1, nil, nil)  // SSL_VERIFY_PEER
+            mosquitto_tls_insecure_set(handle, false)  // check the server name
+        }
+        return nil
+    }
+
+    private func connectReturned(handle: OpaquePointer, rc: Int32, errno savedErrno: Int32) {
+        guard self.handle == handle else {
+            // Stopped while connecting: the handle is ours to release.
+            return
+        }
+        if stopped {
+            teardown()
+            finishStop()
+            return
+        }
+        guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
+            errno = savedErrno
+            let error = MQTTError.library(rc, "connecting to \(configuration.host):\(configuration.port)")
+            teardown()
+            fail(error)
+            return
+        }
+        fd = mosquitto_socket(handle)
+        watchingWrite = mosquitto_want_write(handle)
+        token = loop.register(fd: fd, core: self, wantWrite: watchingWrite)
+        lastInbound = MQTTEventLoop.now()
+    }
+
+    /// A connection attempt failed before CONNACK: tell the first waiter, then retry later.
+    private func fail(_ error: MQTTError) {
+        lastError = error
+        outputs.set(.disconnected(reason: error.message))
+        if let waiter = firstConnect {
+            firstConnect = nil
+            stopped = true
+            waiter.resume(throwing: error)
+            return
+        }
+        scheduleReconnect()
+    }
+
+    private func scheduleReconnect() {
+        guard !stopped else { return }
+        let delay = configuration.backoff.delay(attempt: attempt, using: &random)
+        attempt += 1
+        loop.schedule(after: delay) { [self] in
+            if self.handle == nil && !self.stopped { self.connect() }
+        }
+    }
+
+    /// Releases the current handle (never from inside a libmosquitto callback).
+    private func teardown() {
+        if token != 0 {
+            loop.unregister(fd: fd, token: token)
+            token = 0
+        }
+        if let handle {
+            mosquitto_destroy(handle)
+            self.handle = nil
+        }
+        context?.release()
+        context = nil
+        fd = -1
+        connected = false
+    }
+
+    // MARK: Socket events (loop thread)
+
+    func handle(readable: Bool, writable: Bool) {
+        guard let handle else { return }
+        // On most failures libmosquitto closes the socket and calls onDisconnect, which
+        // unregisters it (token 0) and schedules connectionEnded. A TLS handshake failure closes
+        // the socket without the callback: settle() catches that.
+        if readable {
+            lastInbound = MQTTEventLoop.now()
+            settle(handle, rc: mosquitto_loop_read(handle, 1))
+        }
+        guard token != 0 else { return }
+        if writable { settle(handle, rc: mosquitto_loop_write(handle, 1)) }
+        updateInterest()
+    }
+
+    /// Keepalive pings and silent-link detection.
+    func housekeeping() {
+        guard let handle, token != 0 else { return }
+        // libmosquitto pings at the latest one keepalive after the last inbound packet, so a
+        // live broker is heard from within 1.5 keepalives; silence past that is a dead link.
+        // (libmosquitto alone would wait up to 2 keepalives.)
+        let silence = Double(MQTTEventLoop.now() &- lastInbound) / 1e9
+        if silence > 1.5 * Double(configuration.keepaliveSeconds) {
+            lastError = MQTTError.library(Int32(MOSQ_ERR_KEEPALIVE.rawValue), "no answer from \(configuration.host):\(configuration.port) for \(Int(silence)) s")
+            abortSocket()
+        }
+        settle(handle, rc: mosquitto_loop_misc(handle))
+        updateInterest()
+    }
+
+    /// Ends the connection if libmosquitto closed the socket without telling us.
+    private func settle(_ handle: OpaquePointer, rc: Int32) {
+        guard rc != 0, token != 0, self.handle == handle, mosquitto_socket(handle) < 0 else { return }
+        onDisconnect(rc: rc)
+    }
+
+    private func updateInterest() {
+        guard let handle, token != 0 else { return }
+        let want = mosquitto_want_write(handle)
+        if want != watchingWrite {
+            watchingWrite = want
+            loop.update(fd: fd, token: token, wantWrite: want)
+        }
+    }
+
+    // MARK: Callbacks (loop thread, inside libmosquitto)
+
+    fileprivate func onConnect(reason: Int32, flags: Int32) {
+        guard reason == 0 else {
+            lastError = MQTTError.connack(reason)
+            return  // libmosquitto closes the connection; onDisconnect follows.
+        }
+        connected = true
+        attempt = 0
+        lastError = nil
+        let sessionPresent = flags & 1 == 1
+        outputs.connected(sessionPresent: sessionPresent)
+        if !sessionPresent, let handle {
+            for subscription in subscriptions {
+                var mid: Int32 = 0
+                mosquitto_subscribe_v5(handle, &mid, subscription.filter, subscription.qos.rawValue, 0, nil)
+            }
+        }
+        if let waiter = firstConnect {
+            firstConnect = nil
+            waiter.resume(returning: sessionPresent)
+        }
+    }
+
+    fileprivate func onDisconnect(rc: Int32) {
+        // Inside libmosquitto: release the handle after this callback returns.
+        let ended = handle.map { UInt(bitPattern: $0) }
+        loop.execute { [self] in
+            if let ended, self.handle.map({ UInt(bitPattern: $0) }) == ended { self.connectionEnded(rc: rc) }
+        }
+        if token != 0 {
+            loop.unregister(fd: fd, token: token)
+            token = 0
+        }
+        lostAfterConnect = connected
+        connected = false
+    }
+
+    /// The connection is over: fail what waited on it, release the handle, reconnect.
+    private func connectionEnded(rc: Int32) {
+        let wasConnected = lostAfterConnect || connected
+        lostAfterConnect = false
+        let error = lastError ?? (rc == 0
+            ? MQTTError(.closed, "disconnected")
+            : MQTTError.library(rc, "connection to \(configuration.host):\(configuration.port) lost"))
+        teardown()
+        let lost = MQTTError(.connectionLost, code: rc, "the connection dropped before the broker acknowledged: \(error.message)")
+        for (_, pending) in publishes {
+            if case .waiting(let continuation) = pending { continuation.resume(throwing: lost) }
+        }
+        publishes.removeAll()
+        for (_, waiter) in subscribes { waiter.resume(throwing: lost) }
+        subscribes.removeAll()
+        for (_, waiter) in unsubscribes { waiter.resume(throwing: lost) }
+        unsubscribes.removeAll()
+        if stopped {
+            finishStop()
+            return
+        }
+        if let waiter = firstConnect {
+            firstConnect = nil
+            stopped = true
+            outputs.set(.disconnected(reason: error.message))
+            waiter.resume(throwing: error)
+            return
+        }
+        outputs.set(.disconnected(reason: error.message))
+        if wasConnected { outputs.countReconnect() }
+        lastError = nil
+        scheduleReconnect()
+    }
+
+    fileprivate func onPublish(mid: Int32, reason: Int32) {
+        guard let pending = publishes.removeValue(forKey: mid) else { return }
+        switch pending {
+        case .waiting(let continuation):
+            if reason >= 0x80 {
+                continuation.resume(throwing: MQTTError(
+                    .rejected, code: reason,
+                    "the broker refused the publish: \(String(cString: mosquitto_reason_string(reason))) (check the topic ACL)"))
+            } else {
+                continuation.resume()
+            }
+        case .token(let token):
+            outputs.acknowledge(PublishAcknowledgement(token: token, reasonCode: reason))
+        }
+    }
+
+    fileprivate func onMessage(_ message: MQTTMessage) {
+        outputs.deliver(message)
+    }
+
+    fileprivate func onSubscribe(mid: Int32, granted: [Int32]) {
+        subscribes.removeValue(forKey: mid)?.resume(returning: granted)
+    }
+
+    fileprivate func onUnsubscribe(mid: Int32) {
+        unsubscribes.removeValue(forKey: mid)?.resume()
+    }
+
+    /// Shuts the socket down under libmosquitto (no DISCONNECT is sent).
+    func abortSocket() {
+        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
+    }
+
+    // MARK: Requests (loop thread)
+
+    private func requireConnected() throws(MQTTError) -> OpaquePointer {
+        guard connected, let handle else {
+            throw MQTTError(.notConnected, "not connected to the broker at \(configuration.host):\(configuration.port)")
+        }
+        return handle
+    }
+
+    func publish(_ message: OutgoingMessage, _ pending: Pending) throws(MQTTError) {
+        let handle = try requireConnected()
+        var properties: OpaquePointer?
+        if configuration.protocolVersion == .v5 {
+            for property in message.userProperties {
+                mosquitto_property_add_string_pair(
+                    &properties, Int32(MQTT_PROP_USER_PROPERTY.rawValue), property.name, property.value)
+            }
+        }
+        defer { mosquitto_property_free_all(&properties) }
+        var mid: Int32 = 0
+        let rc = message.payload.withUnsafeBytes { bytes in
+            mosquitto_publish_v5(
+                handle, &mid, message.topic, Int32(bytes.count), bytes.baseAddress, message.qos.rawValue,
+                message.retain, properties)
+        }
+        guard rc == 0 else { throw MQTTError.library(rc, "publishing to \(message.topic)") }
+        if message.qos == .atMostOnce {
+            // No PUBACK at QoS 0: handed to the socket is as far as it goes.
+            switch pending {
+            case .waiting(let continuation): continuation.resume()
+            case .token(let token): outputs.acknowledge(PublishAcknowledgement(token: token, reasonCode: 0))
+            }
+        } else {
+            publishes[mid] = pending
+        }
+        updateInterest()
+    }
+
+    func subscribe(_ list: [Subscription], _ continuation: CheckedContinuation<[Int32], any Error>) {
+        for subscription in list where !subscriptions.contains(subscription) { subscriptions.append(subscription) }
+        let handle: OpaquePointer
+        do {
+            handle = try requireConnected()
+        } catch {
+            continuation.resume(throwing: error)
+            return
+        }
+        var mid: Int32 = 0
+        var filters = list.map { strdup($0.filter) }
+        defer { filters.forEach { free($0) } }
+        let qos = list.map(\.qos.rawValue).max() ?? 1
+        let rc = filters.withUnsafeMutableBufferPointer { buffer in
+            buffer.baseAddress!.withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: buffer.count) { pointer in
+                mosquitto_subscribe_multiple(handle, &mid, Int32(list.count), pointer, qos, 0, nil)
+            }
+        }
+        guard rc == 0 else {
+            continuation.resume(throwing: MQTTError.library(rc, "subscribing to \(list.map(\.filter))"))
+            return
+        }
+        subscribes[mid] = continuation
+        updateInterest()
+    }
+
+    func unsubscribe(_ filters: [String], _ continuation: CheckedContinuation<Void, any Error>) {
+        subscriptions.removeAll { filters.contains($0.filter) }
+        let handle: OpaquePointer
+        do {
+            handle = try requireConnected()
+        } catch {
+            continuation.resume(throwing: error)
+            return
+        }
+        var mid: Int32 = 0
+        var list = filters.map { strdup($0) }
+        defer { list.forEach { free($0) } }
+        let rc = list.withUnsafeMutableBufferPointer { buffer in
+            buffer.baseAddress!.withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: buffer.count) { pointer in
+                mosquitto_unsubscribe_multiple(handle, &mid, Int32(filters.count), pointer, nil)
+            }
+        }
+        guard rc == 0 else {
+            continuation.resume(throwing: MQTTError.library(rc, "unsubscribing from \(filters)"))
+            return
+        }
+        unsubscribes[mid] = continuation
+        updateInterest()
+    }
+}
+
+/// A connect request's handle and properties, carried to the connector queue.
+private struct ConnectRequest: @unchecked Sendable {
+    let handle: OpaquePointer
+    let properties: OpaquePointer?
+}
+
+/// The immutable box whose pointer libmosquitto hands back to every callback.
+final class CallbackContext {
+    let core: ClientCore
+    init(core: ClientCore) { self.core = core }
+
+    static func core(_ pointer: UnsafeMutableRawPointer?) -> ClientCore? {
+        guard let pointer else { return nil }
+        return Unmanaged<CallbackContext>.fromOpaque(pointer).takeUnretainedValue().core
+    }
+}
+
+// MARK: C callbacks: copy data out, hand it to the core.
+
+private func onConnectCallback(_: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ reason: Int32, _ flags: Int32, _: OpaquePointer?) {
+    CallbackContext.core(context)?.onConnect(reason: reason, flags: flags)
+}
+
+private func onDisconnectCallback(_: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ rc: Int32, _: OpaquePointer?) {
+    CallbackContext.core(context)?.onDisconnect(rc: rc)
+}
+
+private func onPublishCallback(_: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ mid: Int32, _ reason: Int32, _: OpaquePointer?) {
+    CallbackContext.core(context)?.onPublish(mid: mid, reason: reason)
+}
+
+private func onMessageCallback(
+    _: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ message: UnsafePointer<mosquitto_message>?, _ properties: OpaquePointer?
+) {
+    guard let core = CallbackContext.core(context), let message else { return }
+    let raw = message.pointee
+    let topic = raw.topic.map { String(cString: $0) } ?? ""
+    var payload: [UInt8] = []
+    if let bytes = raw.payload, raw.payloadlen > 0 {
+        payload = Array(UnsafeRawBufferPointer(start: bytes, count: Int(raw.payloadlen)))
+    }
+    var userProperties: [UserProperty] = []
+    var name: UnsafeMutablePointer<CChar>?
+    var value: UnsafeMutablePointer<CChar>?
+    var cursor = mosquitto_property_read_string_pair(properties, Int32(MQTT_PROP_USER_PROPERTY.rawValue), &name, &value, false)
+    while cursor != nil {
+        if let name, let value { userProperties.append(UserProperty(String(cString: name), String(cString: value))) }
+        free(name)
+        free(value)
+        name = nil
+        value = nil
+        cursor = mosquitto_property_read_string_pair(cursor, Int32(MQTT_PROP_USER_PROPERTY.rawValue), &name, &value, true)
+    }
+    core.onMessage(MQTTMessage(
+        topic: topic, payload: payload, qos: QoS(rawValue: raw.qos) ?? .atMostOnce, retain: raw.retain,
+        userProperties: userProperties))
+}
+
+private func onSubscribeCallback(
+    _: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ mid: Int32, _ count: Int32, _ granted: UnsafePointer<Int32>?, _: OpaquePointer?
+) {
+    let list = granted.map { Array(UnsafeBufferPointer(start: $0, count: Int(count))) } ?? []
+    CallbackContext.core(context)?.onSubscribe(mid: mid, granted: list)
+}
+
+private func onUnsubscribeCallback(_: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ mid: Int32, _: OpaquePointer?) {
+    CallbackContext.core(context)?.onUnsubscribe(mid: mid)
+}

@@ -1,0 +1,49 @@
+import Synchronization
+
+/// What a client reports to the rest of the process: received messages, acknowledgements,
+/// connection changes and counters. Safe to use from any thread.
+final class ClientOutputs: Sendable {
+    let messages: AsyncStream<MQTTMessage>
+    let acknowledgements: AsyncStream<PublishAcknowledgement>
+    let connectionEvents: AsyncStream<ConnectionState>
+    private let messageSink: AsyncStream<MQTTMessage>.Continuation
+    private let ackSink: AsyncStream<PublishAcknowledgement>.Continuation
+    private let eventSink: AsyncStream<ConnectionState>.Continuation
+    private let current = Mutex<ConnectionState>(.disconnected(reason: "not started"))
+    let dropped = Atomic<Int>(0)
+    let reconnects = Atomic<Int>(0)
+    let received = Atomic<Int>(0)
+
+    init(receiveBufferCapacity: Int) {
+        (messages, messageSink) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .bufferingOldest(receiveBufferCapacity))
+        (acknowledgements, ackSink) = AsyncStream.makeStream(of: PublishAcknowledgement.self)
+        (connectionEvents, eventSink) = AsyncStream.makeStream(of: ConnectionState.self, bufferingPolicy: .bufferingNewest(256))
+    }
+
+    var state: ConnectionState { current.withLock { $0 } }
+
+    func set(_ state: ConnectionState) {
+        let changed = current.withLock { old in
+            defer { old = state }
+            return old != state
+        }
+        if changed { eventSink.yield(state) }
+    }
+
+    func connected(sessionPresent: Bool) { set(.connected(sessionPresent: sessionPresent)) }
+
+    func countReconnect() { reconnects.add(1, ordering: .relaxed) }
+
+    func deliver(_ message: MQTTMessage) {
+        received.add(1, ordering: .relaxed)
+        if case .dropped = messageSink.yield(message) { dropped.add(1, ordering: .relaxed) }
+    }
+
+    func acknowledge(_ ack: PublishAcknowledgement) { ackSink.yield(ack) }
+
+    func finish() {
+        messageSink.finish()
+        ackSink.finish()
+        eventSink.finish()
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+@testable @_spi(Testing) import MQTT
+import SpectraTesting
+import Testing
+
+@Suite("Publish and subscribe against a real mosquitto")
+struct PublishSubscribeTests {
+    @Test("round trip at QoS 0 and 1, with user properties, in order", arguments: [QoS.atMostOnce, .atLeastOnce])
+    func roundTrip(qos: QoS) async throws {
+        let broker = try await MosquittoBroker()
+        let subscriber = MQTTClient(broker.client("sub"))
+        let publisher = MQTTClient(broker.client("pub"))
+        try await subscriber.connect()
+        try await publisher.connect()
+        let received = Collector(subscriber.messages)
+        #expect(try await subscriber.subscribe([Subscription("t/#", qos: qos)]) == [qos])
+        for index in 0..<50 {
+            try await publisher.publish(OutgoingMessage(
+                topic: "t/\(index % 3)", payload: bytes("m\(index)"), qos: qos,
+                userProperties: [UserProperty("historical", "true")]))
+        }
+        #expect(await received.waitFor(count: 50))
+        #expect(received.elements.map(text) == (0..<50).map { "m\($0)" })
+        #expect(received.elements.allSatisfy { $0.userProperty("historical") == "true" && $0.qos == qos })
+        await subscriber.disconnect()
+        await publisher.disconnect()
+    }
+
+    @Test("retained messages reach a later subscriber, flagged as retained")
+    func retained() async throws {
+        let broker = try await MosquittoBroker()
+        let publisher = MQTTClient(broker.client("pub"))
+        try await publisher.connect()
+        try await publisher.publish(OutgoingMessage(topic: "r/status", payload: bytes("online"), retain: true))
+        let late = MQTTClient(broker.client("late"))
+        try await late.connect()
+        let received = Collector(late.messages)
+        try await late.subscribe([Subscription("r/#")])
+        #expect(await received.waitFor(count: 1))
+        #expect(received.elements.first.map(text) == "online")
+        #expect(received.elements.first?.retain == true)
+    }
+
+    @Test("the Will is published when a client vanishes without DISCONNECT, and not after a clean one")
+    func will() async throws {
+        let broker = try await MosquittoBroker()
+        let watcher = MQTTClient(broker.client("watcher"))
+        try await watcher.connect()
+        let received = Collector(watcher.messages)
+        try await watcher.subscribe([Subscription("w/#")])
+        let will = MQTTConfiguration.Will(topic: "w/gw-1", payload: bytes("offline"), retain: true)
+        let gateway = MQTTClient(broker.client("gw-1", will: will))
+        try await gateway.connect()
+        gateway.dropConnectionWithoutDisconnect()
+        #expect(await received.waitFor(count: 1))
+        #expect(received.elements.first.map(text) == "offline")
+        // It reconnects by itself; a clean disconnect then sends no Will.
+        #expect(await eventually { gateway.isConnected })
+        await gateway.disconnect()
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(received.count == 1)
+    }
+
+    @Test("a persistent session keeps QoS 1 messages for a subscriber that was away")
+    func persistentSession() async throws {
+        let broker = try await MosquittoBroker()
+        let first = MQTTClient(broker.client("agg-1", cleanStart: false, expiry: 3600))
+        #expect(try await first.connect() == false)
+        try await first.subscribe([Subscription("p/#")])
+        await first.disconnect()
+        let publisher = MQTTClient(broker.client("pub"))
+        try await publisher.connect()
+        for index in 0..<20 { try await publisher.publish(OutgoingMessage(topic: "p/x", payload: bytes("\(index)"))) }
+        let again = MQTTClient(broker.client("agg-1", cleanStart: false, expiry: 3600))
+        let received = Collector(again.messages)
+        #expect(try await again.connect() == true, "the broker should have kept the session")
+        #expect(await received.waitFor(count: 20))
+        #expect(received.elements.map(text) == (0..<20).map(String.init))
+    }
+
+    @Test("a shared subscription splits messages between two clients, none lost or doubled")
+    func sharedSubscription() async throws {
+        let broker = try await MosquittoBroker()
+        let a = MQTTClient(broker.client("agg-a"))
+        let b = MQTTClient(broker.client("agg-b"))
+        try await a.connect()
+        try await b.connect()
+        let fromA = Collector(a.messages)
+        let fromB = Collector(b.messages)
+        try await a.subscribe([Subscription("$share/aggregators/s/#")])
+        try await b.subscribe([Subscription("$share/aggregators/s/#")])
+        let publisher = MQTTClient(broker.client("pub"))
+        try await publisher.connect()
+        let total = 400
+        for index in 0..<total { try await publisher.publish(OutgoingMessage(topic: "s/\(index % 7)", payload: bytes("\(index)"))) }
+        #expect(await eventually { fromA.count + fromB.count >= total })
+        try await Task.sleep(for: .milliseconds(300))
+        let all = (fromA.elements + fromB.elements).map(text)
+        #expect(all.count == total)
+        #expect(Set(all) == Set((0..<total).map(String.init)))
+        #expect(fromA.count > 0 && fromB.count > 0)
+    }
+
+    @Test("a slow consumer loses only what overflows its buffer, and the loss is counted")
+    func boundedBuffer() async throws {
+        let broker = try await MosquittoBroker()
+        var configuration = broker.client("slow")
+        configuration.receiveBufferCapacity = 10
+        let slow = MQTTClient(configuration)
+        try await slow.connect()
+        try await slow.subscribe([Subscription("b/#")])
+        let publisher = MQTTClient(broker.client("pub"))
+        try await publisher.connect()
+        for index in 0..<30 { try await publisher.publish(OutgoingMessage(topic: "b/x", payload: bytes("\(index)"))) }
+        #expect(await eventually { slow.receivedMessages == 30 })
+        #expect(slow.droppedMessages == 20)
+        var kept: [String] = []
+        for await message in slow.messages {
+            kept.append(text(message))
+            if kept.count == 10 { break }
+        }
+        #expect(kept == (0..<10).map(String.init))
+    }
+
+    @Test("publishing while not connected fails at once with notConnected")
+    func notConnected() async throws {
+        let client = MQTTClient(MQTTConfiguration(port: 1, clientID: "idle"))
+        await #expect(throws: MQTTError.self) {
+            try await client.publish(OutgoingMessage(topic: "x", payload: []))
+        }
+        do {
+            try await client.publish(OutgoingMessage(topic: "x", payload: []))
+        } catch let error as MQTTError {
+            #expect(error.kind == .notConnected)
+        }
+    }
+}

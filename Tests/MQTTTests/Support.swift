@@ -1,0 +1,16 @@
+import Foundation
+@testable import MQTT
+import SpectraTesting
+
+extension MosquittoBroker {
+    /// A client configuration for this broker.
+    func client(_ id: String, keepalive: Int = 30, cleanStart: Bool = true, expiry: UInt32 = 0,
+                will: MQTTConfiguration.Will? = nil, backoff: Backoff = Backoff(minimumSeconds: 0.1, maximumSeconds: 1)) -> MQTTConfiguration {
+        MQTTConfiguration(
+            host: "127.0.0.1", port: port, clientID: id, cleanStart: cleanStart, sessionExpirySeconds: expiry,
+            keepaliveSeconds: keepalive, will: will, backoff: backoff)
+    }
+}
+
+func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+func text(_ message: MQTTMessage) -> String { String(decoding: message.payload, as: UTF8.self) }
