@@ -96,6 +96,12 @@ let package = Package(
             ]
         ),
 
+        // Release-built measurements (see Deploy/bench.sh); not part of the product.
+        .executableTarget(
+            name: "spectra-bench",
+            dependencies: ["MQTT", "Waveform", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+
         // Tests
         .testTarget(name: "CMosquittoTests", dependencies: ["CMosquitto"]),
         .testTarget(

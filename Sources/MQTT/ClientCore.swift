@@ -41,6 +41,8 @@ final class ClientCore: @unchecked Sendable {
     private var lastError: MQTTError?
     private var disconnectWaiters: [CheckedContinuation<Void, Never>] = []
     private var random = SystemRandomNumberGenerator()
+    /// Acknowledgements gathered during one pass of the loop, handed over together.
+    private var acks: [PublishAcknowledgement] = []
 
     init(configuration: MQTTConfiguration, loop: MQTTEventLoop, outputs: ClientOutputs) {
         self.configuration = configuration
@@ -240,6 +242,14 @@ final class ClientCore: @unchecked Sendable {
         guard token != 0 else { return }
         if writable { settle(handle, rc: mosquitto_loop_write(handle, 1)) }
         updateInterest()
+        flushAcknowledgements()
+    }
+
+    /// Hands the acknowledgements gathered so far to the consumer, in one batch.
+    func flushAcknowledgements() {
+        guard !acks.isEmpty else { return }
+        outputs.acknowledge(acks)
+        acks.removeAll(keepingCapacity: true)
     }
 
     /// Keepalive pings and silent-link detection.
@@ -356,7 +366,7 @@ final class ClientCore: @unchecked Sendable {
                 continuation.resume()
             }
         case .token(let token):
-            outputs.acknowledge(PublishAcknowledgement(token: token, reasonCode: reason))
+            acks.append(PublishAcknowledgement(token: token, reasonCode: reason))
         }
     }
 
@@ -407,7 +417,7 @@ final class ClientCore: @unchecked Sendable {
             // No PUBACK at QoS 0: handed to the socket is as far as it goes.
             switch pending {
             case .waiting(let continuation): continuation.resume()
-            case .token(let token): outputs.acknowledge(PublishAcknowledgement(token: token, reasonCode: 0))
+            case .token(let token): acks.append(PublishAcknowledgement(token: token, reasonCode: 0))
             }
         } else {
             publishes[mid] = pending

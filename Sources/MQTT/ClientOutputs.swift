@@ -4,10 +4,10 @@ import Synchronization
 /// connection changes and counters. Safe to use from any thread.
 final class ClientOutputs: Sendable {
     let messages: AsyncStream<MQTTMessage>
-    let acknowledgements: AsyncStream<PublishAcknowledgement>
+    let acknowledgements: AsyncStream<[PublishAcknowledgement]>
     let connectionEvents: AsyncStream<ConnectionState>
     private let messageSink: AsyncStream<MQTTMessage>.Continuation
-    private let ackSink: AsyncStream<PublishAcknowledgement>.Continuation
+    private let ackSink: AsyncStream<[PublishAcknowledgement]>.Continuation
     private let eventSink: AsyncStream<ConnectionState>.Continuation
     private let current = Mutex<ConnectionState>(.disconnected(reason: "not started"))
     let dropped = Atomic<Int>(0)
@@ -16,7 +16,7 @@ final class ClientOutputs: Sendable {
 
     init(receiveBufferCapacity: Int) {
         (messages, messageSink) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .bufferingOldest(receiveBufferCapacity))
-        (acknowledgements, ackSink) = AsyncStream.makeStream(of: PublishAcknowledgement.self)
+        (acknowledgements, ackSink) = AsyncStream.makeStream(of: [PublishAcknowledgement].self)
         (connectionEvents, eventSink) = AsyncStream.makeStream(of: ConnectionState.self, bufferingPolicy: .bufferingNewest(256))
     }
 
@@ -39,7 +39,7 @@ final class ClientOutputs: Sendable {
         if case .dropped = messageSink.yield(message) { dropped.add(1, ordering: .relaxed) }
     }
 
-    func acknowledge(_ ack: PublishAcknowledgement) { ackSink.yield(ack) }
+    func acknowledge(_ acks: [PublishAcknowledgement]) { ackSink.yield(acks) }
 
     func finish() {
         messageSink.finish()

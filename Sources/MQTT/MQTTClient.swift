@@ -31,8 +31,9 @@ public final class MQTTClient: Sendable {
     /// counted in ``droppedMessages``.
     public var messages: AsyncStream<MQTTMessage> { outputs.messages }
 
-    /// Acknowledgements of messages sent with ``send(_:token:)``.
-    public var acknowledgements: AsyncStream<PublishAcknowledgement> { outputs.acknowledgements }
+    /// Acknowledgements of messages sent with ``send(_:)``, in batches (all that arrived in one
+    /// pass of the event loop), in the order the broker sent them.
+    public var acknowledgements: AsyncStream<[PublishAcknowledgement]> { outputs.acknowledgements }
 
     /// Every change of ``state``.
     public var connectionEvents: AsyncStream<ConnectionState> { outputs.connectionEvents }
@@ -102,6 +103,7 @@ public final class MQTTClient: Sendable {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             loop.execute { [core] in
                 do {
+                    defer { core.flushAcknowledgements() }
                     for item in messages { try core.publish(item.message, .token(item.token)) }
                     continuation.resume()
                 } catch {

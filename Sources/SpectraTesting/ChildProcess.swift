@@ -63,7 +63,30 @@ public final class ChildProcess: Sendable {
             let chunk = handle.availableData
             if !chunk.isEmpty { buffer.errors.withLock { $0.append(chunk) } }
         }
+        // Children inherit the spawning thread's signal mask, and the concurrency runtime's
+        // threads block SIGTERM and SIGINT: without this a child could never be stopped gracefully.
+        var everything = sigset_t()
+        var saved = sigset_t()
+        sigfillset(&everything)
+        pthread_sigmask(SIG_UNBLOCK, &everything, &saved)
+        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
         try process.run()
+        Self.reapWhenParentDies(pid: process.processIdentifier)
+    }
+
+    /// Starts a watchdog that kills `pid` if this (test) process dies first, so that a test run
+    /// that is killed leaves no broker or agent behind.
+    private static func reapWhenParentDies(pid: Int32) {
+        let watchdog = Process()
+        watchdog.executableURL = URL(fileURLWithPath: "/bin/sh")
+        watchdog.arguments = [
+            "-c",
+            "while kill -0 \(getpid()) 2>/dev/null && kill -0 \(pid) 2>/dev/null; do sleep 1; done; kill -CONT \(pid) 2>/dev/null; kill -9 \(pid) 2>/dev/null",
+        ]
+        watchdog.standardInput = FileHandle.nullDevice
+        watchdog.standardOutput = FileHandle.nullDevice
+        watchdog.standardError = FileHandle.nullDevice
+        try? watchdog.run()
     }
 
     deinit {

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Release-built measurements behind the README's figures, each beside a reference measured in
+# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|all]
+# Starts its own mosquitto on a free loopback port and stops it when done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+bash Deploy/bootstrap.sh
+swift build -c release --product spectra-bench >/dev/null
+bench=".build/release/spectra-bench"
+
+work=$(mktemp -d)
+broker_pid=""
+cleanup() { [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$(( 20000 + RANDOM % 20000 ))
+{
+    echo "listener $port 127.0.0.1"
+    echo "allow_anonymous true"
+    [ "$(id -u)" -eq 0 ] && echo "user root"
+} > "$work/mosquitto.conf"
+mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+"$mosquitto" -c "$work/mosquitto.conf" >/dev/null 2>&1 &
+broker_pid=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
+
+if [ "$what" = mqtt ] || [ "$what" = all ]; then
+    n=100000
+    yes "$(head -c 466 /dev/zero | tr '\0' 'x')" | head -n $n > "$work/messages" || true
+    start=$(date +%s.%N)
+    mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t bench/reference -l < "$work/messages"
+    end=$(date +%s.%N)
+    ref=$(awk -v n=$n -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", n / (e - s) }')
+    printf 'mosquitto_pub -l, QoS 1, %d x 466 B: %.0f msg/s\n' "$n" "$ref"
+    ours=$("$bench" mqtt-publish --port "$port" --messages $n --bytes 466)
+    rate=$(echo "$ours" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')
+    printf 'MQTTClient, QoS 1, %d x 466 B: %.0f msg/s (%.2fx mosquitto_pub)\n' "$n" "$rate" "$(awk -v a="$rate" -v b="$ref" 'BEGIN { print a / b }')"
+fi

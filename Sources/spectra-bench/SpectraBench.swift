@@ -1,0 +1,22 @@
+import ArgumentParser
+import Foundation
+
+@main
+struct SpectraBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spectra-bench",
+        abstract: "Release-built measurements for the README (run through Deploy/bench.sh).",
+        subcommands: [MQTTPublishBench.self]
+    )
+}
+
+/// Prints one JSON line of results.
+func report(_ fields: [String: Any]) {
+    let data = try! JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+}
+
+/// Seconds of the monotonic clock.
+func monotonicSeconds() -> Double {
+    Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+}
