@@ -112,6 +112,7 @@ let package = Package(
         .testTarget(name: "SpectraConfigTests", dependencies: ["SpectraConfig", "EdgeAgent", "Aggregator"]),
         .testTarget(name: "SpectraTestingTests", dependencies: ["SpectraTesting"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "SpectraTesting"]),
+        .testTarget(name: "WaveformTests", dependencies: ["Waveform"]),
         .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting"]),
     ]
 )

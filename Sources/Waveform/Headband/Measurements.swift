@@ -9,6 +9,8 @@ public struct PulseReport: Sendable, Hashable {
     public var secondPhaseMicroAmps: Double
     /// Phase width, seconds.
     public var phaseS: Double
+    /// Time from this pair to the next, seconds.
+    public var periodS: Double
     /// Largest electrode voltage in the pair, volts.
     public var peakVolts: Double
     /// Electrode impedance seen by the pair, ohms.
@@ -18,13 +20,14 @@ public struct PulseReport: Sendable, Hashable {
 
     public init(
         channelIndex: Int, timeS: Double, firstPhaseMicroAmps: Double, secondPhaseMicroAmps: Double, phaseS: Double,
-        peakVolts: Double, impedanceOhms: Double, atCompliance: Bool
+        periodS: Double, peakVolts: Double, impedanceOhms: Double, atCompliance: Bool
     ) {
         self.channelIndex = channelIndex
         self.timeS = timeS
         self.firstPhaseMicroAmps = firstPhaseMicroAmps
         self.secondPhaseMicroAmps = secondPhaseMicroAmps
         self.phaseS = phaseS
+        self.periodS = periodS
         self.peakVolts = peakVolts
         self.impedanceOhms = impedanceOhms
         self.atCompliance = atCompliance

@@ -14,7 +14,7 @@ public enum HeadbandFault: Sendable, Hashable {
     case disconnect(atS: Double)
     /// The headband reports NaN readings at `atS`.
     case invalidReadings(atS: Double)
-    /// The second phase of every pair falls short by `fraction` from `atS` on (a failing output stage).
+    /// Negative phases fall short by `fraction` from `atS` on (a failing output stage).
     case imbalance(atS: Double, fraction: Double)
 }
 
@@ -91,12 +91,15 @@ public struct SimulatedHeadband: Sendable {
             let sign: Double = segment.leadsPositive(pair: pair) ? 1 : -1
             let gain = 1 + random.gaussian(deviation: noise)
             let commanded = segment.amplitude(pair: pair) * gain
-            let first = model.deliver(microAmps: sign * commanded, phaseS: phase, complianceVolts: complianceVolts)
+            var first = model.deliver(microAmps: sign * commanded, phaseS: phase, complianceVolts: complianceVolts)
             var second = model.deliver(microAmps: -sign * commanded, phaseS: phase, complianceVolts: complianceVolts)
-            if let fraction = activeImbalance() { second.microAmps *= (1 - fraction) }
+            if let fraction = activeImbalance() {
+                // One output stage (the negative one) grows weak.
+                if first.microAmps < 0 { first.microAmps *= (1 - fraction) } else { second.microAmps *= (1 - fraction) }
+            }
             var report = PulseReport(
                 channelIndex: channel, timeS: timeS, firstPhaseMicroAmps: first.microAmps,
-                secondPhaseMicroAmps: second.microAmps, phaseS: phase, peakVolts: max(first.volts, second.volts),
+                secondPhaseMicroAmps: second.microAmps, phaseS: phase, periodS: period, peakVolts: max(first.volts, second.volts),
                 impedanceOhms: model.impedance(phaseS: phase), atCompliance: first.limited || second.limited)
             if invalidNow() {
                 report.impedanceOhms = .nan
