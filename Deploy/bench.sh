@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Release-built measurements behind the README's figures, each beside a reference measured in
-# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|all]
+# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|all]
 # Starts its own mosquitto on a free loopback port and stops it when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,4 +38,11 @@ if [ "$what" = mqtt ] || [ "$what" = all ]; then
     ours=$("$bench" mqtt-publish --port "$port" --messages $n --bytes 466)
     rate=$(echo "$ours" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')
     printf 'MQTTClient, QoS 1, %d x 466 B: %.0f msg/s (%.2fx mosquitto_pub)\n' "$n" "$rate" "$(awk -v a="$rate" -v b="$ref" 'BEGIN { print a / b }')"
+fi
+
+if [ "$what" = waveform ] || [ "$what" = all ]; then
+    result=$("$bench" waveform-render)
+    seconds=$(echo "$result" | sed 's/.*"seconds":\([0-9.]*\).*/\1/')
+    ratio=$(echo "$result" | sed 's/.*"realTimeRatio":\([0-9.]*\).*/\1/')
+    printf 'Plan + render 900 s, 10 channels, 10 kHz (90M samples): %.3f s (%.0fx real time)\n' "$seconds" "$ratio"
 fi
