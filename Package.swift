@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["YAML"]),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // C
@@ -54,7 +55,10 @@ let package = Package(
             name: "MQTT",
             dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")]
         ),
-        .target(name: "Outbox"),
+        .target(
+            name: "Outbox",
+            dependencies: ["MQTT", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log")]
+        ),
         .target(
             name: "EdgeAgent",
             dependencies: [
@@ -99,7 +103,7 @@ let package = Package(
         // Release-built measurements (see Deploy/bench.sh); not part of the product.
         .executableTarget(
             name: "spectra-bench",
-            dependencies: ["MQTT", "Waveform", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["MQTT", "Waveform", "Outbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         // Tests
@@ -113,6 +117,10 @@ let package = Package(
         .testTarget(name: "SpectraTestingTests", dependencies: ["SpectraTesting"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "SpectraTesting"]),
         .testTarget(name: "WaveformTests", dependencies: ["Waveform"]),
+        .testTarget(
+            name: "OutboxTests",
+            dependencies: ["Outbox", "MQTT", "SpectraTesting", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting"]),
     ]
 )

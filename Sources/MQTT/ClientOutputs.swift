@@ -5,10 +5,10 @@ import Synchronization
 final class ClientOutputs: Sendable {
     let messages: AsyncStream<MQTTMessage>
     let acknowledgements: AsyncStream<[PublishAcknowledgement]>
-    let connectionEvents: AsyncStream<ConnectionState>
     private let messageSink: AsyncStream<MQTTMessage>.Continuation
     private let ackSink: AsyncStream<[PublishAcknowledgement]>.Continuation
-    private let eventSink: AsyncStream<ConnectionState>.Continuation
+    private let eventSinks = Mutex<[AsyncStream<ConnectionState>.Continuation]>([])
+    private let finished = Atomic<Bool>(false)
     private let current = Mutex<ConnectionState>(.disconnected(reason: "not started"))
     let dropped = Atomic<Int>(0)
     let reconnects = Atomic<Int>(0)
@@ -17,7 +17,6 @@ final class ClientOutputs: Sendable {
     init(receiveBufferCapacity: Int) {
         (messages, messageSink) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .bufferingOldest(receiveBufferCapacity))
         (acknowledgements, ackSink) = AsyncStream.makeStream(of: [PublishAcknowledgement].self)
-        (connectionEvents, eventSink) = AsyncStream.makeStream(of: ConnectionState.self, bufferingPolicy: .bufferingNewest(256))
     }
 
     var state: ConnectionState { current.withLock { $0 } }
@@ -27,7 +26,18 @@ final class ClientOutputs: Sendable {
             defer { old = state }
             return old != state
         }
-        if changed { eventSink.yield(state) }
+        if changed { eventSinks.withLock { sinks in for sink in sinks { sink.yield(state) } } }
+    }
+
+    /// A new stream of every state change from now on.
+    func subscribe() -> AsyncStream<ConnectionState> {
+        let (stream, sink) = AsyncStream.makeStream(of: ConnectionState.self, bufferingPolicy: .bufferingNewest(256))
+        if finished.load(ordering: .acquiring) {
+            sink.finish()
+        } else {
+            eventSinks.withLock { $0.append(sink) }
+        }
+        return stream
     }
 
     func connected(sessionPresent: Bool) { set(.connected(sessionPresent: sessionPresent)) }
@@ -44,6 +54,10 @@ final class ClientOutputs: Sendable {
     func finish() {
         messageSink.finish()
         ackSink.finish()
-        eventSink.finish()
+        finished.store(true, ordering: .releasing)
+        eventSinks.withLock { sinks in
+            for sink in sinks { sink.finish() }
+            sinks.removeAll()
+        }
     }
 }

@@ -35,8 +35,18 @@ public final class MQTTClient: Sendable {
     /// pass of the event loop), in the order the broker sent them.
     public var acknowledgements: AsyncStream<[PublishAcknowledgement]> { outputs.acknowledgements }
 
-    /// Every change of ``state``.
-    public var connectionEvents: AsyncStream<ConnectionState> { outputs.connectionEvents }
+    /// Every change of ``state`` from now on; each call (or access) gives a new stream, so several
+    /// components can follow the connection.
+    public var connectionEvents: AsyncStream<ConnectionState> { outputs.subscribe() }
+
+    /// Same as ``connectionEvents``.
+    public func connectionUpdates() -> AsyncStream<ConnectionState> { outputs.subscribe() }
+
+    /// Drops the current connection (without DISCONNECT) and reconnects: the remedy for a drain
+    /// that stalled on a link that looks alive.
+    public func reconnect() {
+        loop.execute { [core] in core.abortSocket() }
+    }
 
     /// The connection state now.
     public var state: ConnectionState { outputs.state }
@@ -145,7 +155,5 @@ extension MQTTClient {
     /// Closes the socket without a DISCONNECT, as a crash or a cut cable would: the broker
     /// publishes the Will and the client reconnects by itself. For tests.
     @_spi(Testing)
-    public func dropConnectionWithoutDisconnect() {
-        loop.execute { [core] in core.abortSocket() }
-    }
+    public func dropConnectionWithoutDisconnect() { reconnect() }
 }

@@ -1,5 +1,425 @@
-/// Placeholder until this module's issue lands.
-public enum OutboxModule {
-    /// The module's name, for diagnostics.
-    public static let name = "Outbox"
+import Foundation
+import GRDB
+import Logging
+import MQTT
+
+/// A durable store-and-forward queue: every message an agent sends goes through it, connected
+/// or not.
+///
+/// - Enqueue stores the message and gives it the next 64-bit `seq` of this database in the
+///   same transaction; concurrent enqueues are group-committed into one transaction.
+/// - While connected, rows are sent in `seq` order with at most `window` unacknowledged; a row
+///   is deleted only after its PUBACK. After every (re)connect the drain starts by itself from
+///   the oldest row. Live messages go first, with a fixed share of the window kept for the
+///   backlog; backlog rows carry the MQTT 5 user property `historical=true`.
+/// - Past the byte cap or the free-disk floor, old telemetry is rolled up, then evicted; events
+///   only past the hard cap. Every eviction is counted and announced.
+/// - A disk that refuses writes never loses what was accepted: messages wait in a bounded
+///   memory buffer and are written when the disk works again.
+public actor Outbox {
+    /// A report of messages evicted under storage pressure.
+    public struct Eviction: Sendable, Hashable {
+        public var messageClass: MessageClass
+        public var count: Int
+        public var bytes: Int
+    }
+
+    public let configuration: OutboxConfiguration
+    /// Made when this database was created; `(gateway, epoch, seq)` is unique forever.
+    public private(set) var epoch: UUID
+    /// Set when the database was unreadable and was moved aside (a new epoch began).
+    public private(set) var reset: (reason: String, movedTo: String)?
+
+    /// Merges one minute of telemetry payloads (oldest first) into one; nil keeps them as they are.
+    private let rollup: (@Sendable ([[UInt8]]) -> [UInt8]?)?
+    /// Builds the `outbox.evicted` event for an eviction, given its seq and the epoch.
+    private let evictionNotice: (@Sendable (Eviction, UInt64, UUID) -> OutboxMessage)?
+    private let logger: Logger
+
+    private var queue: DatabaseQueue
+    private var nextSeq: UInt64
+    private var pending: [(row: StoredMessage, waiter: CheckedContinuation<UInt64, Never>?)] = []
+    private var memoryBuffer: [StoredMessage] = []
+    private var pendingDeletes: [UInt64] = []
+    private var ackedNotDeleted: Set<UInt64> = []
+    private var writing = false
+    private var retryScheduled = false
+    private var counters = OutboxStats()
+    private var storedBytes = 0
+    private var storedRows = 0
+    private var lastCompact = Date.distantPast
+
+    // Dispatch state.
+    private var client: MQTTClient?
+    private var tasks: [Task<Void, Never>] = []
+    private var connected = false
+    private var boundary: UInt64 = 0
+    private var liveCursor: UInt64 = 1
+    private var backlogCursor: UInt64 = 0
+    private var hasBacklog = false
+    private var inflight: [UInt64: (sentAt: Double, backlog: Bool)] = [:]
+    private var maxSentSeq: UInt64 = 0
+    private var pumping = false
+    private var pumpAgain = false
+
+    /// Opens or creates the outbox. An unreadable (corrupt) file is moved aside and a new one
+    /// started with a new epoch; ``reset`` says so.
+    /// - Throws: ``OutboxError`` `unavailable` when no database can be opened at all (a folder
+    ///   that does not exist or cannot be written).
+    public init(
+        _ configuration: OutboxConfiguration, logger: Logger = Logger(label: "spectra.outbox"),
+        rollup: (@Sendable ([[UInt8]]) -> [UInt8]?)? = nil,
+        evictionNotice: (@Sendable (Eviction, UInt64, UUID) -> OutboxMessage)? = nil
+    ) throws(OutboxError) {
+        self.configuration = configuration
+        self.logger = logger
+        self.rollup = rollup
+        self.evictionNotice = evictionNotice
+        var resetInfo: (String, String)?
+        let opened: (DatabaseQueue, UUID, UInt64)
+        do {
+            opened = try OutboxStore.open(configuration)
+        } catch {
+            guard FileManager.default.fileExists(atPath: configuration.path) else {
+                throw OutboxError(.unavailable, "cannot create the outbox at \(configuration.path): \(error); check the folder exists and is writable")
+            }
+            let movedTo = "\(configuration.path).corrupt-\(Int(Date().timeIntervalSince1970))"
+            for suffix in ["", "-wal", "-shm"] {
+                try? FileManager.default.moveItem(atPath: configuration.path + suffix, toPath: movedTo + suffix)
+            }
+            logger.error("outbox database unreadable; moved aside", metadata: ["path": "\(configuration.path)", "movedTo": "\(movedTo)", "error": "\(error)"])
+            resetInfo = ("\(error)", movedTo)
+            do {
+                opened = try OutboxStore.open(configuration)
+            } catch {
+                throw OutboxError(.unavailable, "cannot create a new outbox at \(configuration.path): \(error)")
+            }
+        }
+        (queue, epoch, nextSeq) = opened
+        reset = resetInfo
+        let totals = try? queue.read { db in try OutboxStore.totals(db: db) }
+        storedRows = totals?.depth ?? 0
+        storedBytes = totals?.bytes ?? 0
+        liveCursor = nextSeq
+    }
+
+    // MARK: Enqueue
+
+    /// Stores a message built for its `seq` and this database's epoch.
+    ///
+    /// Returns once the message is committed (group-committed with concurrent enqueues), or,
+    /// when the disk refuses writes, once it is held in the memory buffer (``OutboxStats/memoryBuffered``).
+    /// - Returns: the message's seq.
+    @discardableResult
+    public func enqueue(_ build: (UInt64, UUID) -> OutboxMessage) async -> UInt64 {
+        let seq = nextSeq
+        nextSeq += 1
+        let message = build(seq, epoch)
+        let row = StoredMessage(
+            seq: seq, messageClass: message.messageClass, topic: message.topic, payload: message.payload, qos: message.qos,
+            retain: message.retain, createdAt: Date().timeIntervalSince1970)
+        return await withCheckedContinuation { continuation in
+            pending.append((row, continuation))
+            startWriter()
+        }
+    }
+
+    private func startWriter() {
+        guard !writing else { return }
+        writing = true
+        Task { await self.writeLoop() }
+    }
+
+    private func writeLoop() async {
+        defer { writing = false }
+        while !pending.isEmpty || !pendingDeletes.isEmpty || (!memoryBuffer.isEmpty && !retryScheduled) {
+            let batch = pending
+            pending.removeAll(keepingCapacity: true)
+            let deletes = pendingDeletes
+            pendingDeletes.removeAll(keepingCapacity: true)
+            let rows = memoryBuffer + batch.map(\.row)
+            let next = nextSeq
+            let limits = currentLimits(adding: rows.reduce(0) { $0 + $1.payload.count })
+            let rollup = self.rollup
+            do {
+                let outcome = try await queue.write { db in
+                    try OutboxStore.delete(deletes, db: db)
+                    try OutboxStore.insert(rows, nextSeq: next, db: db)
+                    let bounds = try OutboxBounds.enforce(limits: limits, rollup: rollup, db: db)
+                    let totals = try OutboxStore.totals(db: db)
+                    return (bounds, totals)
+                }
+                memoryBuffer.removeAll()
+                ackedNotDeleted.subtract(deletes)
+                storedRows = outcome.1.depth
+                storedBytes = outcome.1.bytes
+                counters.rolledUp += outcome.0.rolledUp
+                for eviction in outcome.0.evictions where eviction.count > 0 {
+                    counters.evicted += eviction.count
+                    logger.warning("outbox evicted messages under storage pressure", metadata: [
+                        "class": "\(eviction.messageClass)", "count": "\(eviction.count)", "bytes": "\(eviction.bytes)",
+                    ])
+                    if let notice = evictionNotice {
+                        let seq = nextSeq
+                        nextSeq += 1
+                        let message = notice(eviction, seq, epoch)
+                        pending.append((StoredMessage(
+                            seq: seq, messageClass: message.messageClass, topic: message.topic, payload: message.payload,
+                            qos: message.qos, retain: message.retain, createdAt: Date().timeIntervalSince1970), nil))
+                    }
+                }
+                for item in batch { item.waiter?.resume(returning: item.row.seq) }
+                if storedRows == 0 && !deletes.isEmpty { compactIfDue() }
+                requestPump()
+            } catch {
+                counters.storageErrors += 1
+                logger.error("outbox write failed; holding messages in memory", metadata: ["error": "\(error)"])
+                pendingDeletes.insert(contentsOf: deletes, at: 0)
+                memoryBuffer = rows
+                trimMemoryBuffer()
+                for item in batch { item.waiter?.resume(returning: item.row.seq) }
+                scheduleRetry()
+                return
+            }
+        }
+    }
+
+    /// Keeps the memory buffer bounded: telemetry goes first, then the oldest of the rest.
+    private func trimMemoryBuffer() {
+        var excess = memoryBuffer.count - configuration.memoryBufferLimit
+        guard excess > 0 else { return }
+        var dropped = 0
+        memoryBuffer.removeAll { row in
+            guard excess > 0, row.messageClass == .telemetry else { return false }
+            excess -= 1
+            dropped += 1
+            return true
+        }
+        if excess > 0 {
+            memoryBuffer.removeFirst(excess)
+            dropped += excess
+        }
+        counters.evicted += dropped
+    }
+
+    private func scheduleRetry() {
+        guard !retryScheduled else { return }
+        retryScheduled = true
+        Task {
+            try? await Task.sleep(for: .seconds(1))
+            self.retryDue()
+        }
+    }
+
+    private func retryDue() {
+        retryScheduled = false
+        startWriter()
+    }
+
+    private func currentLimits(adding bytes: Int) -> OutboxBounds.Limits {
+        var budget = configuration.maxBytes
+        var hard = configuration.hardCapBytes
+        if let free = Self.freeBytes(near: configuration.path) {
+            let room = free - configuration.minFreeBytes
+            // What the disk can still take, counting what is already stored.
+            budget = min(budget, storedBytes + room)
+            hard = min(hard, storedBytes + room)
+        }
+        return OutboxBounds.Limits(softBytes: max(0, budget), hardBytes: max(0, hard))
+    }
+
+    static func freeBytes(near path: String) -> Int? {
+        var info = statvfs()
+        let folder = (path as NSString).deletingLastPathComponent
+        guard statvfs(folder.isEmpty ? "." : folder, &info) == 0 else { return nil }
+        return Int(info.f_bavail) * Int(info.f_frsize)
+    }
+
+    private func compactIfDue() {
+        guard Date().timeIntervalSince(lastCompact) > 30 else { return }
+        lastCompact = Date()
+        do {
+            try OutboxStore.compact(queue)
+        } catch {
+            logger.warning("outbox compaction failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Observability
+
+    /// Depth, bytes, oldest unacknowledged age and counters.
+    public func stats() -> OutboxStats {
+        var stats = counters
+        stats.depth = storedRows + memoryBuffer.count
+        stats.bytes = storedBytes
+        stats.memoryBuffered = memoryBuffer.count
+        if let oldest = try? queue.read({ db in try Double.fetchOne(db, sql: "SELECT createdAt FROM message ORDER BY seq LIMIT 1") }) {
+            stats.oldestUnackedSeconds = max(0, Date().timeIntervalSince1970 - oldest)
+        } else if let first = memoryBuffer.first {
+            stats.oldestUnackedSeconds = max(0, Date().timeIntervalSince1970 - first.createdAt)
+        }
+        return stats
+    }
+
+    /// Waits until every enqueue so far is committed and every acknowledged row deleted.
+    public func flush() async {
+        while writing || !pending.isEmpty || !pendingDeletes.isEmpty {
+            startWriter()
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    /// Stops dispatching; the database stays as it is.
+    public func close() {
+        for task in tasks { task.cancel() }
+        tasks.removeAll()
+        client = nil
+        connected = false
+    }
+
+    // MARK: Dispatch
+
+    /// Sends through `client` from now on: drains on every connect, deletes on every PUBACK,
+    /// and recycles the connection when the drain stalls.
+    public func attach(_ client: MQTTClient) {
+        self.client = client
+        let events = client.connectionUpdates()
+        let acks = client.acknowledgements
+        tasks.append(Task { [weak self] in
+            for await event in events { await self?.connectionChanged(event) }
+        })
+        tasks.append(Task { [weak self] in
+            for await batch in acks { await self?.acknowledged(batch) }
+        })
+        tasks.append(Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                await self?.checkStall()
+            }
+        })
+        if client.isConnected { connectionChanged(client.state) }
+    }
+
+    private func connectionChanged(_ state: ConnectionState) {
+        if case .connected = state {
+            connected = true
+            inflight.removeAll()
+            boundary = nextSeq - 1
+            liveCursor = nextSeq
+            backlogCursor = 0
+            hasBacklog = true
+            requestPump()
+        } else {
+            connected = false
+            inflight.removeAll()
+        }
+    }
+
+    private func acknowledged(_ batch: [PublishAcknowledgement]) {
+        for ack in batch {
+            inflight[ack.token] = nil
+            if !ack.isSuccess {
+                logger.error("broker refused an outbox message; dropping it", metadata: ["seq": "\(ack.token)", "reason": "\(ack.reasonCode)"])
+            }
+            counters.acknowledged += 1
+            pendingDeletes.append(ack.token)
+            ackedNotDeleted.insert(ack.token)
+        }
+        startWriter()
+        requestPump()
+    }
+
+    private func checkStall() {
+        guard connected, let client, let oldest = inflight.values.map(\.sentAt).min() else { return }
+        if Date().timeIntervalSince1970 - oldest > configuration.stallSeconds {
+            logger.warning("outbox drain stalled; recycling the connection", metadata: ["oldestUnackedS": "\(Date().timeIntervalSince1970 - oldest)"])
+            counters.stallRecycles += 1
+            inflight.removeAll()
+            client.reconnect()
+        }
+    }
+
+    private func requestPump() {
+        guard connected else { return }
+        if pumping {
+            pumpAgain = true
+            return
+        }
+        pumping = true
+        Task { await self.pump() }
+    }
+
+    private func pump() async {
+        defer { pumping = false }
+        repeat {
+            pumpAgain = false
+            while connected, let client {
+                let capacity = configuration.window - inflight.count
+                guard capacity > 0 else { break }
+                let reserve = hasBacklog ? max(1, Int(Double(configuration.window) * configuration.backlogShare)) : 0
+                let backlogInFlight = inflight.values.filter(\.backlog).count
+                let liveLimit = max(0, capacity - max(0, min(capacity, reserve - backlogInFlight)))
+                let (live, backlog) = fetchBatch(liveLimit: liveLimit, capacity: capacity)
+                if live.isEmpty && backlog.isEmpty { break }
+                var outgoing: [(message: OutgoingMessage, token: UInt64)] = []
+                let now = Date().timeIntervalSince1970
+                for (row, historical) in live.map({ ($0, false) }) + backlog.map({ ($0, true) }) {
+                    inflight[row.seq] = (now, historical)
+                    if row.seq <= maxSentSeq { counters.resent += 1 }
+                    maxSentSeq = max(maxSentSeq, row.seq)
+                    outgoing.append((OutgoingMessage(
+                        topic: row.topic, payload: row.payload, qos: QoS(rawValue: row.qos) ?? .atLeastOnce, retain: row.retain,
+                        userProperties: historical ? [UserProperty("historical", "true")] : []), row.seq))
+                }
+                counters.sent += outgoing.count
+                do {
+                    try await client.send(outgoing)
+                } catch {
+                    for item in outgoing { inflight[item.token] = nil }
+                    connected = client.isConnected
+                    break
+                }
+            }
+        } while pumpAgain && connected
+    }
+
+    /// The next rows to send: live ones first, then the backlog.
+    private func fetchBatch(liveLimit: Int, capacity: Int) -> ([StoredMessage], [StoredMessage]) {
+        let skip = ackedNotDeleted.union(inflight.keys)
+        var live: [StoredMessage] = []
+        var backlog: [StoredMessage] = []
+        do {
+            try queue.read { db in
+                if liveLimit > 0 {
+                    live = try OutboxStore.fetch(from: liveCursor, through: .max, limit: liveLimit + skip.count, db: db)
+                        .filter { !skip.contains($0.seq) }
+                    live = Array(live.prefix(liveLimit))
+                }
+                let room = capacity - live.count
+                if hasBacklog && room > 0 {
+                    backlog = try OutboxStore.fetch(from: backlogCursor, through: boundary, limit: room + skip.count, db: db)
+                        .filter { !skip.contains($0.seq) }
+                    backlog = Array(backlog.prefix(room))
+                }
+            }
+        } catch {
+            logger.error("outbox read failed", metadata: ["error": "\(error)"])
+            return ([], [])
+        }
+        if let last = live.last { liveCursor = last.seq + 1 }
+        if let last = backlog.last {
+            backlogCursor = last.seq + 1
+        } else if capacity - live.count > 0 {
+            hasBacklog = false
+        }
+        return (live, backlog)
+    }
+}
+
+extension Outbox {
+    /// Changes the database's page limit, to simulate a disk filling up and freeing again. For tests.
+    @_spi(Testing)
+    public func setMaxPageCount(_ pages: Int) throws {
+        try queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA max_page_count = \(pages)") }
+    }
 }

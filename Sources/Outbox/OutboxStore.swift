@@ -1,0 +1,117 @@
+import Foundation
+import GRDB
+
+/// A stored row.
+struct StoredMessage: Sendable, Hashable {
+    var seq: UInt64
+    var messageClass: MessageClass
+    var topic: String
+    var payload: [UInt8]
+    var qos: Int32
+    var retain: Bool
+    var createdAt: Double
+}
+
+/// The SQLite side of the outbox: schema, batched writes, ordered reads, eviction.
+/// Every method runs inside a GRDB transaction on the caller's `Database`.
+enum OutboxStore {
+    static let schemaVersion = 1
+
+    /// Opens (or creates) the database, checking its integrity.
+    /// - Returns: the queue, the epoch and the next seq.
+    static func open(_ configuration: OutboxConfiguration) throws -> (DatabaseQueue, UUID, UInt64) {
+        var config = Configuration()
+        config.journalMode = .wal
+        config.busyMode = .timeout(5)
+        let durability = configuration.durability
+        let maxPageCount = configuration.maxPageCount
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+            if let maxPageCount { try db.execute(sql: "PRAGMA max_page_count = \(maxPageCount)") }
+        }
+        let queue = try DatabaseQueue(path: configuration.path, configuration: config)
+        let (epoch, next) = try queue.write { db -> (UUID, UInt64) in
+            let check = try String.fetchOne(db, sql: "PRAGMA quick_check") ?? "?"
+            guard check == "ok" else { throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "quick_check: \(check)") }
+            try db.execute(sql: "PRAGMA auto_vacuum = INCREMENTAL")
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS message (
+                    seq INTEGER PRIMARY KEY NOT NULL,
+                    class INTEGER NOT NULL,
+                    topic TEXT NOT NULL,
+                    payload BLOB NOT NULL,
+                    qos INTEGER NOT NULL,
+                    retain INTEGER NOT NULL,
+                    createdAt REAL NOT NULL);
+                CREATE INDEX IF NOT EXISTS message_class ON message(class, seq);
+                """)
+            let epoch: UUID
+            if let text = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'epoch'"), let stored = UUID(uuidString: text) {
+                epoch = stored
+            } else {
+                epoch = UUID()
+                try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", arguments: [epoch.uuidString.lowercased()])
+                try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", arguments: ["\(schemaVersion)"])
+            }
+            let storedNext = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'nextSeq'").flatMap { UInt64($0) } ?? 1
+            let maxSeq = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM message").map { UInt64($0) + 1 } ?? 1
+            return (epoch, max(storedNext, maxSeq))
+        }
+        return (queue, epoch, next)
+    }
+
+    static func insert(_ rows: [StoredMessage], nextSeq: UInt64, db: Database) throws {
+        let statement = try db.cachedStatement(
+            sql: "INSERT INTO message (seq, class, topic, payload, qos, retain, createdAt) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        for row in rows {
+            try statement.execute(arguments: [
+                Int64(row.seq), row.messageClass.rawValue, row.topic, Data(row.payload), row.qos, row.retain, row.createdAt,
+            ])
+        }
+        try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('nextSeq', ?)", arguments: ["\(nextSeq)"])
+    }
+
+    static func delete(_ seqs: [UInt64], db: Database) throws {
+        let statement = try db.cachedStatement(sql: "DELETE FROM message WHERE seq = ?")
+        for seq in seqs { try statement.execute(arguments: [Int64(seq)]) }
+    }
+
+    /// Rows with `seq` in `range`, in order, at most `limit`.
+    static func fetch(from: UInt64, through: UInt64, limit: Int, db: Database) throws -> [StoredMessage] {
+        try Row.fetchAll(
+            db, sql: "SELECT seq, class, topic, payload, qos, retain, createdAt FROM message WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+            arguments: [Int64(from), Int64(min(through, UInt64(Int64.max))), limit]
+        ).map(message)
+    }
+
+    static func message(_ row: Row) -> StoredMessage {
+        let payload: Data = row["payload"]
+        return StoredMessage(
+            seq: UInt64(row["seq"] as Int64), messageClass: MessageClass(rawValue: row["class"]) ?? .event, topic: row["topic"],
+            payload: [UInt8](payload), qos: row["qos"], retain: row["retain"], createdAt: row["createdAt"])
+    }
+
+    /// Depth, payload bytes and the oldest row's creation time.
+    static func totals(db: Database) throws -> (depth: Int, bytes: Int, oldest: Double?) {
+        let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM message")
+        let oldest = try Double.fetchOne(db, sql: "SELECT createdAt FROM message ORDER BY seq LIMIT 1")
+        return (row?[0] ?? 0, row?[1] ?? 0, oldest)
+    }
+
+    /// The oldest rows of `messageClass` older than `before`, at most `limit`.
+    static func oldest(_ messageClass: MessageClass, limit: Int, db: Database) throws -> [StoredMessage] {
+        try Row.fetchAll(
+            db, sql: "SELECT seq, class, topic, payload, qos, retain, createdAt FROM message WHERE class = ? ORDER BY seq LIMIT ?",
+            arguments: [messageClass.rawValue, limit]
+        ).map(message)
+    }
+
+    /// Gives space back to the file system after a drain.
+    static func compact(_ queue: DatabaseQueue) throws {
+        try queue.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA incremental_vacuum")
+            try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+        }
+    }
+}

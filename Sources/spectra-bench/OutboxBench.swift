@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import MQTT
+import Outbox
+
+/// Enqueue rate with group commit: many concurrent producers into one outbox.
+struct OutboxEnqueueBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "outbox-enqueue", abstract: "Enqueue messages into an outbox as fast as concurrent producers can.")
+
+    @Option(help: "Database file.") var path: String
+    @Option(help: "Messages.") var count = 200_000
+    @Option(help: "Payload bytes.") var bytes = 300
+    @Option(help: "Concurrent producers.") var producers = 64
+    @Option(help: "normal or full.") var durability = "normal"
+    @Flag(name: .customLong("report"), help: "Print 'returned N' as enqueues return (for crash tests).") var reportProgress = false
+
+    func run() async throws {
+        let outbox = try Outbox(OutboxConfiguration(
+            path: path, durability: durability == "full" ? .full : .normal, maxBytes: 1 << 40, minFreeBytes: 0))
+        let payload = [UInt8](repeating: UInt8(ascii: "x"), count: bytes)
+        let start = monotonicSeconds()
+        let perProducer = count / producers
+        let reportEvery = reportProgress
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<producers {
+                group.addTask {
+                    for _ in 0..<perProducer {
+                        let seq = await outbox.enqueue { _, _ in
+                            OutboxMessage(messageClass: .telemetry, topic: "spectra/v1/demo/gw/gw-1/telemetry", payload: payload)
+                        }
+                        if reportEvery && seq % 1000 == 0 {
+                            FileHandle.standardOutput.write(Data("returned \(seq)\n".utf8))
+                        }
+                    }
+                }
+            }
+        }
+        let seconds = monotonicSeconds() - start
+        report(["bench": "outbox-enqueue", "messages": perProducer * producers, "bytes": bytes, "seconds": seconds,
+                "perSecond": Double(perProducer * producers) / seconds, "durability": durability])
+    }
+}
+
+/// Drains a prepared backlog into a broker.
+struct OutboxDrainBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "outbox-drain", abstract: "Fill an outbox offline, then time its drain into a broker.")
+
+    @Option(help: "Database file (created).") var path: String
+    @Option(help: "Broker port on 127.0.0.1.") var port: Int
+    @Option(help: "Messages.") var count = 500_000
+    @Option(help: "Payload bytes.") var bytes = 466
+    @Option(help: "In-flight window.") var window = 2000
+
+    func run() async throws {
+        let outbox = try Outbox(OutboxConfiguration(path: path, maxBytes: 1 << 40, minFreeBytes: 0, window: window))
+        let payload = [UInt8](repeating: UInt8(ascii: "x"), count: bytes)
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<32 {
+                group.addTask {
+                    for _ in 0..<(count / 32) {
+                        await outbox.enqueue { _, _ in
+                            OutboxMessage(messageClass: .telemetry, topic: "spectra/v1/demo/gw/gw-1/telemetry", payload: payload)
+                        }
+                    }
+                }
+            }
+        }
+        let queued = await outbox.stats().depth
+        let client = MQTTClient(MQTTConfiguration(port: port, clientID: "drain-\(getpid())"))
+        let start = monotonicSeconds()
+        await outbox.attach(client)
+        try await client.connect()
+        while await outbox.stats().depth > 0 { try await Task.sleep(for: .milliseconds(20)) }
+        let seconds = monotonicSeconds() - start
+        await client.disconnect()
+        report(["bench": "outbox-drain", "messages": queued, "bytes": bytes, "seconds": seconds, "perSecond": Double(queued) / seconds])
+    }
+}

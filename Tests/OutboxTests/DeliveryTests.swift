@@ -1,0 +1,130 @@
+import Foundation
+import GRDB
+import MQTT
+@testable @_spi(Testing) import Outbox
+import SpectraTesting
+import Testing
+
+@Suite("Outbox delivery against a real mosquitto")
+struct DeliveryTests {
+    @Test("a backlog built offline drains by itself on connect, in order, flagged historical; rows go only after PUBACK")
+    func drainOnConnect() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let broker = try await MosquittoBroker()
+        let (_, witness) = try await broker.witness()
+        let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), window: 50))
+        for _ in 0..<500 { await outbox.enqueue { numbered($0, $1) } }
+        let client = MQTTClient(broker.mqtt("gw-1"))
+        await outbox.attach(client)
+        try await client.connect()
+        #expect(await witness.waitFor(count: 500, timeout: 20))
+        let seqs = witness.elements.compactMap(seqOf)
+        #expect(seqs == Array(1...500))
+        #expect(witness.elements.allSatisfy { $0.userProperty("historical") == "true" })
+        #expect(await eventually { await outbox.stats().depth == 0 })
+        let stats = await outbox.stats()
+        #expect(stats.acknowledged == 500 && stats.resent == 0)
+    }
+
+    @Test("live messages go first while a backlog drains, unflagged")
+    func liveFirst() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let broker = try await MosquittoBroker()
+        let (_, witness) = try await broker.witness()
+        let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), window: 20, backlogShare: 0.25))
+        for _ in 0..<3000 { await outbox.enqueue { numbered($0, $1) } }
+        let client = MQTTClient(broker.mqtt("gw-1"))
+        await outbox.attach(client)
+        try await client.connect()
+        try await Task.sleep(for: .milliseconds(20))
+        let live = await outbox.enqueue { numbered($0, $1) }
+        #expect(await witness.waitFor(count: 3001, timeout: 30))
+        let order = witness.elements.compactMap(seqOf)
+        let livePosition = try #require(order.firstIndex(of: live))
+        #expect(livePosition < 2900, "the live message waited behind the backlog (position \(livePosition))")
+        #expect(witness.elements[livePosition].userProperty("historical") == nil)
+        let backlog = order.filter { $0 != live }
+        #expect(backlog == backlog.sorted())
+    }
+
+    @Test("nothing is lost across a broker restart and a silent link; duplicates only for unacknowledged messages")
+    func brokerTrouble() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let broker = try await MosquittoBroker()
+        let (_, witness) = try await broker.witness()
+        let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), window: 100))
+        let client = MQTTClient(broker.mqtt("gw-1", keepalive: 5))
+        await outbox.attach(client)
+        try await client.connect()
+        let total = 3000
+        let producer = Task {
+            for index in 0..<total {
+                await outbox.enqueue { numbered($0, $1) }
+                if index % 100 == 0 { try? await Task.sleep(for: .milliseconds(10)) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        try await broker.restart()
+        try await Task.sleep(for: .milliseconds(300))
+        broker.pause()
+        try await Task.sleep(for: .seconds(8))
+        broker.resume()
+        await producer.value
+        #expect(await eventually(timeout: 40) { await outbox.stats().depth == 0 })
+        #expect(await eventually(timeout: 10) { Set(witness.elements.compactMap(seqOf)).count == total })
+        let received = witness.elements.compactMap(seqOf)
+        #expect(Set(received) == Set(1...UInt64(total)))
+        let duplicates = received.count - Set(received).count
+        let stats = await outbox.stats()
+        #expect(duplicates <= stats.resent, "a duplicate without a resend")
+    }
+
+    @Test("a restart while offline keeps the queue and drains it after the restart")
+    func restartWhileOffline() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("o.sqlite")
+        do {
+            let outbox = try Outbox(OutboxConfiguration(path: path))
+            for _ in 0..<100 { await outbox.enqueue { numbered($0, $1) } }
+        }
+        let broker = try await MosquittoBroker()
+        let (_, witness) = try await broker.witness()
+        let outbox = try Outbox(OutboxConfiguration(path: path))
+        let client = MQTTClient(broker.mqtt("gw-1"))
+        await outbox.attach(client)
+        try await client.connect()
+        #expect(await witness.waitFor(count: 100))
+        #expect(witness.elements.compactMap(seqOf) == Array(1...100))
+    }
+
+    @Test("SIGKILL during heavy enqueue: the database is intact and every enqueue that returned is there")
+    func killDuringEnqueue() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("o.sqlite")
+        let child = try ChildProcess(TestEnvironment.product("spectra-bench"), ["outbox-enqueue", "--path", path, "--count", "1000000", "--report"])
+        #expect(await child.waitForLine(timeout: 30) { $0.hasPrefix("returned 20000") } != nil)
+        child.send(SIGKILL)
+        await child.wait()
+        let returned = child.lines.compactMap { line -> UInt64? in
+            line.hasPrefix("returned ") ? UInt64(line.dropFirst("returned ".count)) : nil
+        }.max() ?? 0
+        #expect(returned >= 20000)
+        let queue = try DatabaseQueue(path: path)
+        let check = try await queue.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") }
+        #expect(check == "ok")
+        let (count, maxSeq) = try await queue.read { db in
+            (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message WHERE seq <= ?", arguments: [Int64(returned)]) ?? 0,
+             try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM message") ?? 0)
+        }
+        #expect(count == Int(returned), "an enqueue that returned is missing")
+        #expect(maxSeq >= Int64(returned))
+        // The reopened outbox continues after the highest committed seq.
+        let outbox = try Outbox(OutboxConfiguration(path: path))
+        #expect(await outbox.enqueue { numbered($0, $1) } == UInt64(maxSeq) + 1)
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import GRDB
+@testable @_spi(Testing) import Outbox
+import Testing
+
+@Suite("Outbox storage")
+struct StorageTests {
+    @Test("seq increases in one database and is never reused after a reopen; the epoch stays")
+    func seqAndEpoch() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("outbox.sqlite")
+        var epoch: UUID
+        do {
+            let outbox = try Outbox(OutboxConfiguration(path: path))
+            epoch = await outbox.epoch
+            let seqs = await withTaskGroup(of: UInt64.self) { group in
+                for _ in 0..<200 { group.addTask { await outbox.enqueue { numbered($0, $1) } } }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(seqs).count == 200)
+            #expect(seqs.min() == 1 && seqs.max() == 200)
+            #expect(await outbox.stats().depth == 200)
+        }
+        let reopened = try Outbox(OutboxConfiguration(path: path))
+        #expect(await reopened.epoch == epoch)
+        #expect(await reopened.stats().depth == 200)
+        #expect(await reopened.enqueue { numbered($0, $1) } == 201)
+    }
+
+    @Test("a corrupt database is moved aside and a new one (new epoch) started")
+    func corrupt() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("outbox.sqlite")
+        try Data(repeating: 0x42, count: 64 * 1024).write(to: URL(fileURLWithPath: path))
+        let outbox = try Outbox(OutboxConfiguration(path: path))
+        let reset = try #require(await outbox.reset)
+        #expect(FileManager.default.fileExists(atPath: reset.movedTo))
+        #expect(await outbox.enqueue { numbered($0, $1) } == 1)
+        #expect(await outbox.stats().depth == 1)
+    }
+
+    @Test("a folder that cannot hold a database is one clear error")
+    func unavailable() {
+        #expect(throws: OutboxError.self) { try Outbox(OutboxConfiguration(path: "/nonexistent/folder/outbox.sqlite")) }
+    }
+
+    @Test("the byte cap: telemetry is rolled up first, then evicted; events are kept; evictions are announced",
+          arguments: [true, false])
+    func byteCap(withRollup: Bool) async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let notices = NoticeLog()
+        let merge: @Sendable ([[UInt8]]) -> [UInt8]? = { payloads in Array("rollup:\(payloads.count)".utf8) }
+        let outbox = try Outbox(
+            OutboxConfiguration(path: folder.path("o.sqlite"), maxBytes: 60_000, hardCapBytes: 400_000, minFreeBytes: 0),
+            rollup: withRollup ? merge : nil,
+            evictionNotice: { eviction, seq, epoch in
+                notices.add(eviction)
+                return numbered(seq, epoch, .event)
+            })
+        var events: [UInt64] = []
+        for index in 0..<600 {
+            if index % 10 == 0 { events.append(await outbox.enqueue { numbered($0, $1, .event, size: 300) }) }
+            await outbox.enqueue { numbered($0, $1, .telemetry, size: 300) }
+        }
+        await outbox.flush()
+        let stats = await outbox.stats()
+        #expect(stats.bytes <= 60_000 + 300 * 2)
+        let stored = try await DatabaseQueue(path: folder.path("o.sqlite")).read { db in
+            try Int64.fetchAll(db, sql: "SELECT seq FROM message WHERE class = 0").map(UInt64.init)
+        }
+        #expect(Set(events).isSubset(of: Set(stored)), "an event was evicted below the hard cap")
+        if withRollup {
+            #expect(stats.rolledUp > 0)
+        } else {
+            #expect(stats.evicted > 0)
+            #expect(stats.evicted == notices.total)
+        }
+    }
+
+    @Test("a disk that refuses writes: enqueue still returns, messages wait in memory, then go to disk")
+    func diskFull() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), minFreeBytes: 0))
+        await outbox.enqueue { numbered($0, $1) }
+        try await outbox.setMaxPageCount(1)
+        var seqs: [UInt64] = []
+        for _ in 0..<50 { seqs.append(await outbox.enqueue { numbered($0, $1, size: 2000) }) }
+        let failing = await outbox.stats()
+        #expect(failing.storageErrors > 0)
+        #expect(failing.memoryBuffered >= 45)
+        #expect(failing.depth == 51)
+        try await outbox.setMaxPageCount(1_000_000)
+        try await Task.sleep(for: .seconds(2))
+        await outbox.flush()
+        let healed = await outbox.stats()
+        #expect(healed.memoryBuffered == 0)
+        #expect(healed.depth == 51)
+        let stored = try await DatabaseQueue(path: folder.path("o.sqlite")).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message") }
+        #expect(stored == 51)
+    }
+}
+
+final class NoticeLog: Sendable {
+    private let items = Mutex<[Outbox.Eviction]>([])
+    func add(_ eviction: Outbox.Eviction) { items.withLock { $0.append(eviction) } }
+    var total: Int { items.withLock { $0.reduce(0) { $0 + $1.count } } }
+}
+
+import Synchronization
