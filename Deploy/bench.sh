@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Release-built measurements behind the README's figures, each beside a reference measured in
-# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|all]
+# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|outbox|all]
 # Starts its own mosquitto on a free loopback port and stops it when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,4 +45,26 @@ if [ "$what" = waveform ] || [ "$what" = all ]; then
     seconds=$(echo "$result" | sed 's/.*"seconds":\([0-9.]*\).*/\1/')
     ratio=$(echo "$result" | sed 's/.*"realTimeRatio":\([0-9.]*\).*/\1/')
     printf 'Plan + render 900 s, 10 channels, 10 kHz (90M samples): %.3f s (%.0fx real time)\n' "$seconds" "$ratio"
+fi
+
+if [ "$what" = outbox ] || [ "$what" = all ]; then
+    for producers in 64 256; do
+        rm -f "$work"/enqueue.sqlite*
+        result=$("$bench" outbox-enqueue --path "$work/enqueue.sqlite" --count 200000 --bytes 300 --producers $producers)
+        printf 'Outbox enqueue, 300 B, durability normal, %d producers: %.0f msg/s\n' "$producers" \
+            "$(echo "$result" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')"
+    done
+    n=500000
+    yes "$(head -c 466 /dev/zero | tr '\0' 'x')" | head -n $n > "$work/backlog" || true
+    start=$(date +%s.%N)
+    mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t bench/reference -l < "$work/backlog"
+    end=$(date +%s.%N)
+    ref=$(awk -v n=$n -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", n / (e - s) }')
+    printf 'mosquitto_pub -l, QoS 1, %d x 466 B: %.1f s (%.0f msg/s)\n' "$n" "$(awk -v n=$n -v r="$ref" 'BEGIN { print n / r }')" "$ref"
+    rm -f "$work"/drain.sqlite*
+    result=$("$bench" outbox-drain --path "$work/drain.sqlite" --port "$port" --count $n --bytes 466)
+    seconds=$(echo "$result" | sed 's/.*"seconds":\([0-9.]*\).*/\1/')
+    rate=$(echo "$result" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')
+    printf 'Outbox drain of a %d-message backlog, QoS 1: %.1f s (%.0f msg/s, %.2fx mosquitto_pub'"'"'s time)\n' "$n" "$seconds" "$rate" \
+        "$(awk -v a="$seconds" -v r="$ref" -v n=$n 'BEGIN { print a / (n / r) }')"
 fi

@@ -139,20 +139,21 @@ public actor Outbox {
             pendingDeletes.removeAll(keepingCapacity: true)
             let rows = memoryBuffer + batch.map(\.row)
             let next = nextSeq
-            let limits = currentLimits(adding: rows.reduce(0) { $0 + $1.payload.count })
+            let added = rows.reduce(0) { $0 + $1.payload.count }
+            let limits = currentLimits()
             let rollup = self.rollup
+            let before = storedBytes
             do {
                 let outcome = try await queue.write { db in
-                    try OutboxStore.delete(deletes, db: db)
+                    let deleted = try OutboxStore.delete(deletes, db: db)
                     try OutboxStore.insert(rows, nextSeq: next, db: db)
-                    let bounds = try OutboxBounds.enforce(limits: limits, rollup: rollup, db: db)
-                    let totals = try OutboxStore.totals(db: db)
-                    return (bounds, totals)
+                    let bounds = try OutboxBounds.enforce(bytes: before - deleted.bytes + added, limits: limits, rollup: rollup, db: db)
+                    return (bounds, deleted.rows)
                 }
                 memoryBuffer.removeAll()
                 ackedNotDeleted.subtract(deletes)
-                storedRows = outcome.1.depth
-                storedBytes = outcome.1.bytes
+                storedRows += rows.count - outcome.1 - outcome.0.removedRows
+                storedBytes = outcome.0.bytes
                 counters.rolledUp += outcome.0.rolledUp
                 for eviction in outcome.0.evictions where eviction.count > 0 {
                     counters.evicted += eviction.count
@@ -216,7 +217,7 @@ public actor Outbox {
         startWriter()
     }
 
-    private func currentLimits(adding bytes: Int) -> OutboxBounds.Limits {
+    private func currentLimits() -> OutboxBounds.Limits {
         var budget = configuration.maxBytes
         var hard = configuration.hardCapBytes
         if let free = Self.freeBytes(near: configuration.path) {
@@ -355,9 +356,10 @@ public actor Outbox {
             pumpAgain = false
             while connected, let client {
                 let capacity = configuration.window - inflight.count
-                guard capacity > 0 else { break }
+                // Refill in batches, not one row per acknowledgement.
+                guard capacity > 0, inflight.isEmpty || capacity >= max(1, configuration.window / 8) else { break }
                 let reserve = hasBacklog ? max(1, Int(Double(configuration.window) * configuration.backlogShare)) : 0
-                let backlogInFlight = inflight.values.filter(\.backlog).count
+                let backlogInFlight = inflight.values.reduce(0) { $0 + ($1.backlog ? 1 : 0) }
                 let liveLimit = max(0, capacity - max(0, min(capacity, reserve - backlogInFlight)))
                 let (live, backlog) = fetchBatch(liveLimit: liveLimit, capacity: capacity)
                 if live.isEmpty && backlog.isEmpty { break }
@@ -383,34 +385,40 @@ public actor Outbox {
         } while pumpAgain && connected
     }
 
-    /// The next rows to send: live ones first, then the backlog.
+    /// The next rows to send: live ones first, then the backlog. Rows in flight or acknowledged
+    /// but not yet deleted are skipped.
     private func fetchBatch(liveLimit: Int, capacity: Int) -> ([StoredMessage], [StoredMessage]) {
-        let skip = ackedNotDeleted.union(inflight.keys)
+        func skipped(_ seq: UInt64) -> Bool { inflight[seq] != nil || ackedNotDeleted.contains(seq) }
+        func ahead(of cursor: UInt64) -> Int {
+            inflight.keys.reduce(0) { $0 + ($1 >= cursor ? 1 : 0) } + ackedNotDeleted.reduce(0) { $0 + ($1 >= cursor ? 1 : 0) }
+        }
         var live: [StoredMessage] = []
         var backlog: [StoredMessage] = []
+        let liveCursor = self.liveCursor
+        let backlogCursor = self.backlogCursor
+        let boundary = self.boundary
+        let hasBacklog = self.hasBacklog
+        let liveExtra = liveLimit > 0 ? ahead(of: liveCursor) : 0
+        let backlogExtra = hasBacklog ? ahead(of: backlogCursor) : 0
         do {
-            try queue.read { db in
-                if liveLimit > 0 {
-                    live = try OutboxStore.fetch(from: liveCursor, through: .max, limit: liveLimit + skip.count, db: db)
-                        .filter { !skip.contains($0.seq) }
-                    live = Array(live.prefix(liveLimit))
-                }
-                let room = capacity - live.count
-                if hasBacklog && room > 0 {
-                    backlog = try OutboxStore.fetch(from: backlogCursor, through: boundary, limit: room + skip.count, db: db)
-                        .filter { !skip.contains($0.seq) }
-                    backlog = Array(backlog.prefix(room))
-                }
+            let fetched = try queue.read { db -> ([StoredMessage], [StoredMessage]) in
+                let live = liveLimit > 0
+                    ? try OutboxStore.fetch(from: liveCursor, through: .max, limit: liveLimit + liveExtra, db: db) : []
+                let backlog = hasBacklog
+                    ? try OutboxStore.fetch(from: backlogCursor, through: boundary, limit: capacity + backlogExtra, db: db) : []
+                return (live, backlog)
             }
+            live = Array(fetched.0.lazy.filter { !skipped($0.seq) }.prefix(liveLimit))
+            backlog = Array(fetched.1.lazy.filter { !skipped($0.seq) }.prefix(capacity - live.count))
         } catch {
             logger.error("outbox read failed", metadata: ["error": "\(error)"])
             return ([], [])
         }
-        if let last = live.last { liveCursor = last.seq + 1 }
+        if let last = live.last { self.liveCursor = last.seq + 1 }
         if let last = backlog.last {
-            backlogCursor = last.seq + 1
+            self.backlogCursor = last.seq + 1
         } else if capacity - live.count > 0 {
-            hasBacklog = false
+            self.hasBacklog = false
         }
         return (live, backlog)
     }

@@ -12,12 +12,21 @@ enum OutboxBounds {
     struct Outcome: Sendable {
         var rolledUp = 0
         var evictions: [Outbox.Eviction] = []
+        /// Payload bytes stored after enforcement.
+        var bytes = 0
+        /// Rows removed (rolled up or evicted).
+        var removedRows = 0
     }
 
-    static func enforce(limits: Limits, rollup: (@Sendable ([[UInt8]]) -> [UInt8]?)?, db: Database) throws -> Outcome {
+    /// Brings `bytes` (the payload bytes stored now) under the limits.
+    static func enforce(bytes stored: Int, limits: Limits, rollup: (@Sendable ([[UInt8]]) -> [UInt8]?)?, db: Database) throws -> Outcome {
         var outcome = Outcome()
-        var bytes = try OutboxStore.totals(db: db).bytes
-        guard bytes > limits.softBytes else { return outcome }
+        var bytes = stored
+        defer { outcome.bytes = bytes }
+        guard bytes > limits.softBytes else {
+            outcome.bytes = bytes
+            return outcome
+        }
         // 1. Roll old telemetry up, a minute (and a topic) at a time.
         if let rollup {
             let rows = try OutboxStore.oldest(.telemetry, limit: 5000, db: db)
@@ -30,20 +39,24 @@ enum OutboxBounds {
                 try db.execute(sql: "UPDATE message SET payload = ? WHERE seq = ?", arguments: [Data(merged), Int64(ordered[0].seq)])
                 bytes -= ordered.reduce(0) { $0 + $1.payload.count } - merged.count
                 outcome.rolledUp += ordered.count - 1
+                outcome.removedRows += ordered.count - 1
             }
         }
         // 2. Evict the oldest telemetry.
         if bytes > limits.softBytes {
             let (count, freed) = try evict(.telemetry, over: bytes - limits.softBytes, db: db)
             bytes -= freed
+            outcome.removedRows += count
             outcome.evictions.append(.init(messageClass: .telemetry, count: count, bytes: freed))
         }
         // 3. Past the hard cap, state and then events go too.
         for messageClass in [MessageClass.state, .event] where bytes > limits.hardBytes {
             let (count, freed) = try evict(messageClass, over: bytes - limits.hardBytes, db: db)
             bytes -= freed
+            outcome.removedRows += count
             outcome.evictions.append(.init(messageClass: messageClass, count: count, bytes: freed))
         }
+        outcome.bytes = bytes
         return outcome
     }
 

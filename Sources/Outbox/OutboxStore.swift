@@ -26,6 +26,8 @@ enum OutboxStore {
         let durability = configuration.durability
         let maxPageCount = configuration.maxPageCount
         config.prepareDatabase { db in
+            // Takes effect for a new database (before its first table): space can then be given back.
+            try db.execute(sql: "PRAGMA auto_vacuum = INCREMENTAL")
             try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
             if let maxPageCount { try db.execute(sql: "PRAGMA max_page_count = \(maxPageCount)") }
         }
@@ -33,7 +35,6 @@ enum OutboxStore {
         let (epoch, next) = try queue.write { db -> (UUID, UInt64) in
             let check = try String.fetchOne(db, sql: "PRAGMA quick_check") ?? "?"
             guard check == "ok" else { throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "quick_check: \(check)") }
-            try db.execute(sql: "PRAGMA auto_vacuum = INCREMENTAL")
             try db.execute(sql: """
                 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS message (
@@ -44,7 +45,6 @@ enum OutboxStore {
                     qos INTEGER NOT NULL,
                     retain INTEGER NOT NULL,
                     createdAt REAL NOT NULL);
-                CREATE INDEX IF NOT EXISTS message_class ON message(class, seq);
                 """)
             let epoch: UUID
             if let text = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'epoch'"), let stored = UUID(uuidString: text) {
@@ -72,9 +72,20 @@ enum OutboxStore {
         try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('nextSeq', ?)", arguments: ["\(nextSeq)"])
     }
 
-    static func delete(_ seqs: [UInt64], db: Database) throws {
-        let statement = try db.cachedStatement(sql: "DELETE FROM message WHERE seq = ?")
-        for seq in seqs { try statement.execute(arguments: [Int64(seq)]) }
+    /// Deletes rows by seq.
+    /// - Returns: how many rows and payload bytes went.
+    @discardableResult
+    static func delete(_ seqs: [UInt64], db: Database) throws -> (rows: Int, bytes: Int) {
+        let statement = try db.cachedStatement(sql: "DELETE FROM message WHERE seq = ? RETURNING LENGTH(payload)")
+        var rows = 0
+        var bytes = 0
+        for seq in seqs {
+            if let length = try Int.fetchOne(statement, arguments: [Int64(seq)]) {
+                rows += 1
+                bytes += length
+            }
+        }
+        return (rows, bytes)
     }
 
     /// Rows with `seq` in `range`, in order, at most `limit`.
