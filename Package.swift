@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // C
@@ -57,7 +58,12 @@ let package = Package(
         ),
         .target(
             name: "Outbox",
-            dependencies: ["MQTT", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "MQTT",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
         ),
         .target(
             name: "EdgeAgent",
@@ -119,7 +125,12 @@ let package = Package(
         .testTarget(name: "WaveformTests", dependencies: ["Waveform"]),
         .testTarget(
             name: "OutboxTests",
-            dependencies: ["Outbox", "MQTT", "SpectraTesting", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "Outbox", "MQTT", "SpectraTesting",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
         ),
         .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting"]),
     ]

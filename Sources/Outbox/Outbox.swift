@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Metrics
 import MQTT
 
 /// A durable store-and-forward queue: every message an agent sends goes through it, connected
@@ -35,6 +36,8 @@ public actor Outbox {
     /// Builds the `outbox.evicted` event for an eviction, given its seq and the epoch.
     private let evictionNotice: (@Sendable (Eviction, UInt64, UUID) -> OutboxMessage)?
     private let logger: Logger
+    private let metrics: OutboxMetrics
+    private var lastRecorded = OutboxStats()
 
     private var queue: DatabaseQueue
     private var nextSeq: UInt64
@@ -69,12 +72,15 @@ public actor Outbox {
     public init(
         _ configuration: OutboxConfiguration, logger: Logger = Logger(label: "spectra.outbox"),
         rollup: (@Sendable ([[UInt8]]) -> [UInt8]?)? = nil,
-        evictionNotice: (@Sendable (Eviction, UInt64, UUID) -> OutboxMessage)? = nil
+        evictionNotice: (@Sendable (Eviction, UInt64, UUID) -> OutboxMessage)? = nil,
+        metricsFactory: (any MetricsFactory)? = nil
     ) throws(OutboxError) {
         self.configuration = configuration
         self.logger = logger
         self.rollup = rollup
         self.evictionNotice = evictionNotice
+        self.metrics = OutboxMetrics(
+            database: (configuration.path as NSString).lastPathComponent, factory: metricsFactory ?? MetricsSystem.factory)
         var resetInfo: (String, String)?
         let opened: (DatabaseQueue, UUID, UInt64)
         do {
@@ -262,6 +268,13 @@ public actor Outbox {
         return stats
     }
 
+    /// Updates the swift-metrics gauges and counters (called every second while attached).
+    public func recordMetrics() {
+        let now = stats()
+        metrics.record(now, since: lastRecorded)
+        lastRecorded = now
+    }
+
     /// Waits until every enqueue so far is committed and every acknowledged row deleted.
     public func flush() async {
         while writing || !pending.isEmpty || !pendingDeletes.isEmpty {
@@ -296,6 +309,7 @@ public actor Outbox {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
                 await self?.checkStall()
+                await self?.recordMetrics()
             }
         })
         if client.isConnected { connectionChanged(client.state) }

@@ -26,8 +26,11 @@ struct OutboxEnqueueBench: AsyncParsableCommand {
             for _ in 0..<producers {
                 group.addTask {
                     for _ in 0..<perProducer {
-                        let seq = await outbox.enqueue { _, _ in
-                            OutboxMessage(messageClass: .telemetry, topic: "spectra/v1/demo/gw/gw-1/telemetry", payload: payload)
+                        let seq = await outbox.enqueue { seq, _ in
+                            // The payload starts with its seq, so a witness can tell messages apart.
+                            var body = Array("\(seq).".utf8)
+                            body += payload.prefix(max(0, payload.count - body.count))
+                            return OutboxMessage(messageClass: .telemetry, topic: "spectra/v1/demo/gw/gw-1/telemetry", payload: body)
                         }
                         if reportEvery && seq % 1000 == 0 {
                             FileHandle.standardOutput.write(Data("returned \(seq)\n".utf8))

@@ -6,7 +6,7 @@ struct SpectraBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spectra-bench",
         abstract: "Release-built measurements for the README (run through Deploy/bench.sh).",
-        subcommands: [MQTTPublishBench.self, WaveformBench.self, OutboxEnqueueBench.self, OutboxDrainBench.self]
+        subcommands: [MQTTPublishBench.self, WaveformBench.self, OutboxEnqueueBench.self, OutboxDrainBench.self, MQTTHold.self]
     )
 }
 

@@ -135,3 +135,47 @@ struct PublishSubscribeTests {
         }
     }
 }
+
+@Suite("Wills and protocol versions")
+struct WillProcessTests {
+    @Test("the Will of a client process killed with SIGKILL is published, retained")
+    func willOnKill() async throws {
+        let broker = try await MosquittoBroker()
+        let holder = try ChildProcess(TestEnvironment.product("spectra-bench"), [
+            "mqtt-hold", "--port", "\(broker.port)", "--client-id", "gw-7", "--will-topic", "spectra/v1/demo/gw/gw-7/status",
+        ])
+        #expect(await holder.waitForLine(timeout: 20) { $0 == "connected" } != nil)
+        let watcher = MQTTClient(broker.client("watcher"))
+        try await watcher.connect()
+        let received = Collector(watcher.messages)
+        try await watcher.subscribe([Subscription("spectra/v1/demo/gw/+/status")])
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(received.count == 0)
+        holder.send(SIGKILL)
+        await holder.wait()
+        #expect(await received.waitFor(count: 1))
+        #expect(received.elements.first.map(text) == "offline")
+        // Retained: a late subscriber sees it too.
+        let late = MQTTClient(broker.client("late"))
+        try await late.connect()
+        let lateReceived = Collector(late.messages)
+        try await late.subscribe([Subscription("spectra/v1/demo/gw/gw-7/status")])
+        #expect(await lateReceived.waitFor(count: 1))
+        #expect(lateReceived.elements.first?.retain == true)
+    }
+
+    @Test("MQTT 3.1.1 works too (without user properties)")
+    func v311() async throws {
+        let broker = try await MosquittoBroker()
+        var configuration = broker.client("old")
+        configuration.protocolVersion = .v311
+        let client = MQTTClient(configuration)
+        try await client.connect()
+        let received = Collector(client.messages)
+        try await client.subscribe([Subscription("v3/#")])
+        try await client.publish(OutgoingMessage(topic: "v3/x", payload: bytes("hello"), userProperties: [UserProperty("a", "b")]))
+        #expect(await received.waitFor(count: 1))
+        #expect(received.elements.first.map(text) == "hello")
+        #expect(received.elements.first?.userProperties.isEmpty == true)
+    }
+}

@@ -123,8 +123,17 @@ struct DeliveryTests {
         }
         #expect(count == Int(returned), "an enqueue that returned is missing")
         #expect(maxSeq >= Int64(returned))
-        // The reopened outbox continues after the highest committed seq.
-        let outbox = try Outbox(OutboxConfiguration(path: path))
+        // The reopened outbox continues after the highest committed seq, and delivers everything.
+        let outbox = try Outbox(OutboxConfiguration(path: path, window: 2000))
         #expect(await outbox.enqueue { numbered($0, $1) } == UInt64(maxSeq) + 1)
+        let broker = try await MosquittoBroker()
+        let (_, witness) = try await broker.witness()
+        let client = MQTTClient(broker.mqtt("gw-1"))
+        await outbox.attach(client)
+        try await client.connect()
+        #expect(await eventually(timeout: 60) { await outbox.stats().depth == 0 })
+        #expect(await witness.waitFor(count: Int(maxSeq) + 1, timeout: 20))
+        let delivered = Set(witness.elements.compactMap(seqOf))
+        #expect(Set(1...returned).isSubset(of: delivered), "an enqueue that returned was not delivered")
     }
 }

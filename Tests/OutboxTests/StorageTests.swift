@@ -111,3 +111,21 @@ final class NoticeLog: Sendable {
 }
 
 import Synchronization
+
+import Metrics
+import MetricsTestKit
+
+@Suite("Outbox metrics")
+struct MetricsTests {
+    @Test("depth, bytes and counters reach swift-metrics")
+    func metrics() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let testMetrics = TestMetrics()
+        let outbox = try Outbox(OutboxConfiguration(path: folder.path("metrics.sqlite")), metricsFactory: testMetrics)
+        for _ in 0..<7 { await outbox.enqueue { numbered($0, $1) } }
+        await outbox.recordMetrics()
+        let depth = try testMetrics.expectGauge("spectra_outbox_depth", [("db", "metrics.sqlite")])
+        #expect(depth.lastValue == 7)
+    }
+}

@@ -259,3 +259,16 @@ struct SessionTests {
         #expect(runner.engine.takeEvents().contains(.levelChanged(from: 3, to: 1)))
     }
 }
+
+@Suite("The headband's button")
+struct ButtonTests {
+    @Test("a short press steps the level up (within what is unlocked); a long press stops as user_stop")
+    func buttons() throws {
+        var runner = try Profiles.runner(level: 1, faults: [.button(atS: 20, .short), .button(atS: 40, .long)], completed: 7)
+        let (segments, events) = runner.runToEnd()
+        #expect(events.contains(.levelChanged(from: 1, to: 2)))
+        #expect(segments.allSatisfy { $0.level <= 2 }, "level 3 is still locked after 7 sessions")
+        #expect(events.last == .ended(.aborted(reason: "user_stop")))
+        #expect(runner.engine.totals.stimulatingS < 42)
+    }
+}
