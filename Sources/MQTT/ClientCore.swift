@@ -275,6 +275,13 @@ final class ClientCore: @unchecked Sendable {
 
     private func updateInterest() {
         guard let handle, token != 0 else { return }
+        // Packets queued inside callbacks (a PUBACK releasing the next queued publish) are
+        // written now rather than after another trip through epoll; only what the socket
+        // cannot take yet waits for EPOLLOUT.
+        if mosquitto_want_write(handle) && connected {
+            settle(handle, rc: mosquitto_loop_write(handle, 1))
+            guard token != 0 else { return }
+        }
         let want = mosquitto_want_write(handle)
         if want != watchingWrite {
             watchingWrite = want
