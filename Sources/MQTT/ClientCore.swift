@@ -433,6 +433,10 @@ final class ClientCore: @unchecked Sendable {
     }
 
     func subscribe(_ list: [Subscription], _ continuation: CheckedContinuation<[Int32], any Error>) {
+        guard !list.isEmpty else {
+            continuation.resume(returning: [])
+            return
+        }
         for subscription in list where !subscriptions.contains(subscription) { subscriptions.append(subscription) }
         let handle: OpaquePointer
         do {
@@ -442,14 +446,9 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         var mid: Int32 = 0
-        var filters = list.map { strdup($0.filter) }
-        defer { filters.forEach { free($0) } }
+        // One SUBSCRIBE for the list, at the highest QoS asked for.
         let qos = list.map(\.qos.rawValue).max() ?? 1
-        let rc = filters.withUnsafeMutableBufferPointer { buffer in
-            buffer.baseAddress!.withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: buffer.count) { pointer in
-                mosquitto_subscribe_multiple(handle, &mid, Int32(list.count), pointer, qos, 0, nil)
-            }
-        }
+        let rc = withCStrings(list.map(\.filter)) { mosquitto_subscribe_multiple(handle, &mid, Int32(list.count), $0, qos, 0, nil) }
         guard rc == 0 else {
             continuation.resume(throwing: MQTTError.library(rc, "subscribing to \(list.map(\.filter))"))
             return
@@ -459,6 +458,10 @@ final class ClientCore: @unchecked Sendable {
     }
 
     func unsubscribe(_ filters: [String], _ continuation: CheckedContinuation<Void, any Error>) {
+        guard !filters.isEmpty else {
+            continuation.resume()
+            return
+        }
         subscriptions.removeAll { filters.contains($0.filter) }
         let handle: OpaquePointer
         do {
@@ -468,13 +471,7 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         var mid: Int32 = 0
-        var list = filters.map { strdup($0) }
-        defer { list.forEach { free($0) } }
-        let rc = list.withUnsafeMutableBufferPointer { buffer in
-            buffer.baseAddress!.withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: buffer.count) { pointer in
-                mosquitto_unsubscribe_multiple(handle, &mid, Int32(filters.count), pointer, nil)
-            }
-        }
+        let rc = withCStrings(filters) { mosquitto_unsubscribe_multiple(handle, &mid, Int32(filters.count), $0, nil) }
         guard rc == 0 else {
             continuation.resume(throwing: MQTTError.library(rc, "unsubscribing from \(filters)"))
             return
@@ -482,6 +479,13 @@ final class ClientCore: @unchecked Sendable {
         unsubscribes[mid] = continuation
         updateInterest()
     }
+}
+
+/// Calls `body` with a C array of C strings (`char *const *`) that lives for the call.
+private func withCStrings<T>(_ strings: [String], _ body: (UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> T) -> T {
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    defer { pointers.forEach { free($0) } }
+    return pointers.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
 }
 
 /// A connect request's handle and properties, carried to the connector queue.
