@@ -123,6 +123,7 @@ let package = Package(
         .testTarget(name: "SpectraTestingTests", dependencies: ["SpectraTesting"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "SpectraTesting"]),
         .testTarget(name: "WaveformTests", dependencies: ["Waveform"]),
+        .testTarget(name: "EdgeAgentTests", dependencies: ["EdgeAgent", "SpectraProtocol", "Waveform"]),
         .testTarget(
             name: "OutboxTests",
             dependencies: [
