@@ -1,0 +1,231 @@
+import Foundation
+import SpectraProtocol
+import Waveform
+
+/// Runs sessions on the headband: starts them (locally only), drives the waveform engine and
+/// safety monitor in real time (or faster, for tests and the simulator), and turns what
+/// happens into the contract's `session.*` and `safety.trip` events.
+public actor SessionController {
+    /// Why a session could not start.
+    public struct StartError: Error, Sendable, Equatable, CustomStringConvertible {
+        public var reason: String
+        public var description: String { reason }
+    }
+
+    /// The live state, for `spectra-agent status`.
+    public struct Status: Sendable, Equatable, Codable {
+        public var running: Bool
+        public var sessionId: String?
+        public var level: Int?
+        public var allowedLevel: Int
+        public var elapsedS: Double?
+        public var stimulatingS: Double?
+        public var phase: String
+        public var completedSessions: Int
+        public var regimenPhase: String
+        public var regimenDay: Int
+    }
+
+    private var profile: CalibrationProfile
+    private var headband: SimulatedHeadband
+    private var regimen: Regimen
+    private let journal: SessionJournal?
+    private let timeScale: Double
+    private let emit: @Sendable (Event) async -> Void
+    private let now: @Sendable () -> Date
+    private var maxLevel = 3
+
+    private var runner: SessionRunner?
+    private var sessionId: Identifier?
+    private var startedAt: Date?
+    private var task: Task<Void, Never>?
+
+    /// - Parameters:
+    ///   - timeScale: how much faster than real time sessions run (1 on a gateway).
+    ///   - emit: where events go (the outbox, in the agent).
+    public init(
+        profile: CalibrationProfile, headband: SimulatedHeadband, regimen: Regimen, journal: SessionJournal?,
+        timeScale: Double = 1, now: @escaping @Sendable () -> Date = { Date() },
+        emit: @escaping @Sendable (Event) async -> Void
+    ) {
+        self.profile = profile
+        self.headband = headband
+        self.regimen = regimen
+        self.journal = journal
+        self.timeScale = max(1, timeScale)
+        self.now = now
+        self.emit = emit
+    }
+
+    /// Reports a session a previous run left unfinished as `session.aborted` (`agent_restart`).
+    public func recoverAfterRestart() async {
+        guard let journal, let entry = journal.read(), let id = try? Identifier(entry.sessionId) else { return }
+        await emit(.sessionAborted(SessionSummary(
+            sessionId: id, durationS: max(0, now().timeIntervalSince(entry.startedAt)), stimulatingS: entry.stimulatingS,
+            levelSeconds: entry.levelSeconds, pauses: entry.pauses, chargeMicroCoulombs: entry.chargeMicroCoulombs,
+            reason: .agentRestart)))
+        journal.clear()
+    }
+
+    /// The wearer's regimen (persisted by the caller).
+    public var currentRegimen: Regimen { regimen }
+
+    /// Applies a new remote level cap; a running session drops to it at once, through a ramp.
+    public func setMaxLevel(_ level: Int) {
+        maxLevel = min(3, max(1, level))
+        runner?.engine.setMaxLevel(maxLevel)
+    }
+
+    /// Replaces the profile (config pushes apply between sessions).
+    public func setProfile(_ profile: CalibrationProfile) throws(StartError) {
+        guard runner == nil else { throw StartError(reason: "a session is running; new settings apply after it") }
+        self.profile = profile
+    }
+
+    /// Starts a session.
+    /// - Parameter level: the requested level (default: the highest allowed), clamped to what
+    ///   rule 8 and the remote cap allow.
+    /// - Throws: ``StartError`` when a session already runs or the profile is refused.
+    @discardableResult
+    public func start(level requested: Int? = nil) async throws(StartError) -> Identifier {
+        guard runner == nil else { throw StartError(reason: "a session is already running") }
+        let allowed = LevelPolicy(unlock: profile.levelUnlock, maxLevel: maxLevel).allowedLevel(completedSessions: regimen.completedSessions)
+        let level = min(requested ?? allowed, allowed)
+        let engine: SessionEngine
+        do {
+            engine = try SessionEngine(profile: profile, level: level, completedSessions: regimen.completedSessions, maxLevel: maxLevel)
+            runner = try SessionRunner(engine: engine, headband: headband)
+        } catch {
+            throw StartError(reason: "the calibration profile is refused: \(error)")
+        }
+        let id = try! Identifier("s-" + UUID().uuidString.lowercased().prefix(13).replacingOccurrences(of: "-", with: ""))
+        let startDate = now()
+        let day = Regimen.day(of: startDate)
+        regimen.sessionStarted(on: day)
+        sessionId = id
+        startedAt = startDate
+        journal?.write(SessionJournal.Entry(
+            sessionId: id.rawValue, level: engine.level, startedAt: startDate, stimulatingS: 0, levelSeconds: [:], pauses: 0,
+            chargeMicroCoulombs: [:]))
+        await emit(.sessionStarted(SessionStarted(
+            sessionId: id, level: engine.level, profileVersion: profile.version, channels: profile.channels.map(\.id),
+            regimenPhase: regimen.phase(on: day), regimenDay: regimen.dayNumber(on: day))))
+        task = Task { await self.drive() }
+        return id
+    }
+
+    /// Asks for a level; applies at the next pulse boundary through a ramp.
+    /// - Returns: the level granted, or nil when no session runs.
+    public func requestLevel(_ level: Int) -> Int? {
+        runner?.engine.requestLevel(level)
+    }
+
+    /// Stops the running session through a ramp (`user_stop`, `remote_stop`, `agent_shutdown`).
+    public func stop(reason: AbortReason) {
+        runner?.engine.stop(reason: reason.rawValue)
+    }
+
+    /// Waits until no session runs.
+    public func waitUntilIdle() async {
+        await task?.value
+    }
+
+    /// Scripts headband faults (the simulated headband), for tests and the simulator.
+    public func scriptHeadband(_ faults: [HeadbandFault]) {
+        if runner != nil { runner?.headband.script(faults) } else { headband.script(faults) }
+    }
+
+    /// The live state.
+    public func status() -> Status {
+        let day = Regimen.day(of: now())
+        let allowed = LevelPolicy(unlock: profile.levelUnlock, maxLevel: maxLevel).allowedLevel(completedSessions: regimen.completedSessions)
+        return Status(
+            running: runner != nil, sessionId: sessionId?.rawValue, level: runner?.engine.level, allowedLevel: allowed,
+            elapsedS: startedAt.map { now().timeIntervalSince($0) * timeScale }, stimulatingS: runner?.engine.totals.stimulatingS,
+            phase: runner.map { "\($0.engine.phase)" } ?? "idle", completedSessions: regimen.completedSessions,
+            regimenPhase: regimen.phase(on: day).rawValue, regimenDay: regimen.dayNumber(on: day))
+    }
+
+    /// Telemetry fields of the running session: `(sessionId, level, elapsedS)`.
+    public func sessionTelemetry() -> (Identifier, Int, Double)? {
+        guard let runner, let sessionId else { return nil }
+        return (sessionId, runner.engine.level, runner.engine.totals.stimulatingS)
+    }
+
+    private func drive() async {
+        var debt = 0.0
+        var lastCheckpoint = 0.0
+        while var current = runner {
+            // Step and take the events on one copy, stored back before any suspension, so that
+            // commands arriving while events are published act on the latest state.
+            let step = current.step()
+            let events = current.engine.takeEvents()
+            runner = current
+            for event in events { await publish(event) }
+            switch step {
+            case .stimulated(let segment): debt += segment.durationS / timeScale
+            case .idle(let seconds): debt += seconds / timeScale
+            case .ended: break
+            }
+            if case .ended = step {
+                headband = current.headband
+                runner = nil
+                break
+            }
+            if current.engine.totals.stimulatingS - lastCheckpoint >= 5 {
+                lastCheckpoint = current.engine.totals.stimulatingS
+                checkpoint(current.engine)
+            }
+            // Pace in real time (scaled), sleeping in slices of at least 5 ms.
+            if debt >= 0.005 {
+                try? await Task.sleep(for: .seconds(debt))
+                debt = 0
+            }
+        }
+    }
+
+    private func checkpoint(_ engine: SessionEngine) {
+        guard let journal, let sessionId, let startedAt else { return }
+        let totals = engine.totals
+        journal.write(SessionJournal.Entry(
+            sessionId: sessionId.rawValue, level: engine.level, startedAt: startedAt, stimulatingS: totals.stimulatingS,
+            levelSeconds: Dictionary(uniqueKeysWithValues: totals.levelSeconds.map { (String($0.key), $0.value) }),
+            pauses: totals.pauses, chargeMicroCoulombs: totals.chargeMicroCoulombs))
+    }
+
+    private func publish(_ event: EngineEvent) async {
+        guard let sessionId, let runner else { return }
+        switch event {
+        case .levelChanged(let from, let to):
+            await emit(.sessionLevelChanged(LevelChanged(sessionId: sessionId, from: from, to: to)))
+        case .paused(let reason):
+            await emit(.sessionPaused(PauseChange(sessionId: sessionId, reason: reason)))
+        case .resumed(let reason):
+            await emit(.sessionResumed(PauseChange(sessionId: sessionId, reason: reason)))
+        case .trip(let violation):
+            await emit(.safetyTrip(SafetyTrip(
+                sessionId: sessionId, rule: violation.rule.rawValue, channel: violation.channelID,
+                value: violation.value.isFinite ? violation.value : -1, limit: violation.limit)))
+        case .ended(let outcome):
+            let end = now()
+            let day = Regimen.day(of: end)
+            if outcome.isCompleted { regimen.sessionCompleted(on: day) }
+            let totals = runner.engine.totals
+            var summary = SessionSummary(
+                sessionId: sessionId, durationS: max(0, end.timeIntervalSince(startedAt ?? end)) * timeScale,
+                stimulatingS: totals.stimulatingS,
+                levelSeconds: Dictionary(uniqueKeysWithValues: totals.levelSeconds.map { (String($0.key), $0.value) }),
+                pauses: totals.pauses, chargeMicroCoulombs: totals.chargeMicroCoulombs,
+                regimenPhase: regimen.phase(on: day), regimenDay: regimen.dayNumber(on: day))
+            if case .aborted(let reason) = outcome {
+                summary.reason = AbortReason(rawValue: reason)
+                await emit(.sessionAborted(summary))
+            } else {
+                await emit(.sessionCompleted(summary))
+            }
+            journal?.clear()
+            self.sessionId = nil
+            self.startedAt = nil
+        }
+    }
+}
