@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C
@@ -70,6 +71,7 @@ let package = Package(
             dependencies: [
                 "SpectraProtocol", "SpectraConfig", "Waveform", "MQTT", "Outbox",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .target(name: "Aggregator", dependencies: ["SpectraProtocol", "SpectraConfig", "MQTT"]),
@@ -81,6 +83,8 @@ let package = Package(
             name: "spectra-agent",
             dependencies: [
                 "EdgeAgent", "SpectraConfig", "Waveform",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -133,6 +137,6 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
-        .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting", "SpectraProtocol", "MQTT"]),
     ]
 )

@@ -34,6 +34,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var maxSessionsPerDay: Int
     /// Public key files (PEM) whose signatures on config and firmware documents are trusted.
     public var trustedKeyFiles: [String]
+    /// How much faster than real time sessions run: 1 on a gateway; more for demos and tests.
+    public var timeScale: Double
 
     /// Creates a configuration; every parameter but the identity has a default.
     public init(
@@ -42,7 +44,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         outboxMaxBytes: Int = 64 << 20, outboxMinFreeBytes: Int = 32 << 20,
         telemetryIntervalSeconds: Double = 1, idleTelemetryIntervalSeconds: Double = 60,
         profilePath: String = "Config/calibration/default.yaml", maxSessionsPerDay: Int = 1,
-        trustedKeyFiles: [String] = []
+        trustedKeyFiles: [String] = [], timeScale: Double = 1
     ) {
         self.fleet = fleet
         self.gateway = gateway
@@ -57,6 +59,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         self.profilePath = profilePath
         self.maxSessionsPerDay = maxSessionsPerDay
         self.trustedKeyFiles = trustedKeyFiles
+        self.timeScale = timeScale
     }
 
     /// Every key ``init(fields:defaultDataDirectory:)`` reads.
@@ -64,7 +67,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         "fleet", "gateway", "groups", "dataDir",
         "outbox.durability", "outbox.maxBytes", "outbox.minFreeBytes",
         "telemetry.intervalS", "telemetry.idleIntervalS",
-        "session.profile", "session.maxPerDay", "trust.keys",
+        "session.profile", "session.maxPerDay", "session.timeScale", "trust.keys",
     ])
 
     /// Reads the agent's keys.
@@ -100,6 +103,7 @@ public struct AgentConfiguration: Sendable, Equatable {
             idleTelemetryIntervalSeconds: try fields.double("telemetry.idleIntervalS", default: 60, in: 1...86_400),
             profilePath: try fields.string("session.profile", default: "Config/calibration/default.yaml"),
             maxSessionsPerDay: try fields.int("session.maxPerDay", default: 1, in: 1...10),
-            trustedKeyFiles: fields.stringList("trust.keys", default: []))
+            trustedKeyFiles: fields.stringList("trust.keys", default: []),
+            timeScale: try fields.double("session.timeScale", default: 1, in: 1...100_000))
     }
 }

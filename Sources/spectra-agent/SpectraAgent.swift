@@ -15,7 +15,7 @@ struct SpectraAgent: AsyncParsableCommand {
               spectra-agent config show --config Config/agent.yaml --set gateway=gw-0042
             """,
         version: AgentVersion.current,
-        subcommands: [ConfigCommand.self, WaveformCommand.self]
+        subcommands: [RunCommand.self, SessionCommand.self, StatusCommand.self, ConfigCommand.self, WaveformCommand.self]
     )
 }
 

@@ -152,6 +152,26 @@ public actor SessionController {
         return (sessionId, runner.engine.level, runner.engine.totals.stimulatingS)
     }
 
+    /// The headband's latest readings for telemetry: the active channel (during a session),
+    /// battery, vibration and temperature.
+    public func readings() -> (channel: Telemetry.Channel?, batteryPct: Double, vibrationRpm: Double, temperatureC: Double) {
+        let band = runner?.headband ?? headband
+        var channel: Telemetry.Channel?
+        if let runner {
+            let index = runner.engine.channelIndex
+            let amplitude = runner.engine.amplitudeMicroAmps
+            let row = runner.engine.setting
+            channel = Telemetry.Channel(
+                id: profile.channels[index].id, peakMicroAmps: amplitude,
+                rmsMicroAmps: amplitude * (2 * row.phaseS * row.frequencyHz).squareRoot(), impedanceOhms: 0,
+                complianceVolts: profile.complianceVolts, contact: {
+                    if case .running = runner.engine.phase { return true }
+                    return false
+                }())
+        }
+        return (channel, band.batteryPct, band.vibrationRpm, 31 + min(3, band.stimulatedS / 300))
+    }
+
     private func drive() async {
         var debt = 0.0
         var lastCheckpoint = 0.0

@@ -1,0 +1,144 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The local control socket: a Unix domain socket on the gateway. Each connection carries one
+/// JSON request line and gets one JSON response line. Only local users with access to the
+/// socket file (mode 0660) can start a session; nothing on the broker can.
+public final class ControlSocketServer: Sendable {
+    /// Answers one request: a JSON object in, a JSON object out (as bytes).
+    public typealias Handler = @Sendable (Data) async -> Data
+
+    public let path: String
+    private let fd: Int32
+    private let handler: Handler
+
+    /// Binds and listens on `path` (a stale socket file is replaced).
+    /// - Throws: ``ControlSocketError`` when the socket cannot be created.
+    public init(path: String, handler: @escaping Handler) throws {
+        self.path = path
+        self.handler = handler
+        unlink(path)
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ControlSocketError("cannot create the control socket: errno \(errno)") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(fd)
+            throw ControlSocketError("control socket path is too long: \(path)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, listen(fd, 16) == 0 else {
+            let error = errno
+            close(fd)
+            throw ControlSocketError("cannot listen on \(path): \(String(cString: strerror(error)))")
+        }
+        chmod(path, 0o660)
+    }
+
+    /// Accepts connections until ``stop()``.
+    public func run() async {
+        let fd = self.fd
+        let handler = self.handler
+        await withTaskGroup(of: Void.self) { group in
+            while true {
+                let client = await Self.accept(fd)
+                guard client >= 0 else { break }
+                group.addTask {
+                    defer { close(client) }
+                    guard let line = Self.readLine(client) else { return }
+                    Self.write(bytes: await handler(Data(line.utf8)), to: client)
+                }
+            }
+        }
+    }
+
+    /// Stops accepting and removes the socket file.
+    public func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+        unlink(path)
+    }
+
+    private static func accept(_ fd: Int32) async -> Int32 {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(returning: Glibc.accept(fd, nil, nil))
+            }
+        }
+    }
+
+    static func readLine(_ fd: Int32, limit: Int = 64 * 1024) -> String? {
+        var buffer: [UInt8] = []
+        var byte: UInt8 = 0
+        while buffer.count < limit {
+            let count = read(fd, &byte, 1)
+            if count <= 0 { break }
+            if byte == 0x0A { break }
+            buffer.append(byte)
+        }
+        return buffer.isEmpty ? nil : String(decoding: buffer, as: UTF8.self)
+    }
+
+    static func write(_ object: [String: Any], to fd: Int32) {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+        write(bytes: data, to: fd)
+    }
+
+    static func write(bytes: Data, to fd: Int32) {
+        var data = bytes
+        data.append(0x0A)
+        data.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let written = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if written <= 0 { return }
+                offset += written
+            }
+        }
+    }
+}
+
+/// Sends one request to a running agent's control socket.
+public enum ControlSocketClient {
+    /// - Throws: ``ControlSocketError`` when the agent is not running or does not answer.
+    public static func send(_ request: [String: Any], path: String) throws -> [String: Any] {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ControlSocketError("cannot create a socket: errno \(errno)") }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw ControlSocketError("socket path too long: \(path)") }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            throw ControlSocketError("no agent answers on \(path): is `spectra-agent run` running with this data folder?")
+        }
+        ControlSocketServer.write(request, to: fd)
+        guard let line = ControlSocketServer.readLine(fd),
+            let response = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        else { throw ControlSocketError("the agent closed the connection without an answer") }
+        return response
+    }
+}
+
+/// A control-socket failure, with what to do.
+public struct ControlSocketError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,308 @@
+import Foundation
+import Logging
+import MQTT
+import Outbox
+import ServiceLifecycle
+import SpectraProtocol
+import Waveform
+
+/// The gateway daemon, as one service: the outbox, the MQTT connection (birth, Will, state),
+/// the session controller with the simulated headband, desired config, telemetry and the local
+/// control socket. Graceful shutdown ramps a running session down (`agent_shutdown`), flushes
+/// the outbox while connected and marks the gateway offline.
+public actor AgentRuntime: Service {
+    private let configuration: AgentConfiguration
+    private let baseProfile: CalibrationProfile
+    private let keyring: Keyring
+    private let logger: Logger
+    private let envelopes: EnvelopeFactory
+    private var outbox: Outbox?
+    private var client: MQTTClient?
+    private var sessions: SessionController?
+    private var control: ControlSocketServer?
+    private var desired: DesiredConfig
+    private var state: AgentState
+    private var subscribed = false
+    private var stopping = false
+
+    private var statePath: String { "\(configuration.dataDirectory)/state.json" }
+    /// The control socket of an agent using `dataDirectory`.
+    public static func controlSocketPath(dataDirectory: String) -> String { "\(dataDirectory)/agent.sock" }
+
+    public init(configuration: AgentConfiguration, profile: CalibrationProfile, trustedKeys: [VerifyingKey], logger: Logger) {
+        self.configuration = configuration
+        self.baseProfile = profile
+        self.keyring = Keyring(trustedKeys)
+        self.logger = logger
+        self.envelopes = EnvelopeFactory(fleet: configuration.fleet, gateway: configuration.gateway)
+        let state = AgentState.load(path: "\(configuration.dataDirectory)/state.json")
+        self.state = state
+        self.desired = DesiredConfig(
+            fleet: configuration.fleet, gateway: configuration.gateway, groups: configuration.groups, keyring: keyring,
+            applied: state.applied)
+    }
+
+    public func run() async throws {
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let outbox = try Outbox(
+            OutboxConfiguration(
+                path: "\(configuration.dataDirectory)/outbox.sqlite",
+                durability: configuration.durability == .full ? .full : .normal,
+                maxBytes: configuration.outboxMaxBytes, minFreeBytes: configuration.outboxMinFreeBytes),
+            logger: logger,
+            evictionNotice: { [envelopes] eviction, seq, epoch in
+                let event = Event.outboxEvicted(OutboxEvicted(class: "\(eviction.messageClass)", count: eviction.count, bytes: eviction.bytes))
+                return OutboxMessage(
+                    messageClass: .event, topic: Topic.event(fleet: envelopes.fleet, gateway: envelopes.gateway).path,
+                    payload: [UInt8](envelopes.envelope(.event(event), seq: seq, epoch: epoch).encoded()))
+            })
+        self.outbox = outbox
+        if let reset = await outbox.reset {
+            await enqueue(.event(.outboxReset(OutboxReset(reason: reset.reason, movedTo: reset.movedTo))))
+        }
+        var regimen = state.regimen
+        regimen.maxPerDay = configuration.maxSessionsPerDay
+        let sessions = SessionController(
+            profile: (try? desired.profile(applyingTo: baseProfile)) ?? baseProfile,
+            headband: SimulatedHeadband(channels: baseProfile.channels.count, complianceVolts: baseProfile.complianceVolts, seed: 1),
+            regimen: regimen, journal: SessionJournal(path: "\(configuration.dataDirectory)/session.json"),
+            timeScale: configuration.timeScale,
+            emit: { [weak self] event in await self?.sessionEvent(event) })
+        self.sessions = sessions
+        await sessions.setMaxLevel(desired.effective.maxLevel ?? 3)
+        await sessions.recoverAfterRestart()
+
+        let client = MQTTClient(mqttConfiguration())
+        self.client = client
+        await outbox.attach(client)
+        let control = try ControlSocketServer(path: Self.controlSocketPath(dataDirectory: configuration.dataDirectory)) {
+            [weak self] request in await self?.handleControl(request) ?? Data("{\"ok\":false,\"error\":\"shutting down\"}".utf8)
+        }
+        self.control = control
+        let events = client.connectionEvents
+        client.start()
+        logger.info("agent started", metadata: ["gateway": "\(configuration.gateway)", "broker": "\(configuration.broker.url)"])
+
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for await event in events { await self.connectionChanged(event) } }
+            group.addTask { for await message in client.messages { await self.received(message) } }
+            group.addTask { await self.telemetryLoop() }
+            group.addTask { await control.run() }
+            try? await gracefulShutdown()
+            await self.shutdown()
+            group.cancelAll()
+        }
+    }
+
+    private func mqttConfiguration() -> MQTTConfiguration {
+        let broker = configuration.broker
+        let will = GatewayStatus(online: false, boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current, reason: "lost")
+        return MQTTConfiguration(
+            host: broker.host, port: broker.port, clientID: "\(configuration.fleet)-\(configuration.gateway)",
+            keepaliveSeconds: broker.keepaliveSeconds, username: broker.username, password: broker.password,
+            tls: broker.tls ? .init(caFile: broker.caFile ?? "", certFile: broker.certFile, keyFile: broker.keyFile) : nil,
+            will: .init(
+                topic: Topic.status(fleet: configuration.fleet, gateway: configuration.gateway).path,
+                payload: [UInt8](WireFormat.encode(will)), qos: .atLeastOnce, retain: true))
+    }
+
+    // MARK: Shutdown
+
+    private func shutdown() async {
+        guard !stopping else { return }
+        stopping = true
+        logger.info("agent stopping")
+        if let sessions {
+            await sessions.stop(reason: .agentShutdown)
+            await sessions.waitUntilIdle()
+        }
+        if let outbox, let client, client.isConnected {
+            let deadline = Date().addingTimeInterval(5)
+            while await outbox.stats().depth > 0 && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        }
+        if let client, client.isConnected {
+            let offline = GatewayStatus(online: false, boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current, reason: "shutdown")
+            try? await client.publish(OutgoingMessage(
+                topic: Topic.status(fleet: configuration.fleet, gateway: configuration.gateway).path,
+                payload: [UInt8](WireFormat.encode(offline)), retain: true))
+        }
+        await outbox?.close()
+        await client?.disconnect()
+        control?.stop()
+    }
+
+    // MARK: Presence
+
+    private func connectionChanged(_ state: ConnectionState) async {
+        guard case .connected = state, let client else { return }
+        await publishPresence()
+        if !subscribed {
+            let fleet = configuration.fleet
+            let gateway = configuration.gateway
+            var subscriptions = desired.topics.map { Subscription($0.path) }
+            subscriptions.append(Subscription(Topic.stop(fleet: fleet, gateway: gateway).path))
+            subscriptions.append(Subscription(Topic.rebirth(fleet: fleet, gateway: gateway).path))
+            do {
+                try await client.subscribe(subscriptions)
+                subscribed = true
+            } catch {
+                logger.warning("subscribing failed; retried on the next connect", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Publishes the retained birth and state.
+    private func publishPresence() async {
+        guard let client, let sessions else { return }
+        let fleet = configuration.fleet
+        let gateway = configuration.gateway
+        let birth = GatewayStatus(online: true, boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current)
+        let status = await sessions.status()
+        let reported = ReportedState(
+            boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current, firmware: "2.4.0",
+            configVersions: desired.applied.versions,
+            levelLimits: .init(maxLevel: desired.effective.maxLevel ?? 3, unlockedLevel: status.allowedLevel, completedSessions: status.completedSessions),
+            groups: configuration.groups.map(\.rawValue))
+        do {
+            try await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(birth)), retain: true))
+            try await client.publish(OutgoingMessage(topic: Topic.state(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(reported)), retain: true))
+        } catch {
+            logger.warning("publishing presence failed; retried on the next connect", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Commands
+
+    private func received(_ message: MQTTMessage) async {
+        guard let topic = try? Topic(parsing: message.topic), let sessions else { return }
+        switch topic {
+        case .stop:
+            let command = StopCommand.lenient(Data(message.payload))
+            logger.notice("remote stop", metadata: ["reason": "\(command.reason)"])
+            await sessions.stop(reason: .remoteStop)
+        case .rebirth:
+            await publishPresence()
+        case .fleetConfig, .groupConfig, .gatewayConfig:
+            let decision = desired.receive(Data(message.payload), on: topic)
+            switch decision {
+            case .unchanged:
+                return
+            case .applied(let layer, let version):
+                state.applied = desired.applied
+                persist()
+                await sessions.setMaxLevel(desired.effective.maxLevel ?? 3)
+                if let profile = try? desired.profile(applyingTo: baseProfile) { try? await sessions.setProfile(profile) }
+                await enqueue(.event(.configApplied(ConfigOutcome(layer: layer, version: version))))
+                await publishPresence()
+            case .rejected(let layer, let version, let reason):
+                logger.warning("config rejected", metadata: ["layer": "\(layer)", "version": "\(version)", "reason": "\(reason)"])
+                await enqueue(.event(.configRejected(ConfigOutcome(layer: layer, version: version, reason: reason))))
+            }
+        default:
+            return
+        }
+    }
+
+    private func handleControl(_ bytes: Data) async -> Data {
+        guard let request = try? JSONSerialization.jsonObject(with: bytes) as? [String: Any] else {
+            return Self.json(["ok": false, "error": "send one JSON object per line, e.g. {\"command\":\"status\"}"])
+        }
+        return Self.json(await answer(request))
+    }
+
+    private static func json(_ object: [String: Any]) -> Data {
+        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    }
+
+    private func answer(_ request: [String: Any]) async -> [String: Any] {
+        guard let sessions, !stopping else { return ["ok": false, "error": "the agent is shutting down"] }
+        switch request["command"] as? String {
+        case "start":
+            do {
+                let id = try await sessions.start(level: request["level"] as? Int)
+                return ["ok": true, "sessionId": id.rawValue]
+            } catch {
+                return ["ok": false, "error": error.reason]
+            }
+        case "stop":
+            await sessions.stop(reason: .userStop)
+            return ["ok": true]
+        case "level":
+            guard let level = request["level"] as? Int, (1...3).contains(level) else { return ["ok": false, "error": "level must be 1, 2 or 3"] }
+            guard let granted = await sessions.requestLevel(level) else { return ["ok": false, "error": "no session is running"] }
+            return ["ok": true, "level": granted]
+        case "status":
+            let status = await sessions.status()
+            let data = (try? JSONEncoder().encode(status)) ?? Data()
+            var object = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+            object["ok"] = true
+            object["connected"] = client?.isConnected ?? false
+            if let outbox { object["outboxDepth"] = await outbox.stats().depth }
+            return object
+        default:
+            return ["ok": false, "error": "unknown command; use start, stop, level or status"]
+        }
+    }
+
+    // MARK: Events and telemetry
+
+    private func sessionEvent(_ event: Event) async {
+        await enqueue(.event(event))
+        if case .sessionCompleted = event, let sessions {
+            state.regimen = await sessions.currentRegimen
+            persist()
+            await publishPresence()
+        }
+    }
+
+    private func enqueue(_ message: Message) async {
+        guard let outbox else { return }
+        let fleet = configuration.fleet
+        let gateway = configuration.gateway
+        let envelopes = self.envelopes
+        await outbox.enqueue { seq, epoch in
+            let envelope = envelopes.envelope(message, seq: seq, epoch: epoch)
+            switch message {
+            case .event:
+                return OutboxMessage(messageClass: .event, topic: Topic.event(fleet: fleet, gateway: gateway).path, payload: [UInt8](envelope.encoded()))
+            case .telemetry:
+                return OutboxMessage(
+                    messageClass: .telemetry, topic: Topic.telemetry(fleet: fleet, gateway: gateway).path, payload: [UInt8](envelope.encoded()))
+            }
+        }
+    }
+
+    private func telemetryLoop() async {
+        while !Task.isCancelled && !stopping {
+            guard let sessions, let outbox else { return }
+            let session = await sessions.sessionTelemetry()
+            let readings = await sessions.readings()
+            let stats = await outbox.stats()
+            let telemetry = Telemetry(
+                sessionId: session?.0, level: session?.1, elapsedS: session?.2, channels: readings.channel.map { [$0] } ?? [],
+                vibrationRpm: session == nil ? nil : readings.vibrationRpm, batteryPct: readings.batteryPct, headbandTempC: readings.temperatureC,
+                agent: .init(
+                    outboxDepth: stats.depth, outboxBytes: stats.bytes, oldestUnackedS: stats.oldestUnackedSeconds,
+                    reconnects: client?.reconnects ?? 0, rssKiB: Self.residentKiB()))
+            await enqueue(.telemetry(telemetry))
+            let interval = session == nil ? configuration.idleTelemetryIntervalSeconds : configuration.telemetryIntervalSeconds
+            try? await Task.sleep(for: .seconds(interval))
+        }
+    }
+
+    private func persist() {
+        do {
+            try state.save(path: statePath)
+        } catch {
+            logger.error("cannot save the agent state", metadata: ["path": "\(statePath)", "error": "\(error)"])
+        }
+    }
+
+    /// Resident memory of this process, KiB.
+    static func residentKiB() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE))) / 1024
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+import MQTT
+import SpectraProtocol
+import SpectraTesting
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The real `spectra-agent` binary against a real mosquitto, watched from a subscriber's side.
+@Suite("spectra-agent run")
+struct AgentTests {
+    /// A running agent with its own folder and config, and a witness on the fleet's topics.
+    final class Harness: Sendable {
+        let broker: MosquittoBroker
+        let folder: URL
+        let config: String
+        let witness: MQTTClient
+        let received: Collector<MQTTMessage>
+        let agent: Mutex<ChildProcess?> = Mutex(nil)
+
+        init(timeScale: Int = 300, extra: String = "") async throws {
+            broker = try await MosquittoBroker()
+            folder = try TestEnvironment.temporaryDirectory("agent")
+            config = folder.appendingPathComponent("agent.yaml").path
+            let root = TestEnvironment.packageRoot.path
+            try """
+                fleet: demo
+                gateway: gw-0001
+                groups: [clinic-a]
+                dataDir: \(folder.path)/var
+                mqtt:
+                  url: mqtt://127.0.0.1:\(broker.port)
+                  keepaliveS: 5
+                telemetry:
+                  intervalS: 0.5
+                  idleIntervalS: 1
+                session:
+                  profile: \(root)/Config/calibration/default.yaml
+                  timeScale: \(timeScale)
+                \(extra)
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+            witness = MQTTClient(MQTTConfiguration(port: broker.port, clientID: "witness", cleanStart: false, sessionExpirySeconds: 3600))
+            received = Collector(witness.messages)
+            try await witness.connect()
+            try await witness.subscribe([Subscription("spectra/v1/demo/#")])
+        }
+
+        deinit { try? FileManager.default.removeItem(at: folder) }
+
+        func startAgent() async throws {
+            let earlier = Set(statusLines().map(\.boot))
+            let child = try ChildProcess(TestEnvironment.product("spectra-agent"), ["run", "--config", config])
+            agent.withLock { $0 = child }
+            #expect(
+                await eventually(timeout: 20) { self.statusLines().contains { $0.online && !earlier.contains($0.boot) } },
+                "no birth: \(child.standardError)")
+        }
+
+        func control(_ arguments: [String]) async throws -> (Int32?, String, String) {
+            let result = try await ChildProcess.run(TestEnvironment.product("spectra-agent"), arguments + ["--config", config])
+            return (result.status, result.stdout, result.stderr)
+        }
+
+        func events() -> [Event] {
+            received.elements.filter { $0.topic.hasSuffix("/event") }.compactMap {
+                if case .event(let event) = try? Envelope.decode(Data($0.payload)).message { event } else { nil }
+            }
+        }
+
+        func eventTypes() -> [String] { events().map(\.type.rawValue) }
+
+        func statusLines() -> [GatewayStatus] {
+            received.elements.filter { $0.topic.hasSuffix("/status") }.compactMap { try? WireFormat.decode(GatewayStatus.self, from: Data($0.payload)) }
+        }
+
+        var process: ChildProcess? { agent.withLock { $0 } }
+    }
+
+    @Test("a full session from the control socket: started, completed, telemetry between, regimen counted")
+    func fullSession() async throws {
+        let harness = try await Harness()
+        try await harness.startAgent()
+        let (status, out, err) = try await harness.control(["session", "start", "--level", "1"])
+        #expect(status == 0, "\(err)")
+        #expect(out.hasPrefix("started session s-"))
+        #expect(await eventually(timeout: 20) { harness.eventTypes().contains("session.completed") })
+        #expect(harness.eventTypes() == ["session.started", "session.completed"])
+        let telemetry = harness.received.elements.filter { $0.topic.hasSuffix("/telemetry") }.compactMap { try? Envelope.decode(Data($0.payload)) }
+        #expect(telemetry.contains { if case .telemetry(let body) = $0.message { body.sessionId != nil } else { false } })
+        let seqs = harness.received.elements.filter { !$0.retain && ($0.topic.hasSuffix("/event") || $0.topic.hasSuffix("/telemetry")) }
+            .compactMap { try? Envelope.decode(Data($0.payload)).seq }
+        #expect(Set(seqs).count == seqs.count && seqs == seqs.sorted(), "seq unique and increasing")
+        let (_, json, _) = try await harness.control(["status", "--json"])
+        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        #expect(object?["completedSessions"] as? Int == 1)
+        harness.process?.send(SIGTERM)
+        #expect(await harness.process?.wait(timeout: 15) == 0)
+    }
+
+    @Test("SIGTERM mid-session ends it as agent_shutdown and marks the gateway offline; SIGKILL gives agent_restart on the next start")
+    func shutdownAndKill() async throws {
+        let harness = try await Harness(timeScale: 5)
+        try await harness.startAgent()
+        #expect(try await harness.control(["session", "start"]).0 == 0)
+        try await Task.sleep(for: .milliseconds(500))
+        harness.process?.send(SIGTERM)
+        #expect(await harness.process?.wait(timeout: 15) == 0)
+        #expect(await eventually { harness.eventTypes().contains("session.aborted") })
+        if case .sessionAborted(let summary) = harness.events().last { #expect(summary.reason == .agentShutdown) }
+        #expect(harness.statusLines().last?.online == false)
+
+        try await harness.startAgent()
+        #expect(try await harness.control(["session", "start"]).0 == 0)
+        try await Task.sleep(for: .seconds(7))  // past the journal's first checkpoint
+        harness.process?.send(SIGKILL)
+        await harness.process?.wait()
+        #expect(await eventually { harness.statusLines().last?.reason == "lost" }, "the Will marks it offline")
+        try await harness.startAgent()
+        #expect(await eventually { harness.events().contains { if case .sessionAborted(let s) = $0 { s.reason == .agentRestart } else { false } } })
+        let (_, json, _) = try await harness.control(["status", "--json"])
+        #expect((try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["running"] as? Bool == false, "never resumes by itself")
+        harness.process?.send(SIGTERM)
+        await harness.process?.wait()
+    }
+
+    @Test("remote stop from the broker; a signed config applies, an unknown key and 1200 uA are rejected")
+    func remoteControl() async throws {
+        let keyFolder = try TestEnvironment.temporaryDirectory("keys")
+        defer { try? FileManager.default.removeItem(at: keyFolder) }
+        let key = SigningKey()
+        let publicPath = keyFolder.appendingPathComponent("operator.pub").path
+        try key.verifyingKey.pem.write(toFile: publicPath, atomically: true, encoding: .utf8)
+        let harness = try await Harness(timeScale: 5, extra: "trust:\n  keys: [\(publicPath)]\n")
+        try await harness.startAgent()
+        let publisher = MQTTClient(MQTTConfiguration(port: harness.broker.port, clientID: "operator"))
+        try await publisher.connect()
+        let fleet = try Identifier("demo")
+        let gateway = try Identifier("gw-0001")
+        func push(_ body: ConfigBody, version: Int, signer: SigningKey) async throws {
+            let payload = DocumentPayload(kind: .config, fleet: fleet, target: .gateway(gateway), version: version, issuedAt: Date(), body: .config(body))
+            try await publisher.publish(OutgoingMessage(
+                topic: Topic.gatewayConfig(fleet: fleet, gateway: gateway).path, payload: [UInt8](signer.sign(payload.encoded()).encoded()), retain: true))
+        }
+        try await push(ConfigBody(maxLevel: 1), version: 1, signer: SigningKey())
+        try await push(ConfigBody(levels: [.init(level: 3, peakMicroAmps: 1200)]), version: 2, signer: key)
+        try await push(ConfigBody(maxLevel: 2), version: 3, signer: key)
+        #expect(await eventually { harness.eventTypes().filter { $0.hasPrefix("config.") }.count == 3 })
+        let outcomes = harness.events().compactMap { event -> (String, Int, String?)? in
+            switch event {
+            case .configApplied(let o): ("applied", o.version, nil)
+            case .configRejected(let o): ("rejected", o.version, o.reason)
+            default: nil
+            }
+        }
+        #expect(outcomes.map(\.0) == ["rejected", "rejected", "applied"])
+        #expect(outcomes[0].2?.contains("unknownKeyID") == true)
+        #expect(outcomes[1].2?.contains("1000 uA") == true)
+        #expect(outcomes[2].1 == 3)
+
+        #expect(try await harness.control(["session", "start"]).0 == 0)
+        try await Task.sleep(for: .milliseconds(300))
+        try await publisher.publish(OutgoingMessage(
+            topic: Topic.stop(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(StopCommand(reason: "operator")))))
+        #expect(await eventually { harness.eventTypes().contains("session.aborted") })
+        if case .sessionAborted(let summary) = harness.events().last { #expect(summary.reason == .remoteStop) }
+        harness.process?.send(SIGTERM)
+        await harness.process?.wait()
+    }
+}
+
+import Synchronization
