@@ -1,5 +1,6 @@
 import SpectraConfig
 import SpectraProtocol
+import Waveform
 
 /// Everything `spectra-agent run` needs to know, with a documented default for each setting.
 /// `Config/agent.yaml` is the commented reference for every key.
@@ -36,6 +37,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var trustedKeyFiles: [String]
     /// How much faster than real time sessions run: 1 on a gateway; more for demos and tests.
     public var timeScale: Double
+    /// Faults the simulated headband plays (see `HeadbandFault(script:)`), for tests and demos.
+    public var headbandFaults: [String]
 
     /// Creates a configuration; every parameter but the identity has a default.
     public init(
@@ -44,7 +47,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         outboxMaxBytes: Int = 64 << 20, outboxMinFreeBytes: Int = 32 << 20,
         telemetryIntervalSeconds: Double = 1, idleTelemetryIntervalSeconds: Double = 60,
         profilePath: String = "Config/calibration/default.yaml", maxSessionsPerDay: Int = 1,
-        trustedKeyFiles: [String] = [], timeScale: Double = 1
+        trustedKeyFiles: [String] = [], timeScale: Double = 1, headbandFaults: [String] = []
     ) {
         self.fleet = fleet
         self.gateway = gateway
@@ -60,6 +63,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         self.maxSessionsPerDay = maxSessionsPerDay
         self.trustedKeyFiles = trustedKeyFiles
         self.timeScale = timeScale
+        self.headbandFaults = headbandFaults
     }
 
     /// Every key ``init(fields:defaultDataDirectory:)`` reads.
@@ -67,8 +71,18 @@ public struct AgentConfiguration: Sendable, Equatable {
         "fleet", "gateway", "groups", "dataDir",
         "outbox.durability", "outbox.maxBytes", "outbox.minFreeBytes",
         "telemetry.intervalS", "telemetry.idleIntervalS",
-        "session.profile", "session.maxPerDay", "session.timeScale", "trust.keys",
+        "session.profile", "session.maxPerDay", "session.timeScale", "trust.keys", "headband.faults",
     ])
+
+    static func faults(_ fields: ConfigFields) throws(ConfigurationError) -> [String] {
+        let list = fields.stringList("headband.faults", default: [])
+        for item in list where HeadbandFault(script: item) == nil {
+            throw ConfigurationError(
+                file: fields.source, key: "headband.faults",
+                problem: "'\(item)' is not a fault such as liftoff@120+3, short@200, battery@300:4, stall@60+10, press@30, longpress@400")
+        }
+        return list
+    }
 
     /// Reads the agent's keys.
     /// - Parameter defaultDataDirectory: `/var/lib/spectra-agent` when installed (systemd's
@@ -104,6 +118,7 @@ public struct AgentConfiguration: Sendable, Equatable {
             profilePath: try fields.string("session.profile", default: "Config/calibration/default.yaml"),
             maxSessionsPerDay: try fields.int("session.maxPerDay", default: 1, in: 1...10),
             trustedKeyFiles: fields.stringList("trust.keys", default: []),
-            timeScale: try fields.double("session.timeScale", default: 1, in: 1...100_000))
+            timeScale: try fields.double("session.timeScale", default: 1, in: 1...100_000),
+            headbandFaults: try Self.faults(fields))
     }
 }

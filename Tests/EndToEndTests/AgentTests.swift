@@ -20,7 +20,7 @@ struct AgentTests {
         let received: Collector<MQTTMessage>
         let agent: Mutex<ChildProcess?> = Mutex(nil)
 
-        init(timeScale: Int = 300, extra: String = "") async throws {
+        init(timeScale: Int = 300, extra: String = "", profile: String? = nil) async throws {
             broker = try await MosquittoBroker()
             folder = try TestEnvironment.temporaryDirectory("agent")
             config = folder.appendingPathComponent("agent.yaml").path
@@ -37,7 +37,7 @@ struct AgentTests {
                   intervalS: 0.5
                   idleIntervalS: 1
                 session:
-                  profile: \(root)/Config/calibration/default.yaml
+                  profile: \(profile ?? "\(root)/Config/calibration/default.yaml")
                   timeScale: \(timeScale)
                 \(extra)
                 """.write(toFile: config, atomically: true, encoding: .utf8)
@@ -97,6 +97,43 @@ struct AgentTests {
         #expect(object?["completedSessions"] as? Int == 1)
         harness.process?.send(SIGTERM)
         #expect(await harness.process?.wait(timeout: 15) == 0)
+    }
+
+    @Test("level change, pause on a scripted lift-off, resume, completed; the broker down for part of it loses nothing")
+    func sessionThroughTrouble() async throws {
+        let root = TestEnvironment.packageRoot.path
+        let profileFolder = try TestEnvironment.temporaryDirectory("profile")
+        defer { try? FileManager.default.removeItem(at: profileFolder) }
+        let profilePath = profileFolder.appendingPathComponent("unlocked.yaml").path
+        try String(contentsOfFile: "\(root)/Config/calibration/default.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "level2AfterSessions: 7, level3AfterSessions: 21", with: "level2AfterSessions: 0, level3AfterSessions: 0")
+            .write(toFile: profilePath, atomically: true, encoding: .utf8)
+        let harness = try await Harness(timeScale: 100, extra: "headband:\n  faults: [liftoff@300+3]\n", profile: profilePath)
+        try await harness.startAgent()
+        #expect(try await harness.control(["session", "start", "--level", "1"]).0 == 0)
+        try await Task.sleep(for: .seconds(1))
+        let (status, out, err) = try await harness.control(["session", "level", "2"])
+        #expect(status == 0, "\(err)")
+        #expect(out.contains("level 2"))
+        try await Task.sleep(for: .seconds(3))
+        await harness.broker.stop()
+        try await Task.sleep(for: .seconds(2))
+        try await harness.broker.start()
+        #expect(await eventually(timeout: 30) { harness.eventTypes().contains("session.completed") })
+        #expect(harness.eventTypes() == ["session.started", "session.level_changed", "session.paused", "session.resumed", "session.completed"])
+        if case .sessionLevelChanged(let change) = harness.events()[1] { #expect(change.from == 1 && change.to == 2) }
+        if case .sessionPaused(let pause) = harness.events()[2] { #expect(pause.reason == "contact_lost") }
+        // Nothing lost: every seq of this epoch up to the last one arrived (telemetry included).
+        let envelopes = harness.received.elements.filter { $0.topic.hasSuffix("/event") || $0.topic.hasSuffix("/telemetry") }
+            .compactMap { try? Envelope.decode(Data($0.payload)) }
+        let seqs = Set(envelopes.map(\.seq))
+        let highest = try #require(seqs.max())
+        #expect(seqs == Set(1...highest), "missing: \(Set(1...highest).subtracting(seqs).sorted().prefix(10))")
+        #expect(
+            harness.received.elements.contains { $0.userProperty("historical") == "true" },
+            "what queued during the outage is flagged historical")
+        harness.process?.send(SIGTERM)
+        await harness.process?.wait()
     }
 
     @Test("SIGTERM mid-session ends it as agent_shutdown and marks the gateway offline; SIGKILL gives agent_restart on the next start")

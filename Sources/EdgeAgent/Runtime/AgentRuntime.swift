@@ -64,7 +64,9 @@ public actor AgentRuntime: Service {
         regimen.maxPerDay = configuration.maxSessionsPerDay
         let sessions = SessionController(
             profile: (try? desired.profile(applyingTo: baseProfile)) ?? baseProfile,
-            headband: SimulatedHeadband(channels: baseProfile.channels.count, complianceVolts: baseProfile.complianceVolts, seed: 1),
+            headband: SimulatedHeadband(
+                channels: baseProfile.channels.count, complianceVolts: baseProfile.complianceVolts, seed: 1,
+                faults: configuration.headbandFaults.compactMap(HeadbandFault.init(script:))),
             regimen: regimen, journal: SessionJournal(path: "\(configuration.dataDirectory)/session.json"),
             timeScale: configuration.timeScale,
             emit: { [weak self] event in await self?.sessionEvent(event) })
