@@ -72,6 +72,7 @@ let package = Package(
                 "SpectraProtocol", "SpectraConfig", "Waveform", "MQTT", "Outbox",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(name: "Aggregator", dependencies: ["SpectraProtocol", "SpectraConfig", "MQTT"]),
@@ -120,7 +121,7 @@ let package = Package(
         .testTarget(name: "CMosquittoTests", dependencies: ["CMosquitto"]),
         .testTarget(
             name: "SpectraProtocolTests",
-            dependencies: ["SpectraProtocol"],
+            dependencies: ["SpectraProtocol", "SpectraTesting"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(name: "SpectraConfigTests", dependencies: ["SpectraConfig", "EdgeAgent", "Aggregator"]),

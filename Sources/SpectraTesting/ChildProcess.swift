@@ -7,17 +7,24 @@ import Glibc
 
 /// A process a test starts and always stops: output captured line by line, signals on demand,
 /// killed when the value goes away.
+///
+/// Started with `posix_spawn` (not Foundation's `Process`, which crashed here when many tests
+/// launched processes at once), with every signal unblocked and at its default in the child,
+/// so SIGTERM and SIGINT reach it whatever the spawning thread blocks.
 public final class ChildProcess: Sendable {
     /// The executable and arguments, for messages.
     public let commandLine: String
-    private let process: Process
+    /// The process id.
+    public let pid: Int32
     private let buffer = OutputBuffer()
+    private let exit = Mutex<Int32?>(nil)
 
-    /// Output collected from the child's pipes, shared with their readability handlers.
+    /// Output collected from the child's pipes by reader threads.
     private final class OutputBuffer: Sendable {
         let lines = Mutex<[String]>([])
         let partial = Mutex<Data>(Data())
         let errors = Mutex<Data>(Data())
+        let open = Mutex<Int>(2)
 
         func take(_ chunk: Data) {
             let complete: [String] = partial.withLock { buffer in
@@ -37,70 +44,129 @@ public final class ChildProcess: Sendable {
     /// - Parameters:
     ///   - environment: extra variables on top of this process's environment.
     ///   - currentDirectory: the working directory (default: this process's).
-    /// - Throws: when the executable cannot be started.
+    /// - Throws: ``TestEnvironmentError`` when the executable cannot be started.
     public init(
         _ executable: String, _ arguments: [String], environment: [String: String] = [:],
         currentDirectory: String? = nil
     ) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
-        let stdout = Pipe()
-        let stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = FileHandle.nullDevice
-        self.process = process
-        self.commandLine = ([executable] + arguments).joined(separator: " ")
+        commandLine = ([executable] + arguments).joined(separator: " ")
+        var out: [Int32] = [0, 0]
+        var err: [Int32] = [0, 0]
+        guard pipe(&out) == 0, pipe(&err) == 0 else { throw TestEnvironmentError("pipe() failed: errno \(errno)") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, out[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+        for fd in out + err { posix_spawn_file_actions_addclose(&actions, fd) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        // A working directory: run through /bin/sh's `cd` so posix_spawn needs no chdir action.
+        var program = executable
+        var argv = [executable] + arguments
+        if let currentDirectory {
+            program = "/bin/sh"
+            argv = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", currentDirectory, executable] + arguments
+        }
+        let merged = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let cArguments = argv.map { strdup($0) } + [nil]
+        let cEnvironment = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            cArguments.forEach { free($0) }
+            cEnvironment.forEach { free($0) }
+        }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, program, &actions, &attributes, cArguments, cEnvironment)
+        close(out[1])
+        close(err[1])
+        guard rc == 0 else {
+            close(out[0])
+            close(err[0])
+            throw TestEnvironmentError("cannot start \(executable): \(String(cString: strerror(rc)))")
+        }
+        pid = child
         let buffer = self.buffer
-        stdout.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            if !chunk.isEmpty { buffer.take(chunk) }
+        Self.drain(out[0]) { buffer.take($0) } done: { buffer.open.withLock { $0 -= 1 } }
+        Self.drain(err[0]) { chunk in buffer.errors.withLock { $0.append(chunk) } } done: { buffer.open.withLock { $0 -= 1 } }
+        Self.reapWhenParentDies(pid: child)
+    }
+
+    /// Reads `fd` on a thread of its own until end of file.
+    private static func drain(_ fd: Int32, _ take: @escaping @Sendable (Data) -> Void, done: @escaping @Sendable () -> Void) {
+        Thread.detachNewThread {
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let count = read(fd, &chunk, chunk.count)
+                if count > 0 {
+                    take(Data(chunk[0..<count]))
+                } else if count < 0 && errno == EINTR {
+                    continue
+                } else {
+                    break
+                }
+            }
+            close(fd)
+            done()
         }
-        stderr.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            if !chunk.isEmpty { buffer.errors.withLock { $0.append(chunk) } }
+    }
+
+    deinit {
+        if reap(block: false) == nil {
+            kill(pid, SIGCONT)
+            kill(pid, SIGKILL)
+            _ = reap(block: true)
         }
-        // Children inherit the spawning thread's signal mask, and the concurrency runtime's
-        // threads block SIGTERM and SIGINT: without this a child could never be stopped gracefully.
-        var everything = sigset_t()
-        var saved = sigset_t()
-        sigfillset(&everything)
-        pthread_sigmask(SIG_UNBLOCK, &everything, &saved)
-        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
-        try process.run()
-        Self.reapWhenParentDies(pid: process.processIdentifier)
     }
 
     /// Starts a watchdog that kills `pid` if this (test) process dies first, so that a test run
     /// that is killed leaves no broker or agent behind.
     private static func reapWhenParentDies(pid: Int32) {
-        let watchdog = Process()
-        watchdog.executableURL = URL(fileURLWithPath: "/bin/sh")
-        watchdog.arguments = [
-            "-c",
-            "while kill -0 \(getpid()) 2>/dev/null && kill -0 \(pid) 2>/dev/null; do sleep 1; done; kill -CONT \(pid) 2>/dev/null; kill -9 \(pid) 2>/dev/null",
-        ]
-        watchdog.standardInput = FileHandle.nullDevice
-        watchdog.standardOutput = FileHandle.nullDevice
-        watchdog.standardError = FileHandle.nullDevice
-        try? watchdog.run()
-    }
-
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        let script = "while kill -0 \(getpid()) 2>/dev/null && kill -0 \(pid) 2>/dev/null; do sleep 1; done; kill -CONT \(pid) 2>/dev/null; kill -9 \(pid) 2>/dev/null"
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(script), nil]
+        defer { argv.forEach { free($0) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_RDWR, 0) }
+        var watchdog: pid_t = 0
+        let empty: [UnsafeMutablePointer<CChar>?] = [nil]
+        if posix_spawn(&watchdog, "/bin/sh", &actions, nil, argv, empty) == 0 {
+            // Reap it when it ends, so it never lingers as a zombie.
+            let watchdog = watchdog
+            Thread.detachNewThread {
+                var status: Int32 = 0
+                waitpid(watchdog, &status, 0)
+            }
         }
     }
 
-    /// The process id.
-    public var pid: Int32 { process.processIdentifier }
+    /// The exit status once the child ended (reaping it), else nil.
+    @discardableResult
+    private func reap(block: Bool) -> Int32? {
+        exit.withLock { stored in
+            if let stored { return stored }
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, block ? 0 : WNOHANG)
+            guard result == pid else { return nil }
+            // Exited normally: the status; killed by a signal: 128 + signal, as a shell reports it.
+            let code = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+            stored = code
+            return code
+        }
+    }
 
-    /// Whether the process is still running.
-    public var isRunning: Bool { process.isRunning }
+    /// Whether the process is still running (a stopped one counts as running).
+    public var isRunning: Bool { reap(block: false) == nil }
 
     /// Complete lines written to standard output so far.
     public var lines: [String] { buffer.lines.withLock { $0 } }
@@ -110,7 +176,7 @@ public final class ChildProcess: Sendable {
 
     /// Sends `signal` (SIGTERM, SIGKILL, SIGSTOP, SIGCONT, ...).
     public func send(_ signal: Int32) {
-        if process.isRunning { kill(process.processIdentifier, signal) }
+        if isRunning { kill(pid, signal) }
     }
 
     /// Waits for the process to end, up to `timeout` seconds; kills it if it does not.
@@ -118,18 +184,21 @@ public final class ChildProcess: Sendable {
     @discardableResult
     public func wait(timeout: Double = 10) async -> Int32? {
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline {
+        while isRunning && Date() < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        if isRunning {
+            kill(pid, SIGCONT)
+            kill(pid, SIGKILL)
+            _ = reap(block: true)
             return nil
         }
-        process.waitUntilExit()
-        // Let the readability handlers take the last bytes.
-        try? await Task.sleep(for: .milliseconds(50))
-        return process.terminationStatus
+        // Let the reader threads take the last bytes.
+        let drained = Date().addingTimeInterval(2)
+        while buffer.open.withLock({ $0 }) > 0 && Date() < drained {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return reap(block: false)
     }
 
     /// Waits until some output line satisfies `predicate`, up to `timeout` seconds.

@@ -136,6 +136,94 @@ struct AgentTests {
         await harness.process?.wait()
     }
 
+    @Test("firmware: a wrong hash is refused; a good image installs only after the running session ends")
+    func firmware() async throws {
+        let keyFolder = try TestEnvironment.temporaryDirectory("keys")
+        defer { try? FileManager.default.removeItem(at: keyFolder) }
+        let key = SigningKey()
+        let publicPath = keyFolder.appendingPathComponent("operator.pub").path
+        try key.verifyingKey.pem.write(toFile: publicPath, atomically: true, encoding: .utf8)
+        let image = (0..<50_000).map { UInt8($0 % 251) }
+        let server = try StaticHTTPServer(files: ["/sculpt-2.5.0.bin": image])
+        let harness = try await Harness(timeScale: 60, extra: "trust:\n  keys: [\(publicPath)]\n")
+        try await harness.startAgent()
+        let publisher = MQTTClient(MQTTConfiguration(port: harness.broker.port, clientID: "operator"))
+        try await publisher.connect()
+        let fleet = try Identifier("demo")
+        let gateway = try Identifier("gw-0001")
+        func push(sha256: String, version: Int) async throws {
+            let manifest = FirmwareManifest(
+                version: "2.5.0", url: server.url("/sculpt-2.5.0.bin"), sha256: sha256, sizeBytes: image.count, hardware: "sculpt-r2")
+            let payload = DocumentPayload(kind: .firmware, fleet: fleet, target: .gateway(gateway), version: version, issuedAt: Date(), body: .firmware(manifest))
+            try await publisher.publish(OutgoingMessage(
+                topic: Topic.firmware(fleet: fleet, gateway: gateway).path, payload: [UInt8](key.sign(payload.encoded()).encoded()), retain: true))
+        }
+        func progress() -> [FirmwareProgress] {
+            harness.events().compactMap { if case .firmwareProgress(let p) = $0 { p } else { nil } }
+        }
+        try await push(sha256: String(repeating: "0", count: 64), version: 1)
+        #expect(await eventually { progress().contains { $0.stage == .rejected } })
+        #expect(progress().last?.detail?.contains("sha256 mismatch") == true)
+
+        #expect(try await harness.control(["session", "start"]).0 == 0)
+        try await push(sha256: await Self.sha256(image), version: 2)
+        #expect(await eventually { progress().contains { $0.stage == .verified } })
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(!progress().contains { $0.stage == .installing }, "no install while a session runs")
+        #expect(await eventually(timeout: 30) { progress().contains { $0.stage == .installed } })
+        let all = progress().map(\.stage)
+        #expect(all == [.received, .downloading, .rejected, .received, .downloading, .verified, .installing, .installed])
+        let sessionEnd = try #require(harness.eventTypes().firstIndex(of: "session.completed"))
+        let installing = try #require(harness.events().firstIndex { if case .firmwareProgress(let p) = $0 { p.stage == .installing } else { false } })
+        #expect(installing > sessionEnd)
+        #expect(await eventually {
+            harness.received.elements.filter { $0.topic.hasSuffix("/state") }
+                .compactMap { try? WireFormat.decode(ReportedState.self, from: Data($0.payload)) }.last?.firmware == "2.5.0"
+        }, "the retained state reports the new firmware")
+        harness.process?.send(SIGTERM)
+        await harness.process?.wait()
+    }
+
+    @Test("firmware: an install that fails its boot check rolls back and the old version keeps running")
+    func firmwareRollback() async throws {
+        let keyFolder = try TestEnvironment.temporaryDirectory("keys")
+        defer { try? FileManager.default.removeItem(at: keyFolder) }
+        let key = SigningKey()
+        let publicPath = keyFolder.appendingPathComponent("operator.pub").path
+        try key.verifyingKey.pem.write(toFile: publicPath, atomically: true, encoding: .utf8)
+        let image = (0..<20_000).map { UInt8($0 % 7) }
+        let server = try StaticHTTPServer(files: ["/bad.bin": image])
+        let harness = try await Harness(extra: "trust:\n  keys: [\(publicPath)]\nheadband:\n  faults: [fwfail@0]\n")
+        try await harness.startAgent()
+        let publisher = MQTTClient(MQTTConfiguration(port: harness.broker.port, clientID: "operator"))
+        try await publisher.connect()
+        let fleet = try Identifier("demo")
+        let gateway = try Identifier("gw-0001")
+        let manifest = FirmwareManifest(version: "9.9.9", url: server.url("/bad.bin"), sha256: try await Self.sha256(image), sizeBytes: image.count, hardware: "sculpt-r2")
+        let payload = DocumentPayload(kind: .firmware, fleet: fleet, target: .gateway(gateway), version: 1, issuedAt: Date(), body: .firmware(manifest))
+        try await publisher.publish(OutgoingMessage(
+            topic: Topic.firmware(fleet: fleet, gateway: gateway).path, payload: [UInt8](key.sign(payload.encoded()).encoded()), retain: true))
+        func stages() -> [FirmwareProgress.Stage] {
+            harness.events().compactMap { if case .firmwareProgress(let p) = $0 { p.stage } else { nil } }
+        }
+        #expect(await eventually(timeout: 20) { stages().contains(.rolledBack) })
+        #expect(stages() == [.received, .downloading, .verified, .installing, .failed, .rolledBack])
+        let (_, json, _) = try await harness.control(["status", "--json"])
+        #expect(json.contains("\"ok\":true"))
+        let lastState = harness.received.elements.filter { $0.topic.hasSuffix("/state") }
+            .compactMap { try? WireFormat.decode(ReportedState.self, from: Data($0.payload)) }.last
+        #expect(lastState?.firmware == "2.4.0")
+        harness.process?.send(SIGTERM)
+        await harness.process?.wait()
+    }
+
+    static func sha256(_ bytes: [UInt8]) async throws -> String {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("img-\(UUID().uuidString)")
+        try Data(bytes).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        return String(try await ChildProcess.run("/usr/bin/sha256sum", [file.path]).stdout.prefix(64))
+    }
+
     @Test("SIGTERM mid-session ends it as agent_shutdown and marks the gateway offline; SIGKILL gives agent_restart on the next start")
     func shutdownAndKill() async throws {
         let harness = try await Harness(timeScale: 5)

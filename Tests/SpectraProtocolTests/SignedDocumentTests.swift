@@ -1,4 +1,5 @@
 import Foundation
+import SpectraTesting
 import Testing
 @testable import SpectraProtocol
 
@@ -28,12 +29,12 @@ struct SignedDocumentTests {
     }
 
     @Test("the key id is the hex of the first 8 bytes of SHA-256 of the raw public key")
-    func keyID() throws {
+    func keyID() async throws {
         // RFC 8032 test vector 1's public key.
         let raw = Data(hex: "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
         let key = try VerifyingKey(rawRepresentation: raw)
         #expect(key.keyID.count == 16)
-        #expect(key.keyID == VerifyingKeyIDReference.compute(raw))
+        #expect(try await key.keyID == VerifyingKeyIDReference.compute(raw))
     }
 
     @Test("keys survive a PEM round trip in openssl's formats")
@@ -143,19 +144,11 @@ struct SignedDocumentTests {
 
 /// An independent computation of a key id (SHA-256 via the system's sha256sum).
 enum VerifyingKeyIDReference {
-    static func compute(_ data: Data) -> String {
+    static func compute(_ data: Data) async throws -> String {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("kid-\(UUID().uuidString)")
-        try? data.write(to: url)
+        try data.write(to: url)
         defer { try? FileManager.default.removeItem(at: url) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-        process.arguments = [url.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try? process.run()
-        process.waitUntilExit()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return String(output.prefix(16))
+        return String(try await ChildProcess.run("/usr/bin/sha256sum", [url.path]).stdout.prefix(16))
     }
 }
 

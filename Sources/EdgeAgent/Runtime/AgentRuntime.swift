@@ -20,6 +20,7 @@ public actor AgentRuntime: Service {
     private var client: MQTTClient?
     private var sessions: SessionController?
     private var control: ControlSocketServer?
+    private var firmware: FirmwareUpdater?
     private var desired: DesiredConfig
     private var state: AgentState
     private var subscribed = false
@@ -73,6 +74,14 @@ public actor AgentRuntime: Service {
         self.sessions = sessions
         await sessions.setMaxLevel(desired.effective.maxLevel ?? 3)
         await sessions.recoverAfterRestart()
+        firmware = FirmwareUpdater(
+            fleet: configuration.fleet, gateway: configuration.gateway, keyring: keyring, hardware: baseProfile.hardware,
+            stagingDirectory: "\(configuration.dataDirectory)/firmware", sessions: sessions, lastVersion: state.applied.firmwareVersion,
+            report: { [weak self] progress in
+                await self?.enqueue(.event(.firmwareProgress(progress)))
+                if progress.stage == .installed || progress.stage == .rolledBack { await self?.publishPresence() }
+            },
+            accepted: { [weak self] version, _ in await self?.firmwareAccepted(version) })
 
         let client = MQTTClient(mqttConfiguration())
         self.client = client
@@ -144,6 +153,7 @@ public actor AgentRuntime: Service {
             var subscriptions = desired.topics.map { Subscription($0.path) }
             subscriptions.append(Subscription(Topic.stop(fleet: fleet, gateway: gateway).path))
             subscriptions.append(Subscription(Topic.rebirth(fleet: fleet, gateway: gateway).path))
+            subscriptions.append(Subscription(Topic.firmware(fleet: fleet, gateway: gateway).path))
             do {
                 try await client.subscribe(subscriptions)
                 subscribed = true
@@ -161,7 +171,7 @@ public actor AgentRuntime: Service {
         let birth = GatewayStatus(online: true, boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current)
         let status = await sessions.status()
         let reported = ReportedState(
-            boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current, firmware: "2.4.0",
+            boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current, firmware: await sessions.firmwareVersion,
             configVersions: desired.applied.versions,
             levelLimits: .init(maxLevel: desired.effective.maxLevel ?? 3, unlockedLevel: status.allowedLevel, completedSessions: status.completedSessions),
             groups: configuration.groups.map(\.rawValue))
@@ -184,6 +194,12 @@ public actor AgentRuntime: Service {
             await sessions.stop(reason: .remoteStop)
         case .rebirth:
             await publishPresence()
+        case .firmware:
+            // Downloads and installs take time: run them beside the message loop.
+            if let firmware {
+                let payload = Data(message.payload)
+                Task { await firmware.receive(payload) }
+            }
         case .fleetConfig, .groupConfig, .gatewayConfig:
             let decision = desired.receive(Data(message.payload), on: topic)
             switch decision {
@@ -290,6 +306,11 @@ public actor AgentRuntime: Service {
             let interval = session == nil ? configuration.idleTelemetryIntervalSeconds : configuration.telemetryIntervalSeconds
             try? await Task.sleep(for: .seconds(interval))
         }
+    }
+
+    private func firmwareAccepted(_ version: Int) {
+        state.applied.firmwareVersion = version
+        persist()
     }
 
     private func persist() {

@@ -172,6 +172,16 @@ public actor SessionController {
         return (channel, band.batteryPct, band.vibrationRpm, 31 + min(3, band.stimulatedS / 300))
     }
 
+    /// The headband's firmware version now.
+    public var firmwareVersion: String { (runner?.headband ?? headband).firmware }
+
+    /// Installs firmware on the headband; only when no session runs.
+    /// - Returns: nil when a session runs (try later), else whether the new version runs.
+    public func installFirmware(_ image: [UInt8], version: String) -> Bool? {
+        guard runner == nil else { return nil }
+        return headband.installFirmware(image, version: version)
+    }
+
     private func drive() async {
         var debt = 0.0
         var lastCheckpoint = 0.0

@@ -2,7 +2,8 @@ extension HeadbandFault {
     /// Parses a scripted fault for the simulated headband, `KIND@SECONDS[+DURATION][:VALUE]`, times on
     /// the headband's own clock:
     /// `liftoff@120+3` (all channels), `short@200`, `battery@300:4` (drop to 4 %), `stall@60+10`,
-    /// `press@30` (short press), `longpress@400`, `disconnect@500`, `nan@90`, `imbalance@100:0.2`.
+    /// `press@30` (short press), `longpress@400`, `disconnect@500`, `nan@90`, `imbalance@100:0.2`,
+    /// `fwfail@0` (firmware installs fail and roll back).
     /// - Returns: nil when the text is not one of these.
     public init?(script text: String) {
         let parts = text.split(separator: "@", maxSplits: 1).map(String.init)
@@ -29,6 +30,7 @@ extension HeadbandFault {
         case "disconnect": self = .disconnect(atS: at)
         case "nan": self = .invalidReadings(atS: at)
         case "imbalance": self = .imbalance(atS: at, fraction: value ?? 0.2)
+        case "fwfail": self = .firmwareFailure(atS: at)
         default: return nil
         }
     }

@@ -16,6 +16,8 @@ public enum HeadbandFault: Sendable, Hashable {
     case invalidReadings(atS: Double)
     /// Negative phases fall short by `fraction` from `atS` on (a failing output stage).
     case imbalance(atS: Double, fraction: Double)
+    /// Firmware installs from `atS` on fail their boot check (and roll back).
+    case firmwareFailure(atS: Double)
 }
 
 /// The headband the gateway talks to, simulated: per-channel Rs + (Rp || Cp) electrodes behind
@@ -66,6 +68,23 @@ public struct SimulatedHeadband: Sendable {
         self.watchdogS = min(watchdogS, HardLimits.maxSessionSeconds)
         self.dryingPerMinute = dryingPerMinute
         self.noise = noise
+    }
+
+    /// Installs a firmware image: takes it in 4 KiB chunks, reboots, and reports the new version,
+    /// or rolls back to the running version when the boot check fails.
+    /// - Returns: whether the new version runs.
+    public mutating func installFirmware(_ image: [UInt8], version: String) -> Bool {
+        guard connected, !image.isEmpty else { return false }
+        var received = 0
+        while received < image.count {
+            received += min(4096, image.count - received)
+            idle(0.01)
+        }
+        idle(2)  // reboot
+        let fails = faults.contains { if case .firmwareFailure(let at) = $0 { timeS >= at } else { false } }
+        guard !fails else { return false }
+        firmware = version
+        return true
     }
 
     /// Adds faults to the script.
