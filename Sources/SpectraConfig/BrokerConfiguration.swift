@@ -1,5 +1,7 @@
 /// Where and how to reach the MQTT broker; the same keys for every executable
 /// (`mqtt.url`, `mqtt.username`, `mqtt.password`, `mqtt.tls.*`, `mqtt.keepaliveS`).
+/// The broker's certificate is checked against the URL's host name, so name the broker in
+/// `mqtt.url` as its certificate does.
 public struct BrokerConfiguration: Sendable, Equatable {
     /// Broker host name or address.
     public var host: String
@@ -13,8 +15,6 @@ public struct BrokerConfiguration: Sendable, Equatable {
     public var certFile: String?
     /// PEM private key of the client certificate.
     public var keyFile: String?
-    /// Name to check the broker's certificate against (default: `host`).
-    public var serverName: String?
     public var username: String?
     public var password: String?
     /// MQTT keepalive, seconds; a silent link is noticed within about 1.5 keepalives.
@@ -23,7 +23,7 @@ public struct BrokerConfiguration: Sendable, Equatable {
     /// Creates a configuration; defaults reach a local broker without TLS.
     public init(
         host: String = "127.0.0.1", port: Int = 1883, tls: Bool = false, caFile: String? = nil,
-        certFile: String? = nil, keyFile: String? = nil, serverName: String? = nil,
+        certFile: String? = nil, keyFile: String? = nil,
         username: String? = nil, password: String? = nil, keepaliveSeconds: Int = 30
     ) {
         self.host = host
@@ -32,7 +32,6 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.caFile = caFile
         self.certFile = certFile
         self.keyFile = keyFile
-        self.serverName = serverName
         self.username = username
         self.password = password
         self.keepaliveSeconds = keepaliveSeconds
@@ -41,7 +40,7 @@ public struct BrokerConfiguration: Sendable, Equatable {
     /// The keys read by ``init(fields:)``.
     public static let keys: Set<String> = [
         "mqtt.url", "mqtt.username", "mqtt.password", "mqtt.keepaliveS",
-        "mqtt.tls.caFile", "mqtt.tls.certFile", "mqtt.tls.keyFile", "mqtt.tls.serverName",
+        "mqtt.tls.caFile", "mqtt.tls.certFile", "mqtt.tls.keyFile",
     ]
 
     /// Reads the `mqtt.*` keys.
@@ -55,7 +54,7 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.init(
             host: endpoint.host, port: endpoint.port, tls: endpoint.tls,
             caFile: fields.optionalString("mqtt.tls.caFile"), certFile: fields.optionalString("mqtt.tls.certFile"),
-            keyFile: fields.optionalString("mqtt.tls.keyFile"), serverName: fields.optionalString("mqtt.tls.serverName"),
+            keyFile: fields.optionalString("mqtt.tls.keyFile"),
             username: fields.optionalString("mqtt.username"), password: fields.optionalString("mqtt.password"),
             keepaliveSeconds: try fields.int("mqtt.keepaliveS", default: 30, in: 5...3600))
         if (certFile == nil) != (keyFile == nil) {
