@@ -49,8 +49,32 @@ public enum TestEnvironment {
         return url
     }
 
-    /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
+    /// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range
+    /// (32768 and up) so that outgoing connections cannot take it before the server binds it.
     public static func freePort() throws -> Int {
+        for _ in 0..<200 {
+            let candidate = Int.random(in: 20_000..<32_768)
+            if canBind(port: candidate) { return candidate }
+        }
+        return try kernelPickedPort()
+    }
+
+    /// Whether 127.0.0.1:`port` can be bound now.
+    static func canBind(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+
+    /// A port the kernel picks (in the ephemeral range).
+    static func kernelPickedPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestEnvironmentError("socket() failed: errno \(errno)") }
         defer { close(fd) }

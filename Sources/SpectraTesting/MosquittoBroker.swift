@@ -40,9 +40,26 @@ public final class MosquittoBroker: Sendable {
             throw TestEnvironmentError("mosquitto is not installed: run Deploy/bootstrap.sh")
         }
         self.executable = executable
-        self.port = try TestEnvironment.freePort()
         self.directory = try TestEnvironment.temporaryDirectory("mosquitto")
         self.process = Mutex(nil)
+        // A port can be taken between choosing and binding it: try a few.
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let port = try TestEnvironment.freePort()
+            try Self.writeConfig(port: port, directory: directory, extraConfig: extraConfig, listener: listener)
+            do {
+                try await Self.launch(executable: executable, port: port, directory: directory, into: process)
+                self.port = port
+                return
+            } catch {
+                lastError = error
+            }
+        }
+        try? FileManager.default.removeItem(at: directory)
+        throw lastError ?? TestEnvironmentError("mosquitto did not start")
+    }
+
+    private static func writeConfig(port: Int, directory: URL, extraConfig: String, listener: Bool) throws {
         let dir = directory.path
         var config = """
             per_listener_settings false
@@ -63,8 +80,22 @@ public final class MosquittoBroker: Sendable {
         if listener { config += "listener \(port) 127.0.0.1\n" }
         config += extraConfig.replacingOccurrences(of: "{PORT}", with: "\(port)")
             .replacingOccurrences(of: "{DIR}", with: dir) + "\n"
-        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
-        try await start()
+        try config.write(toFile: directory.appendingPathComponent("mosquitto.conf").path, atomically: true, encoding: .utf8)
+    }
+
+    /// Starts mosquitto and waits until it accepts connections on `port`.
+    private static func launch(executable: String, port: Int, directory: URL, into process: borrowing Mutex<ChildProcess?>) async throws {
+        let child = try ChildProcess(executable, ["-c", directory.appendingPathComponent("mosquitto.conf").path])
+        process.withLock { $0 = child }
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if TestEnvironment.isListening(port: port) { return }
+            if !child.isRunning { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        child.send(SIGKILL)
+        let log = (try? String(contentsOf: directory.appendingPathComponent("mosquitto.log"), encoding: .utf8)) ?? ""
+        throw TestEnvironmentError("mosquitto did not start on port \(port): \(child.standardError) \(log)")
     }
 
     deinit {
@@ -77,15 +108,7 @@ public final class MosquittoBroker: Sendable {
 
     /// Starts the broker process (again) on the same port and waits until it accepts connections.
     public func start() async throws {
-        let child = try ChildProcess(executable, ["-c", configPath])
-        process.withLock { $0 = child }
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if TestEnvironment.isListening(port: port) { return }
-            if !child.isRunning { break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw TestEnvironmentError("mosquitto did not start on port \(port): \(child.standardError) \(log)")
+        try await Self.launch(executable: executable, port: port, directory: directory, into: process)
     }
 
     /// Stops the broker gracefully (SIGTERM) and waits for it to exit; it saves its state first.

@@ -108,7 +108,7 @@ struct AgentTests {
         try String(contentsOfFile: "\(root)/Config/calibration/default.yaml", encoding: .utf8)
             .replacingOccurrences(of: "level2AfterSessions: 7, level3AfterSessions: 21", with: "level2AfterSessions: 0, level3AfterSessions: 0")
             .write(toFile: profilePath, atomically: true, encoding: .utf8)
-        let harness = try await Harness(timeScale: 100, extra: "headband:\n  faults: [liftoff@300+3]\n", profile: profilePath)
+        let harness = try await Harness(timeScale: 100, extra: "headband:\n  faults: [liftoff@700+3]\n", profile: profilePath)
         try await harness.startAgent()
         #expect(try await harness.control(["session", "start", "--level", "1"]).0 == 0)
         try await Task.sleep(for: .seconds(1))
@@ -222,6 +222,17 @@ struct AgentTests {
         try Data(bytes).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         return String(try await ChildProcess.run("/usr/bin/sha256sum", [file.path]).stdout.prefix(64))
+    }
+
+    @Test("a short press on the headband's button starts a session (the local start besides the control socket)")
+    func buttonStarts() async throws {
+        let harness = try await Harness(timeScale: 100, extra: "headband:\n  faults: [press@100]\n")
+        try await harness.startAgent()
+        #expect(await eventually(timeout: 15) { harness.eventTypes().contains("session.started") })
+        harness.process?.send(SIGTERM)
+        #expect(await harness.process?.wait(timeout: 15) == 0)
+        #expect(await eventually { harness.eventTypes().last == "session.aborted" })
+        if case .sessionAborted(let summary) = harness.events().last { #expect(summary.reason == .agentShutdown) }
     }
 
     @Test("SIGTERM mid-session ends it as agent_shutdown and marks the gateway offline; SIGKILL gives agent_restart on the next start")

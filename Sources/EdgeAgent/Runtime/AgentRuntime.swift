@@ -98,6 +98,7 @@ public actor AgentRuntime: Service {
             group.addTask { for await event in events { await self.connectionChanged(event) } }
             group.addTask { for await message in client.messages { await self.received(message) } }
             group.addTask { await self.telemetryLoop() }
+            group.addTask { await self.headbandLoop() }
             group.addTask { await control.run() }
             try? await gracefulShutdown()
             await self.shutdown()
@@ -311,6 +312,15 @@ public actor AgentRuntime: Service {
     private func firmwareAccepted(_ version: Int) {
         state.applied.firmwareVersion = version
         persist()
+    }
+
+    /// Keeps the headband's clock and button alive between sessions.
+    private func headbandLoop() async {
+        let step = 0.2
+        while !Task.isCancelled && !stopping {
+            try? await Task.sleep(for: .seconds(step))
+            await sessions?.idleTick(seconds: step * configuration.timeScale)
+        }
     }
 
     private func persist() {

@@ -172,6 +172,15 @@ public actor SessionController {
         return (channel, band.batteryPct, band.vibrationRpm, 31 + min(3, band.stimulatedS / 300))
     }
 
+    /// While no session runs, lets `seconds` of headband time pass and acts on the headband's
+    /// button: a short press starts a session at the highest level allowed.
+    public func idleTick(seconds: Double) async {
+        guard runner == nil else { return }
+        headband.idle(seconds)
+        let status = headband.status(channel: 0)
+        if status.buttons.contains(.short) { _ = try? await start() }
+    }
+
     /// The headband's firmware version now.
     public var firmwareVersion: String { (runner?.headband ?? headband).firmware }
 
