@@ -180,7 +180,6 @@ public struct SessionEngine: Sendable {
         let downStep = max(row.peakMicroAmps, amplitudeMicroAmps) / row.rampDownS * period
         var pairs: Int
         var first: Double
-        var step = 0.0
         if abs(goal - amplitudeMicroAmps) < 1e-9 {
             pairs = max(1, Int((controlIntervalS * row.frequencyHz).rounded()))
             first = amplitudeMicroAmps
@@ -212,16 +211,15 @@ public struct SessionEngine: Sendable {
         let channel = profile.channels[channelIndex]
         // While ramping down from a higher level, the pair is still bounded by that level's row.
         var tableLevel = level
-        while tableLevel < 3, max(first, first + step * Double(pairs - 1)) > profile.setting(for: tableLevel)!.peakMicroAmps + 1e-9 {
+        while tableLevel < 3, first > profile.setting(for: tableLevel)!.peakMicroAmps + 1e-9 {
             tableLevel += 1
         }
         let segment = Segment(
             channelIndex: channelIndex, channelID: channel.id, startS: totals.stimulatingS, pairs: pairs,
             frequencyHz: row.frequencyHz, phaseWidthMicros: row.phaseWidthMicros, startMicroAmps: first,
-            stepMicroAmps: step, leadingPositive: pairCount % 2 == 0,
+            stepMicroAmps: 0, leadingPositive: pairCount % 2 == 0,
             vibrationRpm: tableLevel == profile.vibration.level && isRunningOrRamping ? profile.vibration.rpm : 0,
             level: tableLevel)
-        step = 0
         pairCount += pairs
         amplitudeMicroAmps = segment.endMicroAmps
         let duration = segment.durationS

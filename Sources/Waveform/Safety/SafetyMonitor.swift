@@ -20,7 +20,6 @@ public struct SafetyMonitor: Sendable {
     private var windowSeconds: [Double]
     private var vibrationBadSinceS: Double?
     private var commandedVibrating = false
-    private var lastSegmentVibration = 0.0
 
     /// Creates a monitor for a profile.
     /// - Throws: ``WaveformError`` when the profile itself breaks a rule.
@@ -78,7 +77,6 @@ public struct SafetyMonitor: Sendable {
         lastAmplitude = segment.endMicroAmps
         activeChannel = segment.channelIndex
         levelPeak = row.peakMicroAmps
-        lastSegmentVibration = segment.vibrationRpm
         return nil
     }
 
@@ -86,7 +84,6 @@ public struct SafetyMonitor: Sendable {
     public mutating func outputStopped() {
         lastAmplitude = 0
         activeChannel = nil
-        lastSegmentVibration = 0
     }
 
     /// Checks one measured pulse pair (rules 1, 2 and 4).
