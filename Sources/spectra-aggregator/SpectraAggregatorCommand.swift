@@ -1,6 +1,7 @@
 import Aggregator
 import ArgumentParser
 import Foundation
+import Logging
 import SpectraConfig
 
 @main
@@ -11,11 +12,39 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
         discussion: """
             Configuration precedence: --set KEY=VALUE > SPECTRA_* environment > --config FILE > defaults.
 
-            Example:
-              spectra-aggregator config show --config Config/aggregator.yaml
+            Examples:
+              spectra-aggregator run --config Config/aggregator.yaml
+              spectra-aggregator config show --config Config/aggregator.yaml --set http.port=9090
             """,
-        subcommands: [ConfigGroup.self]
+        subcommands: [Run.self, ConfigGroup.self]
     )
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Collect statistics and serve the API and dashboard until SIGTERM or SIGINT.",
+            discussion: "Example: spectra-aggregator run --config Config/aggregator.yaml")
+
+        @OptionGroup var options: ConfigOptions
+
+        func run() async throws {
+            let fields = await options.load(knownKeys: AggregatorConfiguration.keys)
+            let configuration: AggregatorConfiguration
+            do {
+                configuration = try AggregatorConfiguration(fields: fields)
+            } catch {
+                ConfigOptions.exit(with: error)
+            }
+            let logger = Logger(label: "spectra.aggregator")
+            let server: AggregatorServer
+            do {
+                server = try AggregatorServer(configuration: configuration, logger: logger)
+            } catch {
+                FileHandle.standardError.write(Data("spectra-aggregator: cannot open the database \(configuration.databasePath): \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            try await server.run()
+        }
+    }
 
     struct ConfigGroup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -1,0 +1,55 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// The aggregator put together: the store, ingest and the HTTP server, as one Hummingbird
+/// application whose service group also runs ingest (started before the server, stopped after
+/// it, so pending messages are written before the process exits).
+public struct AggregatorServer: Sendable {
+    public let configuration: AggregatorConfiguration
+    public let store: SQLiteStatsStore
+    public let ingest: IngestService
+    public let metrics: IngestMetrics
+    private let application: Application<RouterResponder<BasicRequestContext>>
+    private let portBox: PortBox
+
+    final class PortBox: Sendable {
+        let port = Mutex<Int?>(nil)
+    }
+
+    /// Opens the store and builds the services.
+    /// - Parameter now: the clock statistics are computed against (tests inject one).
+    /// - Throws: when the database cannot be opened.
+    public init(configuration: AggregatorConfiguration, logger: Logger, now: @escaping @Sendable () -> Date = Date.init) throws {
+        self.configuration = configuration
+        let store = try SQLiteStatsStore(path: configuration.databasePath)
+        let metrics = IngestMetrics()
+        let ingest = IngestService(configuration: configuration, store: store, metrics: metrics, logger: logger, now: now)
+        self.store = store
+        self.metrics = metrics
+        self.ingest = ingest
+        let portBox = PortBox()
+        self.portBox = portBox
+        let router = APIRouter.make(store: store, metrics: metrics, isConnected: { ingest.client.isConnected }, now: now)
+        application = Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "spectra-aggregator"),
+            services: [ingest],
+            onServerRunning: { channel in
+                portBox.port.withLock { $0 = channel.localAddress?.port }
+                logger.info("dashboard at http://\(configuration.httpHost):\(channel.localAddress?.port ?? configuration.httpPort)/")
+            },
+            logger: logger)
+    }
+
+    /// The HTTP port once the server listens (useful with `http.port: 0`).
+    public var httpPort: Int? { portBox.port.withLock { $0 } }
+
+    /// Runs until SIGTERM/SIGINT (or the task is cancelled), then stops gracefully.
+    public func run(handleSignals: Bool = true) async throws {
+        try await application.runService(gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [])
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import Hummingbird
+import MQTT
+import SpectraProtocol
+
+/// The HTTP API of ARCHITECTURE.md section 5, `/healthz`, `/metrics` and the dashboard.
+public enum APIRouter {
+    /// Longest `from`..`to` span one request may ask for, days.
+    public static let maxSpanDays = 366
+
+    /// Builds the router.
+    /// - Parameters:
+    ///   - isConnected: whether ingest is connected to the broker (for `/healthz`).
+    ///   - now: the clock "today" is taken from.
+    public static func make(
+        store: any StatsStore, metrics: IngestMetrics, isConnected: @escaping @Sendable () -> Bool,
+        now: @escaping @Sendable () -> Date = Date.init
+    ) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
+                body: .init(byteBuffer: ByteBuffer(bytes: Dashboard.page)))
+        }
+        router.get("/healthz") { _, _ in
+            let connected = isConnected()
+            return json(["status": connected ? "ok" : "degraded", "broker": connected ? "connected" : "disconnected"])
+        }
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+        }
+        router.get("/api/v1/fleet/summary") { request, _ in
+            try await respond {
+                let query = try Query(request, now: now())
+                return json(try await store.summary(fleet: query.fleet, now: now()))
+            }
+        }
+        router.get("/api/v1/fleet/daily") { request, _ in
+            try await respond {
+                let query = try Query(request, now: now())
+                return json(try await store.daily(fleet: query.fleet, from: query.from, to: query.to))
+            }
+        }
+        router.get("/api/v1/gateways") { request, _ in
+            try await respond {
+                let query = try Query(request, now: now())
+                return json(try await store.gateways(fleet: query.fleet, search: query.search, now: now()))
+            }
+        }
+        router.get("/api/v1/gateways/:gw") { request, context in
+            try await respond {
+                let query = try Query(request, now: now())
+                let gateway = try gatewayParameter(context)
+                guard let detail = try await store.gateway(fleet: query.fleet, id: gateway, now: now(), from: query.from, to: query.to)
+                else { throw APIError(.notFound, "no gateway '\(gateway)' has reported to this aggregator") }
+                return json(detail)
+            }
+        }
+        router.get("/api/v1/gateways/:gw/sessions") { request, context in
+            try await respond {
+                let query = try Query(request, now: now())
+                let gateway = try gatewayParameter(context)
+                guard let sessions = try await store.sessions(fleet: query.fleet, gateway: gateway, from: query.from, to: query.to, limit: query.limit)
+                else { throw APIError(.notFound, "no gateway '\(gateway)' has reported to this aggregator") }
+                return json(sessions)
+            }
+        }
+        return router
+    }
+
+    static func gatewayParameter(_ context: BasicRequestContext) throws -> String {
+        let text = context.parameters.get("gw") ?? ""
+        guard Identifier.isValid(text) else {
+            throw APIError(.badRequest, "gateway id must be 1-64 of A-Z a-z 0-9 _ -")
+        }
+        return text
+    }
+
+    /// Turns an ``APIError`` into its JSON response; any other error is a 500 without details.
+    static func respond(_ body: () async throws -> Response) async throws -> Response {
+        do {
+            return try await body()
+        } catch let error as APIError {
+            return json(["error": error.message], status: error.status)
+        } catch {
+            return json(["error": "the statistics store failed; see the aggregator's log"], status: .internalServerError)
+        }
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: IngestService.encode(value))))
+    }
+}
+
+/// A request refused with a status and one line saying what to fix.
+struct APIError: Error {
+    var status: HTTPResponse.Status
+    var message: String
+    init(_ status: HTTPResponse.Status, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+}
+
+/// The query parameters every endpoint shares, validated.
+struct Query {
+    var fleet: String?
+    var from: Day
+    var to: Day
+    var search: String?
+    var limit: Int
+
+    init(_ request: Request, now: Date) throws {
+        let parameters = request.uri.queryParameters
+        func text(_ name: String) -> String? {
+            parameters.get(name).flatMap { $0.isEmpty ? nil : $0 }
+        }
+        if let fleet = text("fleet") {
+            guard Identifier.isValid(fleet) else { throw APIError(.badRequest, "fleet must be 1-64 of A-Z a-z 0-9 _ -") }
+            self.fleet = fleet
+        }
+        let today = Day(now)
+        let to = try text("to").map { try Self.day($0, name: "to") } ?? today
+        let from = try text("from").map { try Self.day($0, name: "from") } ?? to.adding(-29)
+        guard from <= to else { throw APIError(.badRequest, "from (\(from)) is after to (\(to)); swap them") }
+        guard to.number - from.number < APIRouter.maxSpanDays else {
+            throw APIError(.badRequest, "from..to spans \(to.number - from.number + 1) days; ask for at most \(APIRouter.maxSpanDays)")
+        }
+        self.from = from
+        self.to = to
+        if let search = text("q") {
+            guard search.count <= 64 else { throw APIError(.badRequest, "q is longer than 64 characters") }
+            self.search = search
+        }
+        if let limitText = text("limit") {
+            guard let limit = Int(limitText), (1...1000).contains(limit) else {
+                throw APIError(.badRequest, "limit must be a whole number from 1 to 1000")
+            }
+            self.limit = limit
+        } else {
+            limit = 100
+        }
+    }
+
+    static func day(_ text: String, name: String) throws -> Day {
+        guard let day = Day(parsing: text) else {
+            throw APIError(.badRequest, "\(name) must be a date as YYYY-MM-DD (UTC), got '\(text.prefix(40))'")
+        }
+        return day
+    }
+}

@@ -1,0 +1,60 @@
+import Prometheus
+import Synchronization
+
+/// The aggregator's own figures, served on `/metrics` in Prometheus text format.
+public final class IngestMetrics: Sendable {
+    /// The registry `/metrics` renders.
+    public let registry: PrometheusCollectorRegistry
+    let accepted: [String: Counter]
+    let duplicates: Counter
+    let presence: Counter
+    let batches: Counter
+    let lag: Gauge
+    let pending: Gauge
+    let connected: Gauge
+    let dropped: Gauge
+    let publishedStats: Counter
+    private let failures = Mutex<[String: Counter]>([:])
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        accepted = Dictionary(uniqueKeysWithValues: ["event", "telemetry"].map { kind in
+            (kind, registry.makeCounter(descriptor: Self.name("ingested", "total", "Envelopes counted for the first time, by kind."), labels: [("kind", kind)]))
+        })
+        duplicates = registry.makeCounter(descriptor: Self.name("dedupe_hits", "total", "Envelopes dropped because (gw, epoch, seq) was already counted."))
+        presence = registry.makeCounter(descriptor: Self.name("presence", "total", "Status and state messages applied."))
+        batches = registry.makeCounter(descriptor: Self.name("batches", "total", "Write transactions committed."))
+        lag = registry.makeGauge(descriptor: Self.name("lag", "seconds", "Commit time minus the newest synced envelope's ts in the last batch."))
+        pending = registry.makeGauge(descriptor: Self.name("pending", "messages", "Received messages not yet committed."))
+        connected = registry.makeGauge(descriptor: Self.name("broker_connected", "", "1 while connected to the broker."))
+        dropped = registry.makeGauge(descriptor: Self.name("receive_dropped", "total", "Messages dropped because the receive buffer was full."))
+        publishedStats = registry.makeCounter(descriptor: Self.name("stats_published", "total", "Retained stats messages published."))
+    }
+
+    private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "spectra", subsystem: "aggregator", metricName: metric, unitName: unit, helpText: help)
+    }
+
+    /// Counts a message refused by parsing or validation, under its reason.
+    func failed(reason: String) {
+        let counter = failures.withLock { counters in
+            if let counter = counters[reason] { return counter }
+            let counter = registry.makeCounter(descriptor: Self.name("parse_failures", "total", "Messages refused by parsing or validation, by reason."), labels: [("reason", reason)])
+            counters[reason] = counter
+            return counter
+        }
+        counter.increment()
+    }
+
+    func record(_ outcome: ApplyOutcome) {
+        accepted["event"]?.increment(by: Int64(outcome.acceptedEvents))
+        accepted["telemetry"]?.increment(by: Int64(outcome.accepted - outcome.acceptedEvents))
+        duplicates.increment(by: Int64(outcome.duplicates))
+        presence.increment(by: Int64(outcome.presence))
+        batches.increment()
+        if let lagSeconds = outcome.maxLagSeconds { lag.set(to: lagSeconds) }
+    }
+
+    /// Renders every metric in Prometheus text format.
+    public func render() -> String { registry.emitToString() }
+}

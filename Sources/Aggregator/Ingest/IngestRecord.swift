@@ -1,0 +1,66 @@
+import Foundation
+import MQTT
+import SpectraProtocol
+
+/// One received MQTT message, parsed and validated: what the store applies.
+public enum IngestRecord: Sendable {
+    /// An event or telemetry envelope, with the time it arrived and whether it was replayed
+    /// from a backlog (MQTT 5 user property `historical=true`).
+    case envelope(Envelope, receivedAt: Date, historical: Bool)
+    /// A retained birth or Will.
+    case status(fleet: Identifier, gateway: Identifier, GatewayStatus, receivedAt: Date)
+    /// The retained reported state.
+    case state(fleet: Identifier, gateway: Identifier, ReportedState, receivedAt: Date)
+
+    /// The reason label a message that cannot be ingested is counted under (`/metrics`
+    /// `spectra_aggregator_parse_failures_total{reason=...}`).
+    public struct Refusal: Error, Sendable, Hashable {
+        public var reason: String
+        public var detail: String
+    }
+
+    /// Parses a received message.
+    /// - Throws: ``Refusal``: the ``ProtocolError`` code of the payload or topic, `topic_mismatch`
+    ///   when the envelope's fleet or gateway is not the topic's, `kind_mismatch` when an
+    ///   envelope arrives on the other class's topic, `unexpected_topic` for a topic the
+    ///   aggregator does not ingest, `empty` for an empty (cleared) retained message.
+    public static func parse(_ message: MQTTMessage, receivedAt: Date = Date()) throws(Refusal) -> IngestRecord {
+        let topic: Topic
+        do {
+            topic = try Topic(parsing: message.topic)
+        } catch {
+            throw Refusal(reason: error.code.rawValue, detail: error.description)
+        }
+        let data = Data(message.payload)
+        do {
+            switch topic {
+            case .event(let fleet, let gateway), .telemetry(let fleet, let gateway):
+                let envelope = try Envelope.decode(data)
+                guard envelope.fleet == fleet, envelope.gateway == gateway else {
+                    throw Refusal(
+                        reason: "topic_mismatch",
+                        detail: "envelope says \(envelope.fleet)/\(envelope.gateway) on \(message.topic)")
+                }
+                let expected: Envelope.Kind = if case .event = topic { .event } else { .telemetry }
+                guard envelope.kind == expected else {
+                    throw Refusal(reason: "kind_mismatch", detail: "a \(envelope.kind) envelope on \(message.topic)")
+                }
+                return .envelope(envelope, receivedAt: receivedAt, historical: message.userProperty("historical") == "true")
+            case .status(let fleet, let gateway):
+                guard !data.isEmpty else { throw Refusal(reason: "empty", detail: "cleared retained status on \(message.topic)") }
+                return .status(fleet: fleet, gateway: gateway, try WireFormat.decode(GatewayStatus.self, from: data), receivedAt: receivedAt)
+            case .state(let fleet, let gateway):
+                guard !data.isEmpty else { throw Refusal(reason: "empty", detail: "cleared retained state on \(message.topic)") }
+                return .state(fleet: fleet, gateway: gateway, try WireFormat.decode(ReportedState.self, from: data), receivedAt: receivedAt)
+            default:
+                throw Refusal(reason: "unexpected_topic", detail: "\(message.topic) is not ingested")
+            }
+        } catch let error as ProtocolError {
+            throw Refusal(reason: error.code.rawValue, detail: error.description)
+        } catch let refusal as Refusal {
+            throw refusal
+        } catch {
+            throw Refusal(reason: "internal", detail: "\(error)")
+        }
+    }
+}

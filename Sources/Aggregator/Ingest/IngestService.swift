@@ -1,0 +1,253 @@
+import Foundation
+import Logging
+import MQTT
+import ServiceLifecycle
+import SpectraConfig
+import SpectraProtocol
+import Synchronization
+
+/// Subscribes to the fleet's topics and writes what arrives into the store in batches; also
+/// republishes the retained `stats/*` topics and keeps the store compact.
+///
+/// Events and telemetry come through MQTT 5 shared subscriptions (`$share/{group}/...`), so
+/// several instances split them; the session is persistent, so nothing published while an
+/// instance restarts is lost. Status and state are retained, and brokers do not deliver
+/// retained messages to shared subscriptions, so every instance subscribes to those directly
+/// (applying them is idempotent).
+public final class IngestService: Service, Sendable {
+    private let configuration: AggregatorConfiguration
+    private let store: any StatsStore
+    private let metrics: IngestMetrics
+    private let logger: Logger
+    private let now: @Sendable () -> Date
+    let client: MQTTClient
+    private let pending = Mutex<[IngestRecord]>([])
+    private let lastRefusalLog = Mutex<Date>(.distantPast)
+    /// Records per write transaction, at most.
+    static let maxBatch = 5_000
+
+    /// - Parameter now: the clock statistics are computed against (tests inject one).
+    public init(
+        configuration: AggregatorConfiguration, store: any StatsStore, metrics: IngestMetrics, logger: Logger,
+        now: @escaping @Sendable () -> Date = Date.init
+    ) {
+        self.configuration = configuration
+        self.store = store
+        self.metrics = metrics
+        self.logger = logger
+        self.now = now
+        let broker = configuration.broker
+        client = MQTTClient(MQTTConfiguration(
+            host: broker.host, port: broker.port, clientID: configuration.clientID, protocolVersion: .v5,
+            cleanStart: false, sessionExpirySeconds: 7 * 86_400, keepaliveSeconds: broker.keepaliveSeconds,
+            username: broker.username, password: broker.password,
+            tls: broker.tls ? .init(caFile: broker.caFile ?? "", certFile: broker.certFile, keyFile: broker.keyFile) : nil,
+            receiveBufferCapacity: 1_000_000))
+    }
+
+    /// Whether ingest is connected to the broker.
+    public var isConnected: Bool { client.isConnected }
+
+    /// The subscriptions: shared for events and telemetry, direct for retained presence.
+    var subscriptions: [Subscription] {
+        let fleets: [Identifier?] = configuration.fleets.isEmpty ? [nil] : configuration.fleets
+        return fleets.flatMap { fleet -> [Subscription] in
+            func filter(_ leaf: String) -> String {
+                fleet.map { TopicFilter.allGateways(fleet: $0, leaf: leaf) } ?? TopicFilter.allFleets(leaf: leaf)
+            }
+            return [
+                Subscription(TopicFilter.shared(group: configuration.shareGroup, filter("event"))),
+                Subscription(TopicFilter.shared(group: configuration.shareGroup, filter("telemetry"))),
+                Subscription(filter("status")),
+                Subscription(filter("state")),
+            ]
+        }
+    }
+
+    public func run() async throws {
+        let events = client.connectionUpdates()
+        client.start()
+        logger.info("aggregator ingest started", metadata: ["broker": "\(configuration.broker.url)", "clientId": "\(configuration.clientID)"])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.watchConnection(events) }
+            group.addTask { await self.writeLoop() }
+            group.addTask { await self.publishLoop() }
+            group.addTask { await self.maintenanceLoop() }
+            let receiver = Task { await self.receive() }
+            try? await gracefulShutdown()
+            // Stop new deliveries first, then take in everything the client already
+            // acknowledged to the broker, then write it all.
+            await client.disconnect()
+            let deadline = ContinuousClock.now + .seconds(10)
+            while processed.load(ordering: .relaxed) < client.receivedMessages - client.droppedMessages, ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            receiver.cancel()
+            group.cancelAll()
+        }
+        await flushPending()
+        logger.info("aggregator ingest stopped")
+    }
+
+    private let processed = Atomic<Int>(0)
+
+    private func watchConnection(_ events: AsyncStream<ConnectionState>) async {
+        for await state in events {
+            guard !Task.isCancelled else { return }
+            if case .connected = state {
+                metrics.connected.set(to: 1)
+                do {
+                    _ = try await client.subscribe(subscriptions)
+                } catch {
+                    logger.error("subscribing failed; retried on the next connect", metadata: ["error": "\(error)"])
+                }
+            } else {
+                metrics.connected.set(to: 0)
+            }
+        }
+    }
+
+    private func receive() async {
+        for await message in client.messages {
+            let receivedAt = now()
+            do {
+                let record = try IngestRecord.parse(message, receivedAt: receivedAt)
+                let count = pending.withLock { pending in
+                    pending.append(record)
+                    return pending.count
+                }
+                metrics.pending.set(to: Double(count))
+            } catch {
+                metrics.failed(reason: error.reason)
+                let shouldLog = lastRefusalLog.withLock { last in
+                    guard receivedAt.timeIntervalSince(last) >= 10 else { return false }
+                    last = receivedAt
+                    return true
+                }
+                if shouldLog {
+                    logger.warning(
+                        "refused a message (further refusals are counted on /metrics, logged at most every 10 s)",
+                        metadata: ["topic": "\(message.topic)", "reason": "\(error.reason)", "detail": "\(error.detail)"])
+                }
+            }
+            processed.add(1, ordering: .relaxed)
+            if Task.isCancelled { return }
+        }
+    }
+
+    private func writeLoop() async {
+        while !Task.isCancelled {
+            if await !writeBatch() {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+        }
+    }
+
+    /// Writes one batch; false when there was nothing to write.
+    @discardableResult
+    private func writeBatch() async -> Bool {
+        let batch = pending.withLock { pending -> [IngestRecord] in
+            let count = min(pending.count, Self.maxBatch)
+            let batch = Array(pending.prefix(count))
+            pending.removeFirst(count)
+            return batch
+        }
+        guard !batch.isEmpty else { return false }
+        while true {
+            do {
+                let outcome = try await store.apply(batch)
+                metrics.record(outcome)
+                metrics.pending.set(to: Double(pending.withLock { $0.count }))
+                metrics.dropped.set(to: Double(client.droppedMessages))
+                changed.withLock { $0.formUnion(outcome.changedGateways) }
+                return true
+            } catch {
+                // Nothing is lost: the batch is retried (the transaction rolled back).
+                logger.error("writing a batch failed; retrying in 1 s", metadata: ["error": "\(error)", "records": "\(batch.count)"])
+                if Task.isCancelled {
+                    // Shutting down: hand the batch back for the final flush.
+                    pending.withLock { $0.insert(contentsOf: batch, at: 0) }
+                    return false
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    private func flushPending() async {
+        while await writeBatch() {}
+    }
+
+    // MARK: Retained stats
+
+    private let changed = Mutex<Set<GatewayKey>>([])
+    /// The first round after a start publishes every gateway, changed or not.
+    private let publishedOnce = Atomic<Bool>(false)
+
+    private func publishLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(configuration.publishIntervalSeconds))
+            guard !Task.isCancelled, client.isConnected else { continue }
+            await publishStats()
+        }
+    }
+
+    /// Publishes `stats/summary` for every fleet and `stats/gw/{gw}` for every gateway that
+    /// changed since the last round, retained at QoS 1.
+    func publishStats() async {
+        let everything = !publishedOnce.exchange(true, ordering: .relaxed)
+        let changed = self.changed.withLock { changed in
+            defer { changed.removeAll() }
+            return changed
+        }
+        do {
+            for fleet in try await store.fleets() {
+                guard let fleetID = try? Identifier(fleet, field: "fleet") else { continue }
+                let summary = try await store.summary(fleet: fleet, now: now())
+                try await client.publish(OutgoingMessage(
+                    topic: Topic.statsSummary(fleet: fleetID).path, payload: [UInt8](Self.encode(summary)), retain: true))
+                metrics.publishedStats.increment()
+                let changedHere = changed.filter { $0.fleet == fleet }
+                guard everything || !changedHere.isEmpty else { continue }
+                for gateway in try await store.gateways(fleet: fleet, search: nil, now: now())
+                where everything || changedHere.contains(GatewayKey(fleet: fleet, gateway: gateway.gateway)) {
+                    guard let gatewayID = try? Identifier(gateway.gateway, field: "gw") else { continue }
+                    try await client.publish(OutgoingMessage(
+                        topic: Topic.statsGateway(fleet: fleetID, gateway: gatewayID).path, payload: [UInt8](Self.encode(gateway)),
+                        retain: true))
+                    metrics.publishedStats.increment()
+                }
+            }
+        } catch {
+            self.changed.withLock { $0.formUnion(changed) }
+            if everything { publishedOnce.store(false, ordering: .relaxed) }
+            logger.warning("publishing stats failed; retried next round", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Maintenance
+
+    private func maintenanceLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(60))
+            guard !Task.isCancelled else { return }
+            do {
+                try await store.compact(now: now())
+                let removed = try await store.prune(before: Day(now()).adding(-configuration.retentionDays))
+                if removed > 0 { logger.info("pruned raw events past retention", metadata: ["events": "\(removed)"]) }
+            } catch {
+                logger.warning("store maintenance failed; retried in a minute", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    static func encode(_ value: some Encodable) -> Data {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(WireFormat.timestamp(date))
+        }
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(value)) ?? Data("{}".utf8)
+    }
+}

@@ -1,0 +1,248 @@
+import Foundation
+import GRDB
+import SpectraProtocol
+
+extension SQLiteStatsStore {
+    /// Per-day counters gathered over one batch, written as one upsert per `(gateway, day)`.
+    struct DailyDelta {
+        var started = 0, completed = 0, aborted = 0, pauses = 0, trips = 0
+        var levelSeconds = [0.0, 0.0, 0.0]
+    }
+
+    struct DailyKey: Hashable {
+        var gateway: GatewayKey
+        var day: Int
+    }
+
+    struct LatestTelemetry {
+        var at: Double
+        var agent: Telemetry.Agent
+        var batteryPct: Double
+    }
+
+    public func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
+        try await pool.write { db in try self.apply(records, db) }
+    }
+
+    private func apply(_ records: [IngestRecord], _ db: Database) throws -> ApplyOutcome {
+        var outcome = ApplyOutcome()
+        var daily: [DailyKey: DailyDelta] = [:]
+        var aborts: [DailyKey: [String: Int]] = [:]
+        var telemetry: [GatewayKey: LatestTelemetry] = [:]
+        var seen: [GatewayKey: Double] = [:]
+        var dirtyStreams: Set<StreamKey> = []
+        let commitTime = Date().timeIntervalSince1970
+        let insertKey = try db.cachedStatement(sql: "INSERT OR IGNORE INTO received (fleet, gw, epoch, seq) VALUES (?, ?, ?, ?)")
+
+        try withCaches { caches in
+            for record in records {
+                switch record {
+                case .envelope(let envelope, let receivedAt, let historical):
+                    let gateway = GatewayKey(fleet: envelope.fleet.rawValue, gateway: envelope.gateway.rawValue)
+                    let streamKey = StreamKey(fleet: gateway.fleet, gateway: gateway.gateway, epoch: envelope.epoch.wireString)
+                    var stream = caches.streams[streamKey]
+                        ?? Stream(minSeq: envelope.seq, maxSeq: envelope.seq, count: 0, evicted: 0, contiguous: 0, gapSince: nil)
+                    if envelope.seq <= stream.contiguous {
+                        outcome.duplicates += 1
+                        continue
+                    }
+                    try insertKey.execute(arguments: [gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq)])
+                    if db.changesCount == 0 {
+                        outcome.duplicates += 1
+                        continue
+                    }
+                    stream.minSeq = min(stream.minSeq, envelope.seq)
+                    stream.maxSeq = max(stream.maxSeq, envelope.seq)
+                    stream.count += 1
+                    outcome.accepted += 1
+                    outcome.changedGateways.insert(gateway)
+                    seen[gateway] = max(seen[gateway] ?? 0, receivedAt.timeIntervalSince1970)
+
+                    let at = effectiveTime(envelope, receivedAt: receivedAt, historical: historical, caches: &caches)
+                    if envelope.synced {
+                        let lag = commitTime - envelope.timestamp.timeIntervalSince1970
+                        outcome.maxLagSeconds = max(outcome.maxLagSeconds ?? lag, lag)
+                    }
+                    let dayKey = DailyKey(gateway: gateway, day: Day(Date(timeIntervalSince1970: at)).number)
+                    switch envelope.message {
+                    case .telemetry(let body):
+                        if at >= telemetry[gateway]?.at ?? -.infinity, !historical {
+                            telemetry[gateway] = LatestTelemetry(at: at, agent: body.agent, batteryPct: body.batteryPct)
+                        }
+                    case .event(let event):
+                        outcome.acceptedEvents += 1
+                        try db.cachedStatement(sql: """
+                            INSERT OR IGNORE INTO event (fleet, gw, epoch, seq, day, ts, type, body, receivedAt)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            """).execute(arguments: [
+                                gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq), dayKey.day, at,
+                                event.type.rawValue, envelope.encoded(), receivedAt.timeIntervalSince1970,
+                            ])
+                        try apply(event, gateway: gateway, day: dayKey, at: at, daily: &daily, aborts: &aborts, stream: &stream, db)
+                    }
+                    caches.streams[streamKey] = stream
+                    dirtyStreams.insert(streamKey)
+
+                case .status(let fleet, let gw, let status, let receivedAt):
+                    let gateway = GatewayKey(fleet: fleet.rawValue, gateway: gw.rawValue)
+                    try db.cachedStatement(sql: """
+                        INSERT INTO gateway (fleet, gw, online, statusAt, boot, agentVersion, lastSeen) VALUES (?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (fleet, gw) DO UPDATE SET online = excluded.online, statusAt = excluded.statusAt,
+                            boot = excluded.boot, agentVersion = COALESCE(excluded.agentVersion, agentVersion),
+                            lastSeen = MAX(COALESCE(lastSeen, 0), excluded.lastSeen)
+                        """).execute(arguments: [
+                            gateway.fleet, gateway.gateway, status.online, status.ts.timeIntervalSince1970, status.boot.wireString,
+                            status.agentVersion, receivedAt.timeIntervalSince1970,
+                        ])
+                    outcome.presence += 1
+                    outcome.changedGateways.insert(gateway)
+
+                case .state(let fleet, let gw, let state, _):
+                    let gateway = GatewayKey(fleet: fleet.rawValue, gateway: gw.rawValue)
+                    let versions = String(decoding: WireFormat.encode(state.configVersions), as: UTF8.self)
+                    let groups = String(decoding: WireFormat.encode(state.groups), as: UTF8.self)
+                    try db.cachedStatement(sql: """
+                        INSERT INTO gateway (fleet, gw, agentVersion, firmware, maxLevel, unlockedLevel, configVersions, groups)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (fleet, gw) DO UPDATE SET agentVersion = excluded.agentVersion, firmware = excluded.firmware,
+                            maxLevel = excluded.maxLevel, unlockedLevel = excluded.unlockedLevel,
+                            configVersions = excluded.configVersions, groups = excluded.groups
+                        """).execute(arguments: [
+                            gateway.fleet, gateway.gateway, state.agentVersion, state.firmware, state.levelLimits.maxLevel,
+                            state.levelLimits.unlockedLevel, versions, groups,
+                        ])
+                    outcome.presence += 1
+                    outcome.changedGateways.insert(gateway)
+                }
+            }
+        }
+
+        for (key, delta) in daily {
+            try db.cachedStatement(sql: """
+                INSERT INTO daily (fleet, gw, day, started, completed, aborted, l1, l2, l3, pauses, trips)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (fleet, gw, day) DO UPDATE SET started = started + excluded.started,
+                    completed = completed + excluded.completed, aborted = aborted + excluded.aborted,
+                    l1 = l1 + excluded.l1, l2 = l2 + excluded.l2, l3 = l3 + excluded.l3,
+                    pauses = pauses + excluded.pauses, trips = trips + excluded.trips
+                """).execute(arguments: [
+                    key.gateway.fleet, key.gateway.gateway, key.day, delta.started, delta.completed, delta.aborted,
+                    delta.levelSeconds[0], delta.levelSeconds[1], delta.levelSeconds[2], delta.pauses, delta.trips,
+                ])
+        }
+        for (key, reasons) in aborts {
+            for (reason, count) in reasons {
+                try db.cachedStatement(sql: """
+                    INSERT INTO abort (fleet, gw, day, reason, count) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (fleet, gw, day, reason) DO UPDATE SET count = count + excluded.count
+                    """).execute(arguments: [key.gateway.fleet, key.gateway.gateway, key.day, reason, count])
+            }
+        }
+        for (gateway, at) in seen {
+            try db.cachedStatement(sql: """
+                INSERT INTO gateway (fleet, gw, lastSeen) VALUES (?, ?, ?)
+                ON CONFLICT (fleet, gw) DO UPDATE SET lastSeen = MAX(COALESCE(lastSeen, 0), excluded.lastSeen)
+                """).execute(arguments: [gateway.fleet, gateway.gateway, at])
+        }
+        for (gateway, latest) in telemetry {
+            try db.cachedStatement(sql: """
+                UPDATE gateway SET outboxDepth = ?, outboxBytes = ?, batteryPct = ?, rssKiB = ?, reconnects = ?, telemetryAt = ?
+                WHERE fleet = ? AND gw = ? AND COALESCE(telemetryAt, 0) <= ?
+                """).execute(arguments: [
+                    latest.agent.outboxDepth, latest.agent.outboxBytes, latest.batteryPct, latest.agent.rssKiB,
+                    latest.agent.reconnects, latest.at, gateway.fleet, gateway.gateway, latest.at,
+                ])
+        }
+        let streams = withCaches { caches in dirtyStreams.compactMap { key in caches.streams[key].map { (key, $0) } } }
+        for (key, stream) in streams { try Self.save(stream, key, db) }
+        return outcome
+    }
+
+    /// When an envelope happened, for putting it on a day: `ts` when the gateway's clock was
+    /// synced; otherwise `ts` corrected by the offset observed on that boot's live messages
+    /// (receive time minus `ts`), or the receive time when no live message of that boot has
+    /// been seen yet.
+    private func effectiveTime(_ envelope: Envelope, receivedAt: Date, historical: Bool, caches: inout Caches) -> Double {
+        let ts = envelope.timestamp.timeIntervalSince1970
+        if envelope.synced { return ts }
+        let key = BootKey(fleet: envelope.fleet.rawValue, gateway: envelope.gateway.rawValue, boot: envelope.boot)
+        if !historical {
+            caches.clockOffsets[key] = receivedAt.timeIntervalSince1970 - ts
+        }
+        if let offset = caches.clockOffsets[key] { return ts + offset }
+        return receivedAt.timeIntervalSince1970
+    }
+
+    private func apply(
+        _ event: Event, gateway: GatewayKey, day: DailyKey, at: Double, daily: inout [DailyKey: DailyDelta],
+        aborts: inout [DailyKey: [String: Int]], stream: inout Stream, _ db: Database
+    ) throws {
+        switch event {
+        case .sessionStarted(let body):
+            daily[day, default: DailyDelta()].started += 1
+            try db.cachedStatement(sql: """
+                INSERT INTO session (fleet, gw, sessionId, day, startedAt, level, phase, regimenDay) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (fleet, gw, sessionId) DO UPDATE SET day = excluded.day, startedAt = excluded.startedAt,
+                    level = excluded.level, phase = COALESCE(phase, excluded.phase), regimenDay = COALESCE(regimenDay, excluded.regimenDay)
+                """).execute(arguments: [
+                    gateway.fleet, gateway.gateway, body.sessionId.rawValue, day.day, at, body.level, body.regimenPhase?.rawValue,
+                    body.regimenDay,
+                ])
+            try noteRegimen(gateway, day: day.day, regimenDay: body.regimenDay, db)
+        case .sessionLevelChanged(let body):
+            try touchSession(gateway, body.sessionId, day: day.day, db)
+            try db.execute(
+                sql: "UPDATE session SET levelChanges = levelChanges + 1 WHERE fleet = ? AND gw = ? AND sessionId = ?",
+                arguments: [gateway.fleet, gateway.gateway, body.sessionId.rawValue])
+        case .sessionCompleted(let summary), .sessionAborted(let summary):
+            let completed: Bool
+            if case .sessionCompleted = event { completed = true } else { completed = false }
+            var delta = daily[day, default: DailyDelta()]
+            if completed { delta.completed += 1 } else { delta.aborted += 1 }
+            delta.pauses += summary.pauses
+            for level in 1...3 { delta.levelSeconds[level - 1] += summary.levelSeconds["\(level)"] ?? 0 }
+            daily[day] = delta
+            if !completed { aborts[day, default: [:]][summary.reason?.rawValue ?? "unknown", default: 0] += 1 }
+            try touchSession(gateway, summary.sessionId, day: day.day, db)
+            try db.cachedStatement(sql: """
+                UPDATE session SET outcome = ?, reason = ?, endedAt = ?, endDay = ?, durationS = ?, stimulatingS = ?,
+                    l1 = ?, l2 = ?, l3 = ?, pauses = ?, phase = COALESCE(?, phase), regimenDay = COALESCE(?, regimenDay)
+                WHERE fleet = ? AND gw = ? AND sessionId = ?
+                """).execute(arguments: [
+                    completed ? "completed" : "aborted", summary.reason?.rawValue, at, day.day, summary.durationS,
+                    summary.stimulatingS, summary.levelSeconds["1"] ?? 0, summary.levelSeconds["2"] ?? 0,
+                    summary.levelSeconds["3"] ?? 0, summary.pauses, summary.regimenPhase?.rawValue, summary.regimenDay,
+                    gateway.fleet, gateway.gateway, summary.sessionId.rawValue,
+                ])
+            try noteRegimen(gateway, day: day.day, regimenDay: summary.regimenDay, db)
+        case .safetyTrip(let trip):
+            daily[day, default: DailyDelta()].trips += 1
+            if let sessionId = trip.sessionId {
+                try touchSession(gateway, sessionId, day: day.day, db)
+                try db.execute(
+                    sql: "UPDATE session SET trips = trips + 1 WHERE fleet = ? AND gw = ? AND sessionId = ?",
+                    arguments: [gateway.fleet, gateway.gateway, sessionId.rawValue])
+            }
+        case .outboxEvicted(let eviction):
+            stream.evicted += eviction.count
+        case .sessionPaused, .sessionResumed, .configApplied, .configRejected, .firmwareProgress, .outboxReset:
+            break
+        }
+    }
+
+    /// Makes sure a session row exists (its end may arrive before its start).
+    private func touchSession(_ gateway: GatewayKey, _ sessionId: Identifier, day: Int, _ db: Database) throws {
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO session (fleet, gw, sessionId, day) VALUES (?, ?, ?, ?)")
+            .execute(arguments: [gateway.fleet, gateway.gateway, sessionId.rawValue, day])
+    }
+
+    /// Day 1 of the wearer's regimen: the earliest implied by any event's `regimenDay`.
+    private func noteRegimen(_ gateway: GatewayKey, day: Int, regimenDay: Int?, _ db: Database) throws {
+        guard let regimenDay, regimenDay >= 1 else { return }
+        let start = day - (regimenDay - 1)
+        try db.cachedStatement(sql: """
+            INSERT INTO gateway (fleet, gw, regimenStart) VALUES (?, ?, ?)
+            ON CONFLICT (fleet, gw) DO UPDATE SET regimenStart = MIN(COALESCE(regimenStart, excluded.regimenStart), excluded.regimenStart)
+            """).execute(arguments: [gateway.fleet, gateway.gateway, start])
+    }
+}

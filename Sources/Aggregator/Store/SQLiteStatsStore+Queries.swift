@@ -1,0 +1,267 @@
+import Foundation
+import GRDB
+import SpectraProtocol
+
+extension SQLiteStatsStore {
+    public func summary(fleet: String?, now: Date) async throws -> FleetSummary {
+        let today = Day(now)
+        return try await pool.read { db in
+            let filter = Self.fleetFilter(fleet)
+            let counts = try Row.fetchOne(
+                db, sql: "SELECT COUNT(*) AS n, COALESCE(SUM(online), 0) AS online FROM gateway \(filter.sql)", arguments: filter.arguments)
+            let active = try Int.fetchOne(
+                db, sql: """
+                    SELECT COUNT(DISTINCT gw) FROM daily WHERE day = ? AND (started + completed + aborted) > 0
+                    \(fleet == nil ? "" : "AND fleet = ?")
+                    """, arguments: StatementArguments([today.number] + (fleet.map { [$0] } ?? []))) ?? 0
+            let totals = try Self.totals(db, where: filter)
+            let reasons = try Self.abortReasons(db, where: filter)
+            var firmware: [String: Int] = [:]
+            for row in try Row.fetchAll(
+                db, sql: "SELECT COALESCE(firmware, 'unknown') AS fw, COUNT(*) AS n FROM gateway \(filter.sql) GROUP BY fw",
+                arguments: filter.arguments)
+            {
+                firmware[row["fw"]] = row["n"]
+            }
+            let backlogRow = try Row.fetchOne(
+                db, sql: """
+                    SELECT COALESCE(SUM(outboxDepth), 0) AS m, COALESCE(SUM(outboxBytes), 0) AS b,
+                        COALESCE(SUM(outboxDepth > 0), 0) AS g FROM gateway \(filter.sql)
+                    """, arguments: filter.arguments)
+            let completeness = try Self.completeness(db, where: filter)
+            let adherence = try Self.adherence(db, where: filter, today: today).values.reduce(Adherence(), +)
+            return FleetSummary(
+                fleet: fleet, generatedAt: now, today: today, gateways: counts?["n"] ?? 0, online: counts?["online"] ?? 0,
+                activeToday: active, sessions: totals, abortReasons: reasons, adherence: adherence,
+                adherenceRatio: adherence.ratio, firmware: firmware,
+                backlog: Backlog(messages: backlogRow?["m"] ?? 0, bytes: backlogRow?["b"] ?? 0, gatewaysWithBacklog: backlogRow?["g"] ?? 0),
+                completeness: completeness.values.reduce(Completeness(), +))
+        }
+    }
+
+    public func daily(fleet: String?, from: Day, to: Day) async throws -> [DailyStats] {
+        try await pool.read { db in
+            var filter = Self.fleetFilter(fleet)
+            filter.add("day >= ?", from.number)
+            filter.add("day <= ?", to.number)
+            return try Self.dailyStats(db, where: filter, from: from, to: to)
+        }
+    }
+
+    public func gateways(fleet: String?, search: String?, now: Date) async throws -> [GatewaySummary] {
+        try await pool.read { db in
+            var filter = Self.fleetFilter(fleet)
+            if let search, !search.isEmpty {
+                filter.add("instr(lower(gw), lower(?)) > 0", search)
+            }
+            return try Self.gatewaySummaries(db, where: filter, today: Day(now))
+        }
+    }
+
+    public func gateway(fleet: String?, id: String, now: Date, from: Day, to: Day) async throws -> GatewayDetail? {
+        try await pool.read { db in
+            var filter = Self.fleetFilter(fleet)
+            filter.add("gw = ?", id)
+            guard let summary = try Self.gatewaySummaries(db, where: filter, today: Day(now)).first else { return nil }
+            var dayFilter = filter
+            dayFilter.add("fleet = ?", summary.fleet)
+            dayFilter.add("day >= ?", from.number)
+            dayFilter.add("day <= ?", to.number)
+            let daily = try Self.dailyStats(db, where: dayFilter, from: from, to: to)
+            let sessions = try Self.sessionRecords(db, fleet: summary.fleet, gateway: id, from: Day(number: .min / 2), to: Day(number: .max / 2), limit: 20)
+            return GatewayDetail(gateway: summary, daily: daily, recentSessions: sessions)
+        }
+    }
+
+    public func sessions(fleet: String?, gateway: String, from: Day, to: Day, limit: Int) async throws -> [SessionRecord]? {
+        try await pool.read { db in
+            var filter = Self.fleetFilter(fleet)
+            filter.add("gw = ?", gateway)
+            guard let fleet = try String.fetchOne(db, sql: "SELECT fleet FROM gateway \(filter.sql) ORDER BY fleet LIMIT 1", arguments: filter.arguments)
+            else { return nil }
+            return try Self.sessionRecords(db, fleet: fleet, gateway: gateway, from: from, to: to, limit: limit)
+        }
+    }
+
+    // MARK: Building blocks
+
+    /// A WHERE clause built from conditions, with its arguments.
+    struct Filter {
+        var conditions: [String] = []
+        var values: [any DatabaseValueConvertible & Sendable] = []
+        mutating func add(_ condition: String, _ value: any DatabaseValueConvertible & Sendable) {
+            conditions.append(condition)
+            values.append(value)
+        }
+        var sql: String { conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ") }
+        var arguments: StatementArguments { StatementArguments(values) }
+    }
+
+    static func fleetFilter(_ fleet: String?) -> Filter {
+        var filter = Filter()
+        if let fleet { filter.add("fleet = ?", fleet) }
+        return filter
+    }
+
+    static func totals(_ db: Database, where filter: Filter) throws -> SessionTotals {
+        var totals = SessionTotals()
+        if let row = try Row.fetchOne(
+            db, sql: """
+                SELECT COALESCE(SUM(started), 0) AS s, COALESCE(SUM(completed), 0) AS c, COALESCE(SUM(aborted), 0) AS a,
+                    COALESCE(SUM(pauses), 0) AS p, COALESCE(SUM(trips), 0) AS t,
+                    COALESCE(SUM(l1), 0) AS l1, COALESCE(SUM(l2), 0) AS l2, COALESCE(SUM(l3), 0) AS l3
+                FROM daily \(filter.sql)
+                """, arguments: filter.arguments)
+        {
+            totals = Self.totals(row)
+        }
+        return totals
+    }
+
+    static func totals(_ row: Row) -> SessionTotals {
+        var totals = SessionTotals()
+        totals.started = row["s"]
+        totals.completed = row["c"]
+        totals.aborted = row["a"]
+        totals.pauses = row["p"]
+        totals.safetyTrips = row["t"]
+        totals.levelMinutes = ["1": (row["l1"] as Double) / 60, "2": (row["l2"] as Double) / 60, "3": (row["l3"] as Double) / 60]
+        return totals
+    }
+
+    static func abortReasons(_ db: Database, where filter: Filter) throws -> [String: Int] {
+        var reasons: [String: Int] = [:]
+        for row in try Row.fetchAll(
+            db, sql: "SELECT reason, SUM(count) AS n FROM abort \(filter.sql) GROUP BY reason", arguments: filter.arguments)
+        {
+            reasons[row["reason"]] = row["n"]
+        }
+        return reasons
+    }
+
+    static func dailyStats(_ db: Database, where filter: Filter, from: Day, to: Day) throws -> [DailyStats] {
+        var byDay: [Int: DailyStats] = [:]
+        for row in try Row.fetchAll(
+            db, sql: """
+                SELECT day, SUM(started + completed + aborted > 0) AS active,
+                    SUM(started) AS s, SUM(completed) AS c, SUM(aborted) AS a, SUM(pauses) AS p, SUM(trips) AS t,
+                    SUM(l1) AS l1, SUM(l2) AS l2, SUM(l3) AS l3
+                FROM daily \(filter.sql) GROUP BY day
+                """, arguments: filter.arguments)
+        {
+            let day: Int = row["day"]
+            byDay[day] = DailyStats(day: Day(number: day), activeGateways: row["active"], sessions: totals(row), abortReasons: [:])
+        }
+        for row in try Row.fetchAll(
+            db, sql: "SELECT day, reason, SUM(count) AS n FROM abort \(filter.sql) GROUP BY day, reason", arguments: filter.arguments)
+        {
+            byDay[row["day"]]?.abortReasons[row["reason"]] = row["n"]
+        }
+        guard from <= to else { return [] }
+        return (from.number...to.number).map { number in
+            byDay[number] ?? DailyStats(day: Day(number: number), activeGateways: 0, sessions: SessionTotals(), abortReasons: [:])
+        }
+    }
+
+    static func completeness(_ db: Database, where filter: Filter) throws -> [GatewayKey: Completeness] {
+        var result: [GatewayKey: Completeness] = [:]
+        for row in try Row.fetchAll(
+            db, sql: """
+                SELECT fleet, gw, SUM(count) AS r, SUM(maxSeq - minSeq + 1) AS e, SUM(evicted) AS ev
+                FROM stream \(filter.sql) GROUP BY fleet, gw
+                """, arguments: filter.arguments)
+        {
+            result[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = Completeness(received: row["r"], expected: row["e"], evicted: row["ev"])
+        }
+        return result
+    }
+
+    /// Adherence per gateway that has a regimen start or a completed session.
+    static func adherence(_ db: Database, where filter: Filter, today: Day) throws -> [GatewayKey: Adherence] {
+        var completed: [GatewayKey: [Day: Int]] = [:]
+        var sessionFilter = filter
+        sessionFilter.conditions.append("outcome = 'completed'")
+        for row in try Row.fetchAll(
+            db, sql: "SELECT fleet, gw, COALESCE(endDay, day) AS d, COUNT(*) AS n FROM session \(sessionFilter.sql) GROUP BY fleet, gw, d",
+            arguments: sessionFilter.arguments)
+        {
+            completed[GatewayKey(fleet: row["fleet"], gateway: row["gw"]), default: [:]][Day(number: row["d"])] = row["n"]
+        }
+        var starts: [GatewayKey: Day] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT fleet, gw, regimenStart FROM gateway \(filter.sql)", arguments: filter.arguments) {
+            if let start: Int = row["regimenStart"] { starts[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = Day(number: start) }
+        }
+        var result: [GatewayKey: Adherence] = [:]
+        for key in Set(completed.keys).union(starts.keys) {
+            let days = completed[key] ?? [:]
+            guard let start = starts[key] ?? days.keys.min() else { continue }
+            result[key] = Adherence(start: start, completed: days, today: today)
+        }
+        return result
+    }
+
+    static func gatewaySummaries(_ db: Database, where filter: Filter, today: Day) throws -> [GatewaySummary] {
+        let adherence = try adherence(db, where: filter, today: today)
+        let completeness = try completeness(db, where: filter)
+        var totals: [GatewayKey: SessionTotals] = [:]
+        for row in try Row.fetchAll(
+            db, sql: """
+                SELECT fleet, gw, SUM(started) AS s, SUM(completed) AS c, SUM(aborted) AS a, SUM(pauses) AS p, SUM(trips) AS t,
+                    SUM(l1) AS l1, SUM(l2) AS l2, SUM(l3) AS l3 FROM daily \(filter.sql) GROUP BY fleet, gw
+                """, arguments: filter.arguments)
+        {
+            totals[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = Self.totals(row)
+        }
+        var lastSession: [GatewayKey: Double] = [:]
+        for row in try Row.fetchAll(
+            db, sql: "SELECT fleet, gw, MAX(COALESCE(startedAt, endedAt)) AS at FROM session \(filter.sql) GROUP BY fleet, gw",
+            arguments: filter.arguments)
+        {
+            if let at: Double = row["at"] { lastSession[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = at }
+        }
+        return try Row.fetchAll(db, sql: "SELECT * FROM gateway \(filter.sql) ORDER BY fleet, gw", arguments: filter.arguments).map { row in
+            let key = GatewayKey(fleet: row["fleet"], gateway: row["gw"])
+            let start = (row["regimenStart"] as Int?).map(Day.init(number:))
+            let gatewayAdherence = adherence[key] ?? Adherence()
+            let depth: Int? = row["outboxDepth"]
+            return GatewaySummary(
+                fleet: key.fleet, gateway: key.gateway, online: row["online"] ?? false,
+                lastSeen: (row["lastSeen"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                agentVersion: row["agentVersion"], firmware: row["firmware"], maxLevel: row["maxLevel"],
+                unlockedLevel: row["unlockedLevel"],
+                configVersions: decode([String: Int].self, row["configVersions"]) ?? [:],
+                groups: decode([String].self, row["groups"]) ?? [],
+                sessions: totals[key] ?? SessionTotals(),
+                lastSessionAt: lastSession[key].map(Date.init(timeIntervalSince1970:)),
+                regimenStart: start,
+                phase: start.map { today.number - $0.number < Adherence.loadingPhaseDays ? "loading" : "maintenance" },
+                adherence: gatewayAdherence, adherenceRatio: gatewayAdherence.ratio,
+                backlog: Backlog(messages: depth ?? 0, bytes: row["outboxBytes"] ?? 0, gatewaysWithBacklog: (depth ?? 0) > 0 ? 1 : 0),
+                completeness: completeness[key] ?? Completeness(),
+                batteryPct: row["batteryPct"], rssKiB: row["rssKiB"], reconnects: row["reconnects"])
+        }
+    }
+
+    static func sessionRecords(_ db: Database, fleet: String, gateway: String, from: Day, to: Day, limit: Int) throws -> [SessionRecord] {
+        try Row.fetchAll(
+            db, sql: """
+                SELECT * FROM session WHERE fleet = ? AND gw = ? AND day >= ? AND day <= ?
+                ORDER BY COALESCE(startedAt, endedAt) DESC, sessionId LIMIT ?
+                """, arguments: [fleet, gateway, from.number, to.number, limit]
+        ).map { row in
+            SessionRecord(
+                sessionId: row["sessionId"], day: Day(number: row["day"]),
+                startedAt: (row["startedAt"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                endedAt: (row["endedAt"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                outcome: row["outcome"], reason: row["reason"], level: row["level"], durationS: row["durationS"],
+                stimulatingS: row["stimulatingS"], levelSeconds: ["1": row["l1"], "2": row["l2"], "3": row["l3"]],
+                pauses: row["pauses"], levelChanges: row["levelChanges"], safetyTrips: row["trips"],
+                regimenPhase: row["phase"], regimenDay: row["regimenDay"])
+        }
+    }
+
+    private static func decode<T: Decodable>(_ type: T.Type, _ text: String?) -> T? {
+        guard let text else { return nil }
+        return try? JSONDecoder().decode(type, from: Data(text.utf8))
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+import GRDB
+import SpectraProtocol
+import Synchronization
+
+/// The statistics store on SQLite (WAL): ingest writes in batches on GRDB's writer, the HTTP
+/// API reads concurrently from the pool.
+///
+/// Exactly-once counting: every envelope's `(gw, epoch, seq)` goes into `received` in the same
+/// transaction that counts it, so a redelivery, a replayed backlog or a restart never counts
+/// twice. Keys at or below a stream's contiguous watermark are implied and deleted by
+/// ``compact(now:)``, so the table holds only what is above a gap.
+public final class SQLiteStatsStore: StatsStore {
+    let pool: DatabasePool
+    private let caches = Mutex(Caches())
+    /// How long a seq gap may stay open before compaction stops waiting for it (the missing
+    /// messages stay counted as missing; one arriving later than this would count twice).
+    let gapHorizonSeconds: Double
+
+    struct StreamKey: Hashable {
+        var fleet: String
+        var gateway: String
+        var epoch: String
+    }
+
+    struct Stream {
+        var minSeq: UInt64
+        var maxSeq: UInt64
+        var count: Int
+        var evicted: Int
+        var contiguous: UInt64
+        var gapSince: Double?
+    }
+
+    struct BootKey: Hashable {
+        var fleet: String
+        var gateway: String
+        var boot: UUID
+    }
+
+    struct Caches {
+        var streams: [StreamKey: Stream] = [:]
+        /// Observed wall-clock offset (receive time minus `ts`) of unsynced gateways, per boot.
+        var clockOffsets: [BootKey: Double] = [:]
+    }
+
+    /// Opens or creates the store at `path` (its folder is created).
+    /// - Throws: GRDB's `DatabaseError` when the file cannot be opened or migrated.
+    public init(path: String, gapHorizonSeconds: Double = 7 * 86_400) throws {
+        let folder = (path as NSString).deletingLastPathComponent
+        if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        pool = try DatabasePool(path: path, configuration: config)
+        self.gapHorizonSeconds = gapHorizonSeconds
+        try Self.migrator.migrate(pool)
+        let streams = try pool.read { db in
+            var streams: [StreamKey: Stream] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM stream") {
+                streams[StreamKey(fleet: row["fleet"], gateway: row["gw"], epoch: row["epoch"])] = Stream(
+                    minSeq: UInt64(row["minSeq"] as Int64), maxSeq: UInt64(row["maxSeq"] as Int64), count: row["count"],
+                    evicted: row["evicted"], contiguous: UInt64(row["contiguous"] as Int64), gapSince: row["gapSince"])
+            }
+            return streams
+        }
+        caches.withLock { $0.streams = streams }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE received (fleet TEXT NOT NULL, gw TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL,
+                    PRIMARY KEY (fleet, gw, epoch, seq)) WITHOUT ROWID;
+                CREATE TABLE stream (fleet TEXT NOT NULL, gw TEXT NOT NULL, epoch TEXT NOT NULL,
+                    minSeq INTEGER NOT NULL, maxSeq INTEGER NOT NULL, count INTEGER NOT NULL, evicted INTEGER NOT NULL,
+                    contiguous INTEGER NOT NULL, gapSince REAL, PRIMARY KEY (fleet, gw, epoch));
+                CREATE TABLE gateway (fleet TEXT NOT NULL, gw TEXT NOT NULL, online INTEGER NOT NULL DEFAULT 0,
+                    lastSeen REAL, statusAt REAL, boot TEXT, agentVersion TEXT, firmware TEXT, maxLevel INTEGER,
+                    unlockedLevel INTEGER, configVersions TEXT, groups TEXT, regimenStart INTEGER,
+                    outboxDepth INTEGER, outboxBytes INTEGER, batteryPct REAL, rssKiB INTEGER, reconnects INTEGER,
+                    telemetryAt REAL, PRIMARY KEY (fleet, gw));
+                CREATE TABLE session (fleet TEXT NOT NULL, gw TEXT NOT NULL, sessionId TEXT NOT NULL,
+                    day INTEGER NOT NULL, endDay INTEGER, startedAt REAL, endedAt REAL,
+                    outcome TEXT NOT NULL DEFAULT 'running', reason TEXT, level INTEGER, durationS REAL, stimulatingS REAL,
+                    l1 REAL NOT NULL DEFAULT 0, l2 REAL NOT NULL DEFAULT 0, l3 REAL NOT NULL DEFAULT 0,
+                    pauses INTEGER NOT NULL DEFAULT 0, levelChanges INTEGER NOT NULL DEFAULT 0, trips INTEGER NOT NULL DEFAULT 0,
+                    phase TEXT, regimenDay INTEGER, PRIMARY KEY (fleet, gw, sessionId));
+                CREATE INDEX session_by_day ON session (fleet, gw, day);
+                CREATE TABLE daily (fleet TEXT NOT NULL, gw TEXT NOT NULL, day INTEGER NOT NULL,
+                    started INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0, aborted INTEGER NOT NULL DEFAULT 0,
+                    l1 REAL NOT NULL DEFAULT 0, l2 REAL NOT NULL DEFAULT 0, l3 REAL NOT NULL DEFAULT 0,
+                    pauses INTEGER NOT NULL DEFAULT 0, trips INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY (fleet, gw, day));
+                CREATE INDEX daily_by_day ON daily (day);
+                CREATE TABLE abort (fleet TEXT NOT NULL, gw TEXT NOT NULL, day INTEGER NOT NULL, reason TEXT NOT NULL,
+                    count INTEGER NOT NULL, PRIMARY KEY (fleet, gw, day, reason));
+                CREATE TABLE event (fleet TEXT NOT NULL, gw TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL,
+                    day INTEGER NOT NULL, ts REAL NOT NULL, type TEXT NOT NULL, body BLOB NOT NULL, receivedAt REAL NOT NULL,
+                    PRIMARY KEY (fleet, gw, epoch, seq));
+                CREATE INDEX event_by_day ON event (day);
+                """)
+        }
+        return migrator
+    }
+
+    public func fleets() async throws -> [String] {
+        try await pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT fleet FROM gateway ORDER BY fleet") }
+    }
+
+    public func prune(before day: Day) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM event WHERE day < ?", arguments: [day.number])
+            return db.changesCount
+        }
+    }
+
+    /// Advances each stream's contiguous watermark over the keys that arrived and deletes the
+    /// keys it covers. A gap still open after ``gapHorizonSeconds`` is stepped over.
+    public func compact(now: Date) async throws {
+        let horizon = gapHorizonSeconds
+        try await pool.write { db in
+            var streams = self.withCaches { $0.streams }
+            for (key, var stream) in streams where stream.maxSeq > stream.contiguous {
+                let seqs = try Int64.fetchAll(
+                    db, sql: "SELECT seq FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq > ? ORDER BY seq",
+                    arguments: [key.fleet, key.gateway, key.epoch, Int64(stream.contiguous)]).map { UInt64($0) }
+                var contiguous = stream.contiguous
+                for seq in seqs {
+                    if seq == contiguous + 1 {
+                        contiguous = seq
+                    } else if seq > contiguous + 1 {
+                        if contiguous == stream.contiguous, let since = stream.gapSince, now.timeIntervalSince1970 - since > horizon {
+                            contiguous = seq
+                        } else {
+                            break
+                        }
+                    }
+                }
+                if contiguous != stream.contiguous {
+                    try db.execute(
+                        sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq <= ?",
+                        arguments: [key.fleet, key.gateway, key.epoch, Int64(contiguous)])
+                    stream.contiguous = contiguous
+                    stream.gapSince = nil
+                }
+                if stream.maxSeq > stream.contiguous, stream.gapSince == nil { stream.gapSince = now.timeIntervalSince1970 }
+                streams[key] = stream
+                try Self.save(stream, key, db)
+            }
+            self.withCaches { $0.streams = streams }
+        }
+    }
+
+    static func save(_ stream: Stream, _ key: StreamKey, _ db: Database) throws {
+        try db.cachedStatement(sql: """
+            INSERT INTO stream (fleet, gw, epoch, minSeq, maxSeq, count, evicted, contiguous, gapSince)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (fleet, gw, epoch) DO UPDATE SET minSeq = excluded.minSeq, maxSeq = excluded.maxSeq,
+                count = excluded.count, evicted = excluded.evicted, contiguous = excluded.contiguous, gapSince = excluded.gapSince
+            """).execute(arguments: [
+                key.fleet, key.gateway, key.epoch, Int64(stream.minSeq), Int64(stream.maxSeq), stream.count, stream.evicted,
+                Int64(stream.contiguous), stream.gapSince,
+            ])
+    }
+
+    func withCaches<T>(_ body: (inout Caches) throws -> T) rethrows -> T {
+        try caches.withLock { try body(&$0) }
+    }
+}
