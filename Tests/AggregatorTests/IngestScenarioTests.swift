@@ -197,11 +197,13 @@ struct IngestScenarioTests {
         }
         #expect(published, "stats/summary is published with the same totals")
         // A dashboard connecting later finds every gateway's summary retained.
+        let gatewayTopics = Set(["gw-a", "gw-b", "gw-c"].map { "spectra/v1/demo/stats/gw/\($0)" })
+        #expect(await eventually(timeout: 5) { gatewayTopics.isSubset(of: Set(collector.elements.map(\.topic))) })
         let late = try await broker.client("late-dashboard")
         let retained = Collector(late.messages)
         _ = try await late.subscribe([Subscription("spectra/v1/demo/stats/gw/+")])
         #expect(await retained.waitFor(count: 3, timeout: 5))
-        #expect(Set(retained.elements.filter(\.retain).map(\.topic)) == Set(["gw-a", "gw-b", "gw-c"].map { "spectra/v1/demo/stats/gw/\($0)" }))
+        #expect(Set(retained.elements.filter(\.retain).map(\.topic)) == gatewayTopics)
         await late.disconnect()
 
         await watcher.disconnect()
