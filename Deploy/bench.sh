@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Release-built measurements behind the README's figures, each beside a reference measured in
-# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|outbox|all]
+# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|outbox|ingest|all]
 # Starts its own mosquitto on a free loopback port and stops it when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,8 @@ port=$(( 20000 + RANDOM % 20000 ))
 {
     echo "listener $port 127.0.0.1"
     echo "allow_anonymous true"
+    # The ingest benchmark queues a backlog for offline persistent sessions.
+    echo "max_queued_messages 0"
     [ "$(id -u)" -eq 0 ] && echo "user root"
 } > "$work/mosquitto.conf"
 mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
@@ -67,4 +69,22 @@ if [ "$what" = outbox ] || [ "$what" = all ]; then
     rate=$(echo "$result" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')
     printf 'Outbox drain of a %d-message backlog, QoS 1: %.1f s (%.0f msg/s, %.2fx mosquitto_pub'"'"'s time)\n' "$n" "$seconds" "$rate" \
         "$(awk -v a="$seconds" -v r="$ref" -v n=$n 'BEGIN { print a / (n / r) }')"
+fi
+
+if [ "$what" = ingest ] || [ "$what" = all ]; then
+    n=200000
+    filter='spectra/v1/bench/gw/+/+'
+    # Reference: mosquitto_sub draining the same backlog from its persistent session.
+    mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv5 -c -x 3600 -i ingest-reference -q 1 -t "$filter" -E
+    "$bench" ingest-publish --port "$port" --count $n >/dev/null
+    start=$(date +%s.%N)
+    mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv5 -c -x 3600 -i ingest-reference -q 1 -t "$filter" -C $n >/dev/null
+    end=$(date +%s.%N)
+    ref=$(awk -v n=$n -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", n / (e - s) }')
+    printf 'mosquitto_sub draining a %d-envelope backlog, QoS 1: %.1f s (%.0f msg/s)\n' "$n" "$(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')" "$ref"
+    result=$("$bench" ingest --port "$port" --count $n --database "$work/ingest.sqlite")
+    seconds=$(echo "$result" | sed 's/.*"seconds":\([0-9.]*\).*/\1/')
+    rate=$(echo "$result" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')
+    printf 'Aggregator ingest of the same backlog (parse, dedupe, statistics, commit): %.1f s (%.0f msg/s, %.2fx mosquitto_sub)\n' \
+        "$seconds" "$rate" "$(awk -v a="$rate" -v b="$ref" 'BEGIN { print a / b }')"
 fi

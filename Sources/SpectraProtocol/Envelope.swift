@@ -67,6 +67,13 @@ public struct Envelope: Sendable, Equatable {
 
     /// The envelope as wire JSON.
     public func encoded() -> Data { WireFormat.encode(self) }
+
+    /// Decodes an envelope without telemetry's per-channel readings (see
+    /// ``WireFormat/skipTelemetryChannels``): the same checks otherwise, less work for readers
+    /// such as the aggregator that never look at them.
+    public static func decodeSkippingChannels(_ data: Data) throws(ProtocolError) -> Envelope {
+        try WireFormat.decode(Envelope.self, from: data, userInfo: [WireFormat.skipTelemetryChannels: true])
+    }
 }
 
 /// The content of an ``Envelope``.
@@ -95,13 +102,13 @@ extension Envelope: Codable {
             throw ProtocolError(
                 .unknownKind, path: "kind", "\(Identifier.describe(kindText)) is not 'event' or 'telemetry'")
         }
-        fleet = try c.decode(Identifier.self, forKey: .fleet)
-        gateway = try c.decode(Identifier.self, forKey: .gw)
+        fleet = try c.decodeIdentifier(forKey: .fleet)
+        gateway = try c.decodeIdentifier(forKey: .gw)
         epoch = try c.decodeUUID(forKey: .epoch)
         seq = try c.decodeCounter(forKey: .seq)
         boot = try c.decodeUUID(forKey: .boot)
         monoNanos = try c.decodeCounter(forKey: .mono)
-        timestamp = try c.decode(Date.self, forKey: .ts)
+        timestamp = try c.decodeTimestamp(forKey: .ts)
         synced = try c.decode(Bool.self, forKey: .synced)
         switch kind {
         case .event:
@@ -147,6 +154,27 @@ extension KeyedDecodingContainer {
                 .invalidValue, path: (codingPath + [key]).dottedPath, "\(Identifier.describe(text)) is not a UUID")
         }
         return uuid
+    }
+
+    /// An id, decoded as a plain string and validated (cheaper than a nested decoder).
+    func decodeIdentifier(forKey key: Key) throws -> Identifier {
+        let text = try decode(String.self, forKey: key)
+        do {
+            return try Identifier(text, field: "")
+        } catch {
+            throw ProtocolError(error.code, path: (codingPath + [key]).dottedPath, error.reason)
+        }
+    }
+
+    /// A wire timestamp, parsed directly.
+    func decodeTimestamp(forKey key: Key) throws -> Date {
+        let text = try decode(String.self, forKey: key)
+        guard let date = Timestamp.parse(text) else {
+            throw ProtocolError(
+                .invalidValue, path: (codingPath + [key]).dottedPath,
+                "\(Identifier.describe(text)) is not an ISO 8601 timestamp such as 2026-11-27T03:05:06.123Z")
+        }
+        return date
     }
 
     /// A non-negative 64-bit counter (`seq`, `mono`).

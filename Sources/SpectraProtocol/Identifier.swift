@@ -48,7 +48,13 @@ public struct Identifier: Sendable, Hashable, Comparable, Codable, CustomStringC
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         let text = try container.decode(String.self)
-        try self.init(text, field: decoder.codingPath.dottedPath)
+        // The coding path is only rendered for an error: ids are decoded on every message.
+        guard Self.isValid(text) else {
+            throw ProtocolError(
+                .invalidIdentifier, path: decoder.codingPath.dottedPath,
+                "\(Self.describe(text)) is not a valid id: use 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
+        }
+        self.rawValue = text
     }
 
     public func encode(to encoder: any Encoder) throws {

@@ -55,6 +55,31 @@ public struct Telemetry: Sendable, Equatable, Codable {
     public var headbandTempC: Double
     public var agent: Agent
 
+    enum CodingKeys: String, CodingKey {
+        case sessionId, level, elapsedS, channels, vibrationRpm, batteryPct, headbandTempC, agent
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        sessionId = try c.decodeIfPresent(Identifier.self, forKey: .sessionId)
+        level = try c.decodeIfPresent(Int.self, forKey: .level)
+        elapsedS = try c.decodeIfPresent(Double.self, forKey: .elapsedS)
+        if decoder.userInfo[WireFormat.skipTelemetryChannels] as? Bool == true {
+            // A reader that does not use per-channel readings (the aggregator) only checks
+            // that the field is there.
+            guard c.contains(.channels) else {
+                throw DecodingError.keyNotFound(CodingKeys.channels, .init(codingPath: c.codingPath, debugDescription: "missing"))
+            }
+            channels = []
+        } else {
+            channels = try c.decode([Channel].self, forKey: .channels)
+        }
+        vibrationRpm = try c.decodeIfPresent(Double.self, forKey: .vibrationRpm)
+        batteryPct = try c.decode(Double.self, forKey: .batteryPct)
+        headbandTempC = try c.decode(Double.self, forKey: .headbandTempC)
+        agent = try c.decode(Agent.self, forKey: .agent)
+    }
+
     public init(
         sessionId: Identifier? = nil, level: Int? = nil, elapsedS: Double? = nil, channels: [Channel],
         vibrationRpm: Double? = nil, batteryPct: Double, headbandTempC: Double, agent: Agent

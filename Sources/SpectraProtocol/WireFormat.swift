@@ -31,6 +31,19 @@ public enum WireFormat {
         return encoder
     }
 
+    /// A `userInfo` key: when true, telemetry bodies are decoded without their per-channel
+    /// readings (`channels` comes back empty), for readers that only count and summarise.
+    public static let skipTelemetryChannels = CodingUserInfoKey(rawValue: "spectra.skipTelemetryChannels")!
+
+    // Decoders are safe to share once configured (their options are only read), and making
+    // one per message costs more than decoding a small one.
+    private static let sharedDecoder = decoder()
+    private static let channelSkippingDecoder: JSONDecoder = {
+        let skipping = WireFormat.decoder()
+        skipping.userInfo = [skipTelemetryChannels: true]
+        return skipping
+    }()
+
     /// A new decoder with the wire settings.
     public static func decoder() -> JSONDecoder {
         let decoder = JSONDecoder()
@@ -60,12 +73,23 @@ public enum WireFormat {
     /// Decodes untrusted bytes as `type`.
     /// - Throws: ``ProtocolError``: `oversize` past ``maxPayloadBytes``, `malformedJSON`,
     ///   `missingField`, `wrongType`, or the type's own validation error.
-    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(ProtocolError) -> T {
+    public static func decode<T: Decodable>(
+        _ type: T.Type, from data: Data, userInfo: [CodingUserInfoKey: any Sendable] = [:]
+    ) throws(ProtocolError) -> T {
         guard data.count <= maxPayloadBytes else {
             throw ProtocolError(.oversize, "payload is \(data.count) bytes; the limit is \(maxPayloadBytes)")
         }
         do {
-            return try decoder().decode(type, from: data)
+            let decoder: JSONDecoder
+            if userInfo.isEmpty {
+                decoder = sharedDecoder
+            } else if userInfo.count == 1, userInfo[skipTelemetryChannels] as? Bool == true {
+                decoder = channelSkippingDecoder
+            } else {
+                decoder = self.decoder()
+                decoder.userInfo = userInfo
+            }
+            return try decoder.decode(type, from: data)
         } catch let error as ProtocolError {
             throw error
         } catch let error as DecodingError {

@@ -6,7 +6,10 @@ struct SpectraBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spectra-bench",
         abstract: "Release-built measurements for the README (run through Deploy/bench.sh).",
-        subcommands: [MQTTPublishBench.self, WaveformBench.self, OutboxEnqueueBench.self, OutboxDrainBench.self, MQTTHold.self]
+        subcommands: [
+            MQTTPublishBench.self, WaveformBench.self, OutboxEnqueueBench.self, OutboxDrainBench.self, MQTTHold.self,
+            IngestPublish.self, IngestBench.self, IngestStages.self,
+        ]
     )
 }
 

@@ -4,9 +4,10 @@ import SpectraProtocol
 
 /// One received MQTT message, parsed and validated: what the store applies.
 public enum IngestRecord: Sendable {
-    /// An event or telemetry envelope, with the time it arrived and whether it was replayed
-    /// from a backlog (MQTT 5 user property `historical=true`).
-    case envelope(Envelope, receivedAt: Date, historical: Bool)
+    /// An event or telemetry envelope, with the time it arrived, whether it was replayed
+    /// from a backlog (MQTT 5 user property `historical=true`), and the bytes as received
+    /// (kept for raw events; telemetry's per-channel readings are not decoded).
+    case envelope(Envelope, receivedAt: Date, historical: Bool, payload: Data? = nil)
     /// A retained birth or Will.
     case status(fleet: Identifier, gateway: Identifier, GatewayStatus, receivedAt: Date)
     /// The retained reported state.
@@ -35,7 +36,7 @@ public enum IngestRecord: Sendable {
         do {
             switch topic {
             case .event(let fleet, let gateway), .telemetry(let fleet, let gateway):
-                let envelope = try Envelope.decode(data)
+                let envelope = try Envelope.decodeSkippingChannels(data)
                 guard envelope.fleet == fleet, envelope.gateway == gateway else {
                     throw Refusal(
                         reason: "topic_mismatch",
@@ -45,7 +46,9 @@ public enum IngestRecord: Sendable {
                 guard envelope.kind == expected else {
                     throw Refusal(reason: "kind_mismatch", detail: "a \(envelope.kind) envelope on \(message.topic)")
                 }
-                return .envelope(envelope, receivedAt: receivedAt, historical: message.userProperty("historical") == "true")
+                return .envelope(
+                    envelope, receivedAt: receivedAt, historical: message.userProperty("historical") == "true",
+                    payload: envelope.kind == .event ? data : nil)
             case .status(let fleet, let gateway):
                 guard !data.isEmpty else { throw Refusal(reason: "empty", detail: "cleared retained status on \(message.topic)") }
                 return .status(fleet: fleet, gateway: gateway, try WireFormat.decode(GatewayStatus.self, from: data), receivedAt: receivedAt)

@@ -21,7 +21,7 @@ public final class IngestService: Service, Sendable {
     private let logger: Logger
     private let now: @Sendable () -> Date
     let client: MQTTClient
-    private let pending = Mutex<[IngestRecord]>([])
+    private let raw = Mutex<[(MQTTMessage, Date)]>([])
     private let lastRefusalLog = Mutex<Date>(.distantPast)
     /// Records per write transaction, at most.
     static let maxBatch = 5_000
@@ -44,6 +44,10 @@ public final class IngestService: Service, Sendable {
             tls: broker.tls ? .init(caFile: broker.caFile ?? "", certFile: broker.certFile, keyFile: broker.keyFile) : nil,
             receiveBufferCapacity: 1_000_000))
     }
+
+    /// Envelopes written so far (counted or recognised as duplicates) by this instance.
+    public var committedEnvelopes: Int { committed.load(ordering: .relaxed) }
+    private let committed = Atomic<Int>(0)
 
     /// Whether ingest is connected to the broker.
     public var isConnected: Bool { client.isConnected }
@@ -68,9 +72,11 @@ public final class IngestService: Service, Sendable {
         let events = client.connectionUpdates()
         client.start()
         logger.info("aggregator ingest started", metadata: ["broker": "\(configuration.broker.url)", "clientId": "\(configuration.clientID)"])
+        // The writer is not part of the cancellable group: it stops only once everything
+        // received has been written.
+        let writer = Task { await self.writeLoop() }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.watchConnection(events) }
-            group.addTask { await self.writeLoop() }
             group.addTask { await self.publishLoop() }
             group.addTask { await self.maintenanceLoop() }
             let receiver = Task { await self.receive() }
@@ -83,13 +89,15 @@ public final class IngestService: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(5))
             }
             receiver.cancel()
+            stopping.store(true, ordering: .relaxed)
+            await writer.value
             group.cancelAll()
         }
-        await flushPending()
         logger.info("aggregator ingest stopped")
     }
 
     private let processed = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
 
     private func watchConnection(_ events: AsyncStream<ConnectionState>) async {
         for await state in events {
@@ -107,75 +115,108 @@ public final class IngestService: Service, Sendable {
         }
     }
 
+    /// Takes messages off the client as fast as they come; parsing happens in the writer's
+    /// pipeline, on every core.
     private func receive() async {
         for await message in client.messages {
             let receivedAt = now()
-            do {
-                let record = try IngestRecord.parse(message, receivedAt: receivedAt)
-                let count = pending.withLock { pending in
-                    pending.append(record)
-                    return pending.count
-                }
-                metrics.pending.set(to: Double(count))
-            } catch {
-                metrics.failed(reason: error.reason)
-                let shouldLog = lastRefusalLog.withLock { last in
-                    guard receivedAt.timeIntervalSince(last) >= 10 else { return false }
-                    last = receivedAt
-                    return true
-                }
-                if shouldLog {
-                    logger.warning(
-                        "refused a message (further refusals are counted on /metrics, logged at most every 10 s)",
-                        metadata: ["topic": "\(message.topic)", "reason": "\(error.reason)", "detail": "\(error.detail)"])
-                }
+            let count = raw.withLock { raw in
+                raw.append((message, receivedAt))
+                return raw.count
             }
+            if count % 1024 == 0 { metrics.pending.set(to: Double(count)) }
             processed.add(1, ordering: .relaxed)
             if Task.isCancelled { return }
         }
     }
 
+    /// A two-stage pipeline: while one batch is written, the next is parsed (in parallel).
     private func writeLoop() async {
-        while !Task.isCancelled {
-            if await !writeBatch() {
-                try? await Task.sleep(for: .milliseconds(10))
+        var writing: Task<Void, Never>?
+        while true {
+            // Take everything waiting at once (taking a prefix would shift the rest every time).
+            let waiting = raw.withLock { raw -> [(MQTTMessage, Date)] in
+                defer { raw.removeAll(keepingCapacity: false) }
+                return raw
+            }
+            if waiting.isEmpty {
+                await writing?.value
+                writing = nil
+                if stopping.load(ordering: .relaxed) && raw.withLock({ $0.isEmpty }) { return }
+                try? await Task.sleep(for: .milliseconds(5))
+                continue
+            }
+            for start in stride(from: 0, to: waiting.count, by: Self.maxBatch) {
+                let records = await parse(waiting[start..<min(start + Self.maxBatch, waiting.count)])
+                await writing?.value
+                writing = Task { await self.write(records) }
             }
         }
     }
 
-    /// Writes one batch; false when there was nothing to write.
-    @discardableResult
-    private func writeBatch() async -> Bool {
-        let batch = pending.withLock { pending -> [IngestRecord] in
-            let count = min(pending.count, Self.maxBatch)
-            let batch = Array(pending.prefix(count))
-            pending.removeFirst(count)
-            return batch
+    /// Parses a batch on up to ``parseWorkers`` tasks, keeping arrival order; refusals are
+    /// counted and logged at a rate limit.
+    private func parse(_ batch: ArraySlice<(MQTTMessage, Date)>) async -> [IngestRecord] {
+        let workers = batch.count >= 256 ? Self.parseWorkers : 1
+        let chunk = (batch.count + workers - 1) / workers
+        let parts = await withTaskGroup(of: (Int, [IngestRecord]).self) { group in
+            for worker in 0..<workers {
+                let slice = batch[(batch.startIndex + min(worker * chunk, batch.count))..<(batch.startIndex + min((worker + 1) * chunk, batch.count))]
+                group.addTask {
+                    var records: [IngestRecord] = []
+                    records.reserveCapacity(slice.count)
+                    for (message, receivedAt) in slice {
+                        do throws(IngestRecord.Refusal) {
+                            records.append(try IngestRecord.parse(message, receivedAt: receivedAt))
+                        } catch {
+                            self.refused(message, error, at: receivedAt)
+                        }
+                    }
+                    return (worker, records)
+                }
+            }
+            var parts: [(Int, [IngestRecord])] = []
+            for await part in group { parts.append(part) }
+            return parts
         }
-        guard !batch.isEmpty else { return false }
+        return parts.sorted { $0.0 < $1.0 }.flatMap { $0.1 }
+    }
+
+    /// Parallel parsers per batch.
+    static let parseWorkers = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
+
+    private func refused(_ message: MQTTMessage, _ error: IngestRecord.Refusal, at time: Date) {
+        metrics.failed(reason: error.reason)
+        let shouldLog = lastRefusalLog.withLock { last in
+            guard time.timeIntervalSince(last) >= 10 else { return false }
+            last = time
+            return true
+        }
+        if shouldLog {
+            logger.warning(
+                "refused a message (further refusals are counted on /metrics, logged at most every 10 s)",
+                metadata: ["topic": "\(message.topic)", "reason": "\(error.reason)", "detail": "\(error.detail)"])
+        }
+    }
+
+    /// Writes one batch, retrying until it is committed: a failed transaction rolled back, so
+    /// nothing is lost or counted twice.
+    private func write(_ records: [IngestRecord]) async {
+        guard !records.isEmpty else { return }
         while true {
             do {
-                let outcome = try await store.apply(batch)
+                let outcome = try await store.apply(records)
                 metrics.record(outcome)
-                metrics.pending.set(to: Double(pending.withLock { $0.count }))
+                committed.add(outcome.accepted + outcome.duplicates, ordering: .relaxed)
+                metrics.pending.set(to: Double(raw.withLock { $0.count }))
                 metrics.dropped.set(to: Double(client.droppedMessages))
                 changed.withLock { $0.formUnion(outcome.changedGateways) }
-                return true
+                return
             } catch {
-                // Nothing is lost: the batch is retried (the transaction rolled back).
-                logger.error("writing a batch failed; retrying in 1 s", metadata: ["error": "\(error)", "records": "\(batch.count)"])
-                if Task.isCancelled {
-                    // Shutting down: hand the batch back for the final flush.
-                    pending.withLock { $0.insert(contentsOf: batch, at: 0) }
-                    return false
-                }
+                logger.error("writing a batch failed; retrying in 1 s", metadata: ["error": "\(error)", "records": "\(records.count)"])
                 try? await Task.sleep(for: .seconds(1))
             }
         }
-    }
-
-    private func flushPending() async {
-        while await writeBatch() {}
     }
 
     // MARK: Retained stats

@@ -33,11 +33,12 @@ extension SQLiteStatsStore {
         var dirtyStreams: Set<StreamKey> = []
         let commitTime = Date().timeIntervalSince1970
         let insertKey = try db.cachedStatement(sql: "INSERT OR IGNORE INTO received (fleet, gw, epoch, seq) VALUES (?, ?, ?, ?)")
+        let deleteKey = try db.cachedStatement(sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq = ?")
 
         try withCaches { caches in
             for record in records {
                 switch record {
-                case .envelope(let envelope, let receivedAt, let historical):
+                case .envelope(let envelope, let receivedAt, let historical, let payload):
                     let gateway = GatewayKey(fleet: envelope.fleet.rawValue, gateway: envelope.gateway.rawValue)
                     let streamKey = StreamKey(fleet: gateway.fleet, gateway: gateway.gateway, epoch: envelope.epoch.wireString)
                     var stream = caches.streams[streamKey]
@@ -46,10 +47,23 @@ extension SQLiteStatsStore {
                         outcome.duplicates += 1
                         continue
                     }
-                    try insertKey.execute(arguments: [gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq)])
-                    if db.changesCount == 0 {
-                        outcome.duplicates += 1
-                        continue
+                    if envelope.seq == stream.contiguous + 1 {
+                        // In order: the watermark alone records it; fold in keys that were
+                        // waiting above it.
+                        stream.contiguous += 1
+                        while stream.pendingAbove > 0 {
+                            try deleteKey.execute(arguments: [gateway.fleet, gateway.gateway, streamKey.epoch, Int64(stream.contiguous + 1)])
+                            guard db.changesCount == 1 else { break }
+                            stream.contiguous += 1
+                            stream.pendingAbove -= 1
+                        }
+                    } else {
+                        try insertKey.execute(arguments: [gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq)])
+                        if db.changesCount == 0 {
+                            outcome.duplicates += 1
+                            continue
+                        }
+                        stream.pendingAbove += 1
                     }
                     stream.minSeq = min(stream.minSeq, envelope.seq)
                     stream.maxSeq = max(stream.maxSeq, envelope.seq)
@@ -76,7 +90,7 @@ extension SQLiteStatsStore {
                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                             """).execute(arguments: [
                                 gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq), dayKey.day, at,
-                                event.type.rawValue, envelope.encoded(), receivedAt.timeIntervalSince1970,
+                                event.type.rawValue, payload ?? envelope.encoded(), receivedAt.timeIntervalSince1970,
                             ])
                         try apply(event, gateway: gateway, day: dayKey, at: at, daily: &daily, aborts: &aborts, stream: &stream, db)
                     }

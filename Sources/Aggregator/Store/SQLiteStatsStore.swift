@@ -8,8 +8,9 @@ import Synchronization
 ///
 /// Exactly-once counting: every envelope's `(gw, epoch, seq)` goes into `received` in the same
 /// transaction that counts it, so a redelivery, a replayed backlog or a restart never counts
-/// twice. Keys at or below a stream's contiguous watermark are implied and deleted by
-/// ``compact(now:)``, so the table holds only what is above a gap.
+/// twice. A stream's keys up to its contiguous watermark are implied by the watermark, which
+/// is kept in the same transaction; only keys that arrive above a gap are stored, and they
+/// are folded into the watermark as the gap fills (or by ``compact(now:)``).
 public final class SQLiteStatsStore: StatsStore {
     let pool: DatabasePool
     private let caches = Mutex(Caches())
@@ -30,6 +31,8 @@ public final class SQLiteStatsStore: StatsStore {
         var evicted: Int
         var contiguous: UInt64
         var gapSince: Double?
+        /// Keys stored in `received` above `contiguous`.
+        var pendingAbove = 0
     }
 
     struct BootKey: Hashable {
@@ -58,11 +61,17 @@ public final class SQLiteStatsStore: StatsStore {
         self.gapHorizonSeconds = gapHorizonSeconds
         try Self.migrator.migrate(pool)
         let streams = try pool.read { db in
+            var pending: [StreamKey: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT fleet, gw, epoch, COUNT(*) AS n FROM received GROUP BY fleet, gw, epoch") {
+                pending[StreamKey(fleet: row["fleet"], gateway: row["gw"], epoch: row["epoch"])] = row["n"]
+            }
             var streams: [StreamKey: Stream] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT * FROM stream") {
-                streams[StreamKey(fleet: row["fleet"], gateway: row["gw"], epoch: row["epoch"])] = Stream(
+                let key = StreamKey(fleet: row["fleet"], gateway: row["gw"], epoch: row["epoch"])
+                streams[key] = Stream(
                     minSeq: UInt64(row["minSeq"] as Int64), maxSeq: UInt64(row["maxSeq"] as Int64), count: row["count"],
-                    evicted: row["evicted"], contiguous: UInt64(row["contiguous"] as Int64), gapSince: row["gapSince"])
+                    evicted: row["evicted"], contiguous: UInt64(row["contiguous"] as Int64), gapSince: row["gapSince"],
+                    pendingAbove: pending[key] ?? 0)
             }
             return streams
         }
@@ -124,7 +133,7 @@ public final class SQLiteStatsStore: StatsStore {
         let horizon = gapHorizonSeconds
         try await pool.write { db in
             var streams = self.withCaches { $0.streams }
-            for (key, var stream) in streams where stream.maxSeq > stream.contiguous {
+            for (key, var stream) in streams where stream.pendingAbove > 0 {
                 let seqs = try Int64.fetchAll(
                     db, sql: "SELECT seq FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq > ? ORDER BY seq",
                     arguments: [key.fleet, key.gateway, key.epoch, Int64(stream.contiguous)]).map { UInt64($0) }
@@ -146,8 +155,9 @@ public final class SQLiteStatsStore: StatsStore {
                         arguments: [key.fleet, key.gateway, key.epoch, Int64(contiguous)])
                     stream.contiguous = contiguous
                     stream.gapSince = nil
+                    stream.pendingAbove = seqs.filter { $0 > contiguous }.count
                 }
-                if stream.maxSeq > stream.contiguous, stream.gapSince == nil { stream.gapSince = now.timeIntervalSince1970 }
+                if stream.pendingAbove > 0, stream.gapSince == nil { stream.gapSince = now.timeIntervalSince1970 }
                 streams[key] = stream
                 try Self.save(stream, key, db)
             }
@@ -169,5 +179,12 @@ public final class SQLiteStatsStore: StatsStore {
 
     func withCaches<T>(_ body: (inout Caches) throws -> T) rethrows -> T {
         try caches.withLock { try body(&$0) }
+    }
+}
+
+extension SQLiteStatsStore {
+    /// How many dedupe keys are stored above the streams' watermarks (for tests).
+    @_spi(Testing) public func storedDedupeKeys() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM received") ?? 0 }
     }
 }

@@ -1,0 +1,146 @@
+import Aggregator
+import ArgumentParser
+import Foundation
+import Logging
+import MQTT
+import SpectraConfig
+import SpectraProtocol
+
+/// A realistic stream: per gateway, mostly telemetry (10 channels) with session events between.
+func ingestStream(count: Int, gateways: Int, fleet: String) -> [OutgoingMessage] {
+    let fleetID = try! Identifier(fleet)
+    let ids = (0..<gateways).map { try! Identifier(String(format: "gw-%05d", $0)) }
+    let epochs = ids.map { _ in UUID() }
+    let boot = UUID()
+    let channels = (0..<10).map { Telemetry.Channel(id: "ch\($0)", peakMicroAmps: 300, rmsMicroAmps: 42.4, impedanceOhms: 5200, complianceVolts: 1.6, contact: true) }
+    let start = Date().addingTimeInterval(-3600)
+    return (0..<count).map { index in
+        let g = index % gateways
+        let seq = UInt64(index / gateways + 1)
+        let message: Message
+        switch seq % 10 {
+        case 1:
+            message = .event(.sessionStarted(SessionStarted(sessionId: try! Identifier("s\(seq)"), level: 2, profileVersion: "default-1", channels: ["ch0"], regimenPhase: .loading, regimenDay: 3)))
+        case 6:
+            message = .event(.sessionCompleted(SessionSummary(
+                sessionId: try! Identifier("s\(seq - 5)"), durationS: 900, stimulatingS: 880, levelSeconds: ["1": 100, "2": 780, "3": 0],
+                pauses: 1, chargeMicroCoulombs: ["ch0": 0], regimenPhase: .loading, regimenDay: 3)))
+        default:
+            message = .telemetry(Telemetry(
+                sessionId: try! Identifier("s1"), level: 2, elapsedS: Double(seq), channels: channels, batteryPct: 77, headbandTempC: 31,
+                agent: .init(outboxDepth: 0, outboxBytes: 0, oldestUnackedS: 0, reconnects: 0, rssKiB: 36_000)))
+        }
+        let envelope = Envelope(
+            fleet: fleetID, gateway: ids[g], epoch: epochs[g], seq: seq, boot: boot, monoNanos: seq * 1_000_000_000,
+            timestamp: start.addingTimeInterval(Double(seq)), synced: true, message: message)
+        let topic: Topic = envelope.kind == .event ? .event(fleet: fleetID, gateway: ids[g]) : .telemetry(fleet: fleetID, gateway: ids[g])
+        return OutgoingMessage(topic: topic.path, payload: [UInt8](envelope.encoded()))
+    }
+}
+
+/// Publishes `messages` at QoS 1 with a window in flight; returns when all are acknowledged.
+func publishAll(_ messages: [OutgoingMessage], port: Int, window: Int = 2_000) async throws {
+    let client = MQTTClient(MQTTConfiguration(port: port, clientID: "ingest-feed-\(getpid())"))
+    try await client.connect()
+    var iterator = client.acknowledgements.makeAsyncIterator()
+    var sent = 0, acknowledged = 0
+    while acknowledged < messages.count {
+        if sent < messages.count && sent - acknowledged <= window / 2 {
+            let batch = min(window - (sent - acknowledged), messages.count - sent)
+            try await client.send((0..<batch).map { (messages[sent + $0], UInt64(sent + $0)) })
+            sent += batch
+            continue
+        }
+        guard let acks = await iterator.next() else { break }
+        acknowledged += acks.count
+    }
+    await client.disconnect()
+}
+
+/// Publishes the benchmark stream (for the `mosquitto_sub` reference).
+struct IngestPublish: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest-publish", abstract: "Publish the ingest benchmark's stream of envelopes at QoS 1.")
+    @Option(help: "Broker port on 127.0.0.1.") var port: Int
+    @Option(help: "Envelopes.") var count = 200_000
+    @Option(help: "Gateways the envelopes come from.") var gateways = 1_000
+    @Option(help: "Fleet.") var fleet = "bench"
+
+    func run() async throws {
+        let stream = ingestStream(count: count, gateways: gateways, fleet: fleet)
+        let start = monotonicSeconds()
+        try await publishAll(stream, port: port)
+        report(["bench": "ingest-publish", "messages": count, "seconds": monotonicSeconds() - start])
+    }
+}
+
+/// The aggregator draining a backlog queued for its persistent session: from its start to the
+/// commit of the last envelope.
+struct IngestBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest", abstract: "Aggregator ingest rate: a queued backlog drained into the statistics store.")
+    @Option(help: "Broker port on 127.0.0.1 (needs max_queued_messages 0).") var port: Int
+    @Option(help: "Envelopes.") var count = 200_000
+    @Option(help: "Gateways the envelopes come from.") var gateways = 1_000
+    @Option(help: "Statistics database (created).") var database: String
+
+    func run() async throws {
+        var logger = Logger(label: "bench.aggregator")
+        logger.logLevel = .error
+        let configuration = AggregatorConfiguration(
+            fleets: [try Identifier("bench")], broker: BrokerConfiguration(host: "127.0.0.1", port: port), clientID: "bench-aggregator",
+            databasePath: database, httpPort: 0, publishIntervalSeconds: 3600)
+        // First start: makes the persistent session and its subscriptions, then goes away.
+        let first = try AggregatorServer(configuration: configuration, logger: logger)
+        let firstRun = Task { try await first.run(handleSignals: false) }
+        while !first.ingest.isConnected { try await Task.sleep(for: .milliseconds(20)) }
+        try await Task.sleep(for: .milliseconds(500))
+        firstRun.cancel()
+        _ = try? await firstRun.value
+
+        let stream = ingestStream(count: count, gateways: gateways, fleet: "bench")
+        try await publishAll(stream, port: port)
+
+        let start = monotonicSeconds()
+        let server = try AggregatorServer(configuration: configuration, logger: logger)
+        let run = Task { try await server.run(handleSignals: false) }
+        var received = 0
+        while received < count {
+            try await Task.sleep(for: .milliseconds(20))
+            received = server.ingest.committedEnvelopes
+            if monotonicSeconds() - start > 600 { throw ValidationError("only \(received) of \(count) committed in 600 s") }
+        }
+        let seconds = monotonicSeconds() - start
+        run.cancel()
+        _ = try? await run.value
+        report(["bench": "ingest", "messages": count, "seconds": seconds, "perSecond": Double(count) / seconds])
+    }
+}
+
+/// Where ingest time goes: parsing alone, then store writes alone.
+struct IngestStages: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ingest-stages", abstract: "Parse and store rates measured apart.")
+    @Option var count = 100_000
+    @Option var database: String
+
+    func run() async throws {
+        let stream = ingestStream(count: count, gateways: 1_000, fleet: "bench")
+        var start = monotonicSeconds()
+        var records: [IngestRecord] = []
+        records.reserveCapacity(count)
+        for message in stream {
+            records.append(try IngestRecord.parse(MQTTMessage(topic: message.topic, payload: message.payload, qos: .atLeastOnce, retain: false)))
+        }
+        let parse = monotonicSeconds() - start
+        let store = try SQLiteStatsStore(path: database)
+        start = monotonicSeconds()
+        var index = 0
+        while index < records.count {
+            let end = min(index + 5_000, records.count)
+            _ = try await store.apply(Array(records[index..<end]))
+            index = end
+        }
+        let write = monotonicSeconds() - start
+        report(["parsePerSecond": Double(count) / parse, "storePerSecond": Double(count) / write])
+    }
+}
