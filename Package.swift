@@ -91,6 +91,13 @@ let package = Package(
             ]
         ),
         .target(name: "FleetSim", dependencies: ["EdgeAgent"]),
+        .target(
+            name: "FleetControl",
+            dependencies: [
+                "SpectraProtocol", "SpectraConfig", "MQTT", "EdgeAgent",
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         .target(name: "SpectraTesting"),
 
         // Executables: argument parsing, config loading, services.
@@ -113,7 +120,8 @@ let package = Package(
         .executableTarget(
             name: "spectra-ctl",
             dependencies: [
-                "SpectraProtocol",
+                "SpectraProtocol", "SpectraConfig", "FleetControl", "MQTT",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -128,7 +136,11 @@ let package = Package(
         // Release-built measurements (see Deploy/bench.sh); not part of the product.
         .executableTarget(
             name: "spectra-bench",
-            dependencies: ["MQTT", "Waveform", "Outbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "MQTT", "Waveform", "Outbox", "Aggregator", "SpectraConfig", "SpectraProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
 
         // Tests

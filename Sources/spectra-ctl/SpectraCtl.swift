@@ -7,13 +7,26 @@ struct SpectraCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spectra-ctl",
         abstract: "The operator's tool: signing keys, config pushes, firmware rollouts, fleet queries.",
-        subcommands: [Keys.self]
+        discussion: """
+            Broker options (--broker, --tls-ca, --tls-cert, --tls-key, --username) come from flags, the
+            environment (SPECTRA_MQTT_URL, SPECTRA_MQTT_PASSWORD, ...) or a --config file with the same
+            mqtt.* keys as the agent and aggregator; fleet and aggregator.url likewise.
+
+            Examples:
+              spectra-ctl keys generate --out ~/.spectra/keys
+              spectra-ctl config push --fleet demo --group pilot --file level2.yaml --key ~/.spectra/keys/signing.key --wait
+              spectra-ctl firmware rollout --manifest firmware-2.5.0.manifest.json --waves 1,5,25,100 --max-failure-pct 5
+              spectra-ctl gateways --aggregator http://127.0.0.1:8080
+            """,
+        subcommands: [Keys.self, ConfigCommand.self, FirmwareCommand.self, StopCommand.self, Gateways.self, Stats.self, Sessions.self, Watch.self]
     )
 }
 
 /// One line on standard error and a non-zero exit: how every bad input ends.
+/// ArgumentParser prints it as "Error: ..." alone (no usage block), exit status 1.
 struct UsageFailure: Error, CustomStringConvertible {
     var description: String
+    init(_ description: String) { self.description = description }
 }
 
 struct Keys: AsyncParsableCommand {
@@ -43,17 +56,17 @@ struct Keys: AsyncParsableCommand {
             let publicPath = folder.appendingPathComponent("signing.pub").path
             let files = FileManager.default
             if !force && (files.fileExists(atPath: privatePath) || files.fileExists(atPath: publicPath)) {
-                throw ValidationError("\(privatePath) already exists; pass --force to replace it or choose another --out")
+                throw UsageFailure("\(privatePath) already exists; pass --force to replace it or choose another --out")
             }
             do {
                 try files.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 try? files.removeItem(atPath: privatePath)
                 guard files.createFile(atPath: privatePath, contents: Data(key.pem.utf8), attributes: [.posixPermissions: 0o600]) else {
-                    throw UsageFailure(description: "cannot write \(privatePath)")
+                    throw UsageFailure("cannot write \(privatePath)")
                 }
                 try Data(key.verifyingKey.pem.utf8).write(to: URL(fileURLWithPath: publicPath))
             } catch {
-                throw ValidationError("cannot write the key pair to \(out): \(error)")
+                throw UsageFailure("cannot write the key pair to \(out): \(error)")
             }
             print(key.keyID)
         }
@@ -70,14 +83,14 @@ struct Keys: AsyncParsableCommand {
 
         func run() async throws {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw ValidationError("cannot read \(file)")
+                throw UsageFailure("cannot read \(file)")
             }
             if let publicKey = try? VerifyingKey(pem: text) {
                 print(publicKey.keyID)
             } else if let privateKey = try? SigningKey(pem: text) {
                 print(privateKey.keyID)
             } else {
-                throw ValidationError("\(file) is not an Ed25519 key in PEM form")
+                throw UsageFailure("\(file) is not an Ed25519 key in PEM form")
             }
         }
     }

@@ -1,0 +1,262 @@
+import Foundation
+import MQTT
+import SpectraProtocol
+import SpectraTesting
+import Synchronization
+import Testing
+
+/// `spectra-ctl` against real agents (simulated headbands) on a real mosquitto.
+@Suite("spectra-ctl", .serialized)
+struct OperatorTests {
+    /// Several real agents of fleet `demo`, an operator key pair they trust, and a witness.
+    final class Fleet: Sendable {
+        let broker: MosquittoBroker
+        let folder: URL
+        let privateKey: String
+        let publicKey: String
+        let witness: MQTTClient
+        let received: Collector<MQTTMessage>
+        let agents = Mutex<[String: ChildProcess]>([:])
+
+        init() async throws {
+            broker = try await MosquittoBroker()
+            folder = try TestEnvironment.temporaryDirectory("fleet")
+            let keys = folder.appendingPathComponent("keys").path
+            let generated = try await ChildProcess.run(TestEnvironment.product("spectra-ctl"), ["keys", "generate", "--out", keys])
+            guard generated.status == 0 else { throw TestEnvironmentError("keys generate failed: \(generated.stderr)") }
+            privateKey = "\(keys)/signing.key"
+            publicKey = "\(keys)/signing.pub"
+            witness = MQTTClient(MQTTConfiguration(port: broker.port, clientID: "witness", cleanStart: false, sessionExpirySeconds: 3600))
+            received = Collector(witness.messages)
+            try await witness.connect()
+            try await witness.subscribe([Subscription("spectra/v1/demo/#")])
+        }
+
+        deinit { try? FileManager.default.removeItem(at: folder) }
+
+        func config(_ gateway: String, groups: [String], faults: [String]) throws -> String {
+            let path = folder.appendingPathComponent("\(gateway).yaml").path
+            try """
+                fleet: demo
+                gateway: \(gateway)
+                groups: [\(groups.joined(separator: ", "))]
+                dataDir: \(folder.path)/\(gateway)
+                mqtt:
+                  url: mqtt://127.0.0.1:\(broker.port)
+                  keepaliveS: 5
+                telemetry:
+                  intervalS: 1
+                  idleIntervalS: 60
+                session:
+                  profile: \(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml
+                  timeScale: 300
+                headband:
+                  faults: [\(faults.joined(separator: ", "))]
+                trust:
+                  keys: [\(publicKey)]
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+
+        /// Starts an agent and waits for its retained state.
+        func start(_ gateway: String, groups: [String] = [], faults: [String] = []) async throws {
+            let config = try config(gateway, groups: groups, faults: faults)
+            let before = stateCount(gateway)
+            let child = try ChildProcess(TestEnvironment.product("spectra-agent"), ["run", "--config", config])
+            agents.withLock { $0[gateway] = child }
+            guard await eventually(timeout: 30, { self.stateCount(gateway) > before }) else {
+                throw TestEnvironmentError("\(gateway) did not publish its state: \(child.standardError.suffix(400))")
+            }
+        }
+
+        func stop(_ gateway: String) async {
+            guard let child = agents.withLock({ $0.removeValue(forKey: gateway) }) else { return }
+            child.send(SIGTERM)
+            _ = await child.wait(timeout: 15)
+        }
+
+        func stopAll() async {
+            for gateway in agents.withLock({ Array($0.keys) }) { await stop(gateway) }
+            await witness.disconnect()
+            await broker.stop()
+        }
+
+        func stateCount(_ gateway: String) -> Int {
+            received.elements.filter { $0.topic == "spectra/v1/demo/gw/\(gateway)/state" }.count
+        }
+
+        func events(_ gateway: String) -> [Event] {
+            received.elements.filter { $0.topic == "spectra/v1/demo/gw/\(gateway)/event" }.compactMap {
+                if case .event(let event) = try? Envelope.decode(Data($0.payload)).message { event } else { nil }
+            }
+        }
+
+        func ctl(_ arguments: [String]) async throws -> (status: Int32?, out: String, err: String) {
+            let result = try await ChildProcess.run(
+                TestEnvironment.product("spectra-ctl"), arguments, currentDirectory: folder.path, timeout: 120)
+            return (result.status, result.stdout, result.stderr)
+        }
+
+        var brokerURL: String { "mqtt://127.0.0.1:\(broker.port)" }
+
+        func writeBody(_ name: String, _ yaml: String) throws -> String {
+            let path = folder.appendingPathComponent(name).path
+            try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+    }
+
+    @Test("config push: a group push reaches exactly that group; an offline gateway applies its push on reconnect; 1200 uA is refused twice")
+    func configPushes() async throws {
+        let fleet = try await Fleet()
+        try await fleet.start("gw-a", groups: ["clinic-a"])
+        try await fleet.start("gw-b", groups: ["clinic-a"])
+        try await fleet.start("gw-c", groups: ["clinic-b"])
+        let body = try fleet.writeBody("level2.yaml", "maxLevel: 2\nlevelUnlock: {level2AfterSessions: 3, level3AfterSessions: 10}\n")
+
+        // A push to group clinic-a, waiting for the answers.
+        let push = try await fleet.ctl([
+            "config", "push", "--broker", fleet.brokerURL, "--fleet", "demo", "--group", "clinic-a", "--file", body,
+            "--key", fleet.privateKey, "--expires", "7d", "--wait", "--timeout", "20s",
+        ])
+        #expect(push.status == 0, "\(push.err)")
+        #expect(push.out.contains("published group:clinic-a version 1"))
+        #expect(push.out.contains("gw-a: applied") && push.out.contains("gw-b: applied"))
+        #expect(!push.out.contains("gw-c"))
+        try await Task.sleep(for: .milliseconds(500))
+        func applied(_ gateway: String) -> [ConfigOutcome] {
+            fleet.events(gateway).compactMap { if case .configApplied(let outcome) = $0 { outcome } else { nil } }
+        }
+        #expect(applied("gw-a").contains { $0.layer == "group:clinic-a" && $0.version == 1 })
+        #expect(applied("gw-b").contains { $0.layer == "group:clinic-a" && $0.version == 1 })
+        #expect(applied("gw-c").isEmpty, "gw-c is not in clinic-a")
+        #expect(!push.out.contains("BEGIN") && !push.err.contains("PRIVATE KEY"), "never prints the key")
+
+        // A second push to the same layer takes the next version.
+        let again = try await fleet.ctl([
+            "config", "push", "--broker", fleet.brokerURL, "--fleet", "demo", "--group", "clinic-a", "--file", body, "--key", fleet.privateKey,
+        ])
+        #expect(again.out.contains("version 2"), "\(again.out) \(again.err)")
+
+        // gw-c is offline while a push for it lands; it applies it when it comes back.
+        await fleet.stop("gw-c")
+        let offline = try await fleet.ctl([
+            "config", "push", "--broker", fleet.brokerURL, "--fleet", "demo", "--gateway", "gw-c", "--file", body, "--key", fleet.privateKey,
+        ])
+        #expect(offline.status == 0, "\(offline.err)")
+        try await fleet.start("gw-c", groups: ["clinic-b"])
+        #expect(await eventually(timeout: 15) { applied("gw-c").contains { $0.layer == "gateway" && $0.version == 1 } })
+
+        // 1200 uA: spectra-ctl refuses before publishing anything.
+        let unsafe = try fleet.writeBody("unsafe.yaml", "levels:\n  - {level: 1, peakMicroAmps: 1200}\n")
+        let refused = try await fleet.ctl([
+            "config", "push", "--broker", fleet.brokerURL, "--fleet", "demo", "--all", "--file", unsafe, "--key", fleet.privateKey,
+        ])
+        #expect(refused.status != 0)
+        #expect(refused.err.contains("1200") && refused.err.contains("nothing was published"), "\(refused.err)")
+        #expect(refused.err.split(separator: "\n").count == 1, "one line: \(refused.err)")
+        let show = try await fleet.ctl(["config", "show", "--broker", fleet.brokerURL, "--fleet", "demo", "--trust", fleet.publicKey])
+        #expect(!show.out.contains("layer all") && !show.out.contains("\nall "), "no fleet layer was published: \(show.out)")
+        #expect(show.out.contains("group:clinic-a  version 2  verified"), "\(show.out)")
+
+        // Forced onto the broker by hand (signed with the trusted key), the agents refuse it.
+        let key = try SigningKey(pem: String(contentsOfFile: fleet.privateKey, encoding: .utf8))
+        let document = DocumentPayload(
+            kind: .config, fleet: try Identifier("demo"), target: .all, version: 1, issuedAt: Date(),
+            body: .config(ConfigBody(levels: [.init(level: 1, peakMicroAmps: 1200)])))
+        let forcer = MQTTClient(MQTTConfiguration(port: fleet.broker.port, clientID: "forcer"))
+        try await forcer.connect()
+        try await forcer.publish(OutgoingMessage(
+            topic: "spectra/v1/demo/all/cmd/config", payload: [UInt8](key.sign(document.encoded()).encoded()), retain: true))
+        for gateway in ["gw-a", "gw-b", "gw-c"] {
+            #expect(await eventually(timeout: 10) {
+                fleet.events(gateway).contains { if case .configRejected(let o) = $0 { o.layer == "all" && (o.reason ?? "").contains("1200") } else { false } }
+            }, "\(gateway) rejects the 1200 uA document")
+        }
+        await forcer.disconnect()
+
+        // Emergency stop reaches a running session.
+        let agentConfig = fleet.folder.appendingPathComponent("gw-a.yaml").path
+        let started = try await ChildProcess.run(TestEnvironment.product("spectra-agent"), ["session", "start", "--config", agentConfig])
+        #expect(started.status == 0, "\(started.stderr)")
+        let stop = try await fleet.ctl(["stop", "--broker", fleet.brokerURL, "--fleet", "demo", "--gateway", "gw-a", "--reason", "test"])
+        #expect(stop.status == 0, "\(stop.err)")
+        #expect(await eventually(timeout: 10) {
+            fleet.events("gw-a").contains { if case .sessionAborted(let s) = $0 { s.reason == .remoteStop } else { false } }
+        })
+        await fleet.stopAll()
+    }
+
+    @Test("firmware rollout over 20 gateways with 3 scripted to fail halts at the wave that crosses the threshold")
+    func rolloutHalts() async throws {
+        let fleet = try await Fleet()
+        let failing: Set<String> = ["gw-03", "gw-10", "gw-15"]
+        for index in 0..<20 {
+            let gateway = String(format: "gw-%02d", index)
+            try await fleet.start(gateway, groups: ["pilot"], faults: failing.contains(gateway) ? ["fwfail@0"] : [])
+        }
+        let image = (0..<30_000).map { UInt8($0 % 253) }
+        let server = try StaticHTTPServer(files: ["/sculpt-2.5.0.bin": image])
+        let imagePath = fleet.folder.appendingPathComponent("sculpt-2.5.0.bin").path
+        FileManager.default.createFile(atPath: imagePath, contents: Data(image))
+
+        let publish = try await fleet.ctl([
+            "firmware", "publish", "--file", imagePath, "--version", "2.5.0", "--url", server.url("/sculpt-2.5.0.bin"),
+            "--key", fleet.privateKey, "--fleet", "demo", "--out", "fw.json",
+        ])
+        #expect(publish.status == 0, "\(publish.err)")
+        let rollout = try await fleet.ctl([
+            "firmware", "rollout", "--broker", fleet.brokerURL, "--manifest", "fw.json", "--waves", "1,5,25,100",
+            "--max-failure-pct", "5", "--group", "pilot", "--soak", "1s", "--wave-timeout", "60s",
+        ])
+        // 20 gateways: waves reach 1, 1, 5 and 20 of them; gw-03 is among the first 5.
+        #expect(rollout.status == 1, "\(rollout.out)\n\(rollout.err)")
+        #expect(rollout.out.contains("HALTED at wave 3"), "\(rollout.out)")
+        for index in 0..<20 {
+            let gateway = String(format: "gw-%02d", index)
+            let stages = fleet.events(gateway).compactMap { if case .firmwareProgress(let p) = $0 { p.stage } else { nil } }
+            if index < 5 {
+                #expect(stages.contains(failing.contains(gateway) ? .rolledBack : .installed), "\(gateway): \(stages)")
+            } else {
+                #expect(stages.isEmpty, "\(gateway) is past the halted wave and never got the manifest: \(stages)")
+            }
+        }
+        let status = try await fleet.ctl(["firmware", "status"])
+        #expect(status.out.contains("demo 2.5.0: halted"), "\(status.out)")
+        #expect(status.out.contains("gw-03"))
+        // Running it again does not resume a halted rollout.
+        let again = try await fleet.ctl(["firmware", "rollout", "--broker", fleet.brokerURL, "--manifest", "fw.json", "--group", "pilot"])
+        #expect(again.status == 1)
+        #expect(again.out.contains("already halted"))
+        await fleet.stopAll()
+    }
+
+    @Test("every command has --help with an example and refuses bad input with one line")
+    func helpAndErrors() async throws {
+        let ctl = TestEnvironment.product("spectra-ctl")
+        for command in [
+            ["keys", "generate"], ["keys", "id"], ["config", "push"], ["config", "show"], ["config", "clear"], ["firmware", "publish"],
+            ["firmware", "rollout"], ["firmware", "status"], ["stop"], ["gateways"], ["stats"], ["sessions"], ["watch"],
+        ] {
+            let help = try await ChildProcess.run(ctl, command + ["--help"])
+            #expect(help.status == 0)
+            #expect(help.stdout.contains("Example") && help.stdout.contains("spectra-ctl \(command[0])"), "\(command) help shows an example")
+        }
+        let folder = try TestEnvironment.temporaryDirectory("ctl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let cases: [[String]] = [
+            ["config", "push", "--fleet", "demo", "--file", "nope.yaml", "--key", "nope.key", "--all"],
+            ["config", "push", "--fleet", "demo", "--group", "a", "--all", "--file", "x", "--key", "y"],
+            ["firmware", "rollout", "--manifest", "m.json", "--waves", "5,1"],
+            ["stop", "--gateway", "bad/id"],
+            ["gateways", "--aggregator", "http://127.0.0.1:1"],
+            ["watch", "--type", "session.exploded"],
+        ]
+        for arguments in cases {
+            let result = try await ChildProcess.run(ctl, arguments, currentDirectory: folder.path)
+            #expect(result.status != 0, "\(arguments)")
+            let lines = result.stderr.split(separator: "\n").filter { !$0.hasPrefix("Usage:") && !$0.hasPrefix("  See") && !$0.isEmpty }
+            #expect(lines.count == 1, "\(arguments): \(result.stderr)")
+        }
+    }
+}
