@@ -90,7 +90,13 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .target(name: "FleetSim", dependencies: ["EdgeAgent"]),
+        .target(
+            name: "FleetSim",
+            dependencies: [
+                "EdgeAgent", "Outbox", "MQTT", "SpectraProtocol", "Waveform",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "FleetControl",
             dependencies: [
@@ -128,7 +134,8 @@ let package = Package(
         .executableTarget(
             name: "spectra-fleetsim",
             dependencies: [
-                "FleetSim",
+                "FleetSim", "SpectraConfig", "SpectraProtocol", "MQTT", "Waveform",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -21,10 +21,11 @@ public struct EnvelopeFactory: Sendable {
     }
 
     /// An envelope for `message` with the outbox's `seq` and `epoch`.
-    public func envelope(_ message: Message, seq: UInt64, epoch: UUID, now: Date = Date()) -> Envelope {
+    /// - Parameter synced: whether the wall clock is trusted (default: asks the system).
+    public func envelope(_ message: Message, seq: UInt64, epoch: UUID, now: Date = Date(), synced: Bool? = nil) -> Envelope {
         Envelope(
             fleet: fleet, gateway: gateway, epoch: epoch, seq: seq, boot: boot, monoNanos: Self.monotonicNanos() &- bootMono,
-            timestamp: now, synced: Self.clockSynchronised(), message: message)
+            timestamp: now, synced: synced ?? Self.clockSynchronised(), message: message)
     }
 
     static func monotonicNanos() -> UInt64 {

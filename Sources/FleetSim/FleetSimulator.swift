@@ -1,0 +1,101 @@
+import EdgeAgent
+import Foundation
+import Logging
+import MQTT
+import SpectraProtocol
+import Waveform
+
+/// Many simulated gateways in one process against a real broker: the demo, the load
+/// generator and the scale test. Deterministic under a seed (who the wearers are, what they
+/// do and what goes wrong); the broker and scheduling add their own timing.
+public struct FleetSimulator: Sendable {
+    public struct Configuration: Sendable {
+        public var fleet: Identifier
+        public var gateways: Int
+        /// Simulated seconds per real second.
+        public var speed: Double
+        /// Simulated days to live through; the simulated calendar ends at the real "now".
+        public var days: Int
+        /// After `days`, carry on at real-time pace until cancelled.
+        public var live: Bool
+        public var seed: UInt64
+        public var broker: MQTTConfiguration
+        public var dataDirectory: String
+        public var telemetryIntervalSeconds: Double
+        public var idleTelemetryIntervalSeconds: Double
+
+        public init(
+            fleet: Identifier, gateways: Int, speed: Double, days: Int, live: Bool = false, seed: UInt64 = 1,
+            broker: MQTTConfiguration, dataDirectory: String, telemetryIntervalSeconds: Double = 1, idleTelemetryIntervalSeconds: Double = 60
+        ) {
+            self.fleet = fleet
+            self.gateways = gateways
+            self.speed = speed
+            self.days = days
+            self.live = live
+            self.seed = seed
+            self.broker = broker
+            self.dataDirectory = dataDirectory
+            self.telemetryIntervalSeconds = telemetryIntervalSeconds
+            self.idleTelemetryIntervalSeconds = idleTelemetryIntervalSeconds
+        }
+    }
+
+    public let configuration: Configuration
+    public let counters = FleetCounters()
+    private let profile: CalibrationProfile
+    private let logger: Logger
+
+    public init(configuration: Configuration, profile: CalibrationProfile, logger: Logger) {
+        self.configuration = configuration
+        self.profile = profile
+        self.logger = logger
+    }
+
+    /// The gateway ids: `gw-00001` ...
+    public static func gatewayID(_ index: Int) -> Identifier { try! Identifier(String(format: "gw-%05d", index + 1)) }
+
+    /// Runs the fleet; `progress` is called about every `progressSeconds` with a one-line summary.
+    public func run(progressSeconds: Double = 2, progress: @escaping @Sendable (String) -> Void) async throws {
+        let days = configuration.days
+        // The simulated calendar starts `days` ago (at midnight UTC) so that it ends now.
+        let today = (Date().timeIntervalSince1970 / 86_400).rounded(.down) * 86_400
+        let clock = SimClock(virtualStart: Date(timeIntervalSince1970: today - Double(days) * 86_400), speed: configuration.speed)
+        var gateways: [SimulatedGateway] = []
+        for index in 0..<configuration.gateways {
+            let id = Self.gatewayID(index)
+            gateways.append(try SimulatedGateway(
+                fleet: configuration.fleet, gateway: id, seed: configuration.seed &* 1_000_003 &+ UInt64(index), clock: clock,
+                profile: profile, broker: configuration.broker, dataDirectory: "\(configuration.dataDirectory)/\(id)", counters: counters,
+                telemetryIntervalSeconds: configuration.telemetryIntervalSeconds,
+                idleTelemetryIntervalSeconds: configuration.idleTelemetryIntervalSeconds, spreadDays: min(21, max(0, days / 2)), logger: logger))
+        }
+        let counters = self.counters
+        let total = gateways.count
+        let reporter = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(progressSeconds))
+                let now = clock.now()
+                let day = Int(now.timeIntervalSince(clock.virtualStart) / 86_400) + 1
+                progress(
+                    "day \(min(day, days) > 0 ? "\(min(day, days))/\(days)" : "live") \(WireFormat.timestamp(now).prefix(16))  "
+                        + "online \(counters.online.load(ordering: .relaxed))/\(total)  "
+                        + "sessions \(counters.sessionsStarted.load(ordering: .relaxed)) started, "
+                        + "\(counters.sessionsCompleted.load(ordering: .relaxed)) completed, \(counters.sessionsAborted.load(ordering: .relaxed)) aborted  "
+                        + "messages \(counters.enqueued.load(ordering: .relaxed))  outages \(counters.outages.load(ordering: .relaxed))")
+            }
+        }
+        defer { reporter.cancel() }
+        let live = configuration.live
+        let all = gateways
+        await withTaskGroup(of: Void.self) { group in
+            for gateway in all {
+                group.addTask {
+                    await withTaskCancellationHandler {
+                        await gateway.run(days: days, live: live)
+                    } onCancel: {}
+                }
+            }
+        }
+    }
+}

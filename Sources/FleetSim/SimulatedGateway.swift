@@ -1,0 +1,245 @@
+import EdgeAgent
+import Foundation
+import Logging
+import MQTT
+import Outbox
+import SpectraProtocol
+import Synchronization
+import Waveform
+
+/// One simulated gateway: the agent's own session controller (waveform engine, safety monitor,
+/// simulated headband), regimen, SQLite outbox and MQTT client, driven by a simulated wearer
+/// on simulated time.
+public actor SimulatedGateway {
+    public let gateway: Identifier
+    public let wearer: Wearer
+    private let fleet: Identifier
+    private let clock: SimClock
+    private let profile: CalibrationProfile
+    private let counters: FleetCounters
+    private let envelopes: EnvelopeFactory
+    private let outbox: Outbox
+    private let brokerConfiguration: MQTTConfiguration
+    private var client: MQTTClient
+    private var presence: Task<Void, Never>?
+    private var random: SeededRandom
+    private var regimen = Regimen()
+    /// Gateway clock minus true time (seconds); non-zero gateways report `synced: false`.
+    private let clockSkewSeconds: Double
+    private let telemetryIntervalSeconds: Double
+    private let idleTelemetryIntervalSeconds: Double
+    private var inSession = false
+    private var online = false
+    private var outages: [Task<Void, Never>] = []
+    private var shuttingDown = false
+
+    init(
+        fleet: Identifier, gateway: Identifier, seed: UInt64, clock: SimClock, profile: CalibrationProfile, broker: MQTTConfiguration,
+        dataDirectory: String, counters: FleetCounters, telemetryIntervalSeconds: Double, idleTelemetryIntervalSeconds: Double,
+        spreadDays: Int, logger: Logger
+    ) throws {
+        self.fleet = fleet
+        self.gateway = gateway
+        self.clock = clock
+        self.profile = profile
+        self.counters = counters
+        self.telemetryIntervalSeconds = telemetryIntervalSeconds
+        self.idleTelemetryIntervalSeconds = idleTelemetryIntervalSeconds
+        var random = SeededRandom(seed: seed)
+        wearer = Wearer.draw(using: &random, spreadDays: spreadDays)
+        clockSkewSeconds = random.chance(0.03) ? Double(Int.random(in: -6...6, using: &random) * 3600 + 1800) : 0
+        self.random = random
+        envelopes = EnvelopeFactory(fleet: fleet, gateway: gateway)
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        outbox = try Outbox(OutboxConfiguration(path: "\(dataDirectory)/outbox.sqlite"), logger: logger)
+        var configuration = broker
+        configuration.clientID = "\(fleet)-\(gateway)"
+        configuration.cleanStart = true
+        let will = GatewayStatus(online: false, boot: envelopes.boot, ts: clock.now(), agentVersion: AgentVersion.current, reason: "lost")
+        configuration.will = .init(
+            topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(will)), qos: .atLeastOnce, retain: true)
+        brokerConfiguration = configuration
+        client = MQTTClient(configuration)
+    }
+
+    /// Connects a client (a new one after an outage: a stopped client is not reused) and lets
+    /// the outbox drain through it.
+    private func connectUplink(fresh: Bool) async {
+        if fresh { client = MQTTClient(brokerConfiguration) }
+        await outbox.attach(client)
+        let updates = client.connectionUpdates()
+        presence?.cancel()
+        presence = Task { for await state in updates { if case .connected = state { await self.publishPresence() } } }
+        client.start()
+    }
+
+    private var gatewayNow: Date { clock.now().addingTimeInterval(clockSkewSeconds) }
+
+    /// Lives through `days` simulated days from the clock's start, then (when `live`) stays
+    /// online, idle, until cancelled.
+    func run(days: Int, live: Bool) async {
+        await connectUplink(fresh: false)
+        online = true
+        counters.online.add(1, ordering: .relaxed)
+        let telemetry = Task { await self.telemetryLoop() }
+        var day = 0
+        while !Task.isCancelled && day < days {
+            await liveDay(day)
+            day += 1
+        }
+        // Live: stay connected (presence, idle telemetry, any backlog) until cancelled.
+        while live && !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+        }
+        telemetry.cancel()
+        await telemetry.value
+        await shutdown()
+        presence?.cancel()
+    }
+
+    private func liveDay(_ day: Int) async {
+        let dayStart = clock.virtualStart.addingTimeInterval(Double(day) * 86_400)
+        // Some days the gateway loses its uplink for hours and comes back with a backlog.
+        if random.chance(0.02) {
+            let from = dayStart.addingTimeInterval(Double.random(in: 0...43_200, using: &random))
+            let hours = Double.random(in: 2...14, using: &random)
+            outages.append(Task { await self.outage(from: from, hours: hours) })
+        }
+        if day >= wearer.startDay {
+            let regimenDay = regimen.dayNumber(on: Regimen.day(of: dayStart, in: TimeZone(identifier: "UTC")!))
+            if random.chance(wearer.sessionChance(regimenDay: regimen.firstDay == nil ? 1 : regimenDay)) {
+                let at = dayStart.addingTimeInterval((wearer.usualHour + Double.random(in: -1...1, using: &random)) * 3600)
+                try? await clock.sleep(until: at)
+                if Task.isCancelled { return }
+                await session()
+            }
+        }
+        try? await clock.sleep(until: dayStart.addingTimeInterval(86_400))
+    }
+
+    /// One session through the agent's own controller, with whatever the headband does.
+    private func session() async {
+        let faults = Wearer.sessionFaults(using: &random).compactMap(HeadbandFault.init(script:))
+        let controller = SessionController(
+            profile: profile,
+            headband: SimulatedHeadband(channels: profile.channels.count, complianceVolts: profile.complianceVolts, seed: random.next(), faults: faults),
+            regimen: regimen, journal: nil, timeScale: clock.speed, now: { [clock] in clock.now() },
+            emit: { [weak self] event in await self?.emitEvent(event) })
+        do {
+            try await controller.start(level: nil)
+        } catch {
+            return
+        }
+        counters.sessionsStarted.add(1, ordering: .relaxed)
+        inSession = true
+        await controller.waitUntilIdle()
+        inSession = false
+        regimen = await controller.currentRegimen
+    }
+
+    private func emitEvent(_ event: Event) async {
+        switch event {
+        case .sessionCompleted: counters.sessionsCompleted.add(1, ordering: .relaxed)
+        case .sessionAborted: counters.sessionsAborted.add(1, ordering: .relaxed)
+        default: break
+        }
+        await enqueue(.event(event))
+    }
+
+    private func enqueue(_ message: Message) async {
+        let envelopes = self.envelopes
+        let now = gatewayNow
+        let synced = clockSkewSeconds == 0
+        let fleet = self.fleet
+        let gateway = self.gateway
+        await outbox.enqueue { seq, epoch in
+            let envelope = envelopes.envelope(message, seq: seq, epoch: epoch, now: now, synced: synced)
+            let isEvent: Bool = if case .event = message { true } else { false }
+            return OutboxMessage(
+                messageClass: isEvent ? .event : .telemetry,
+                topic: (isEvent ? Topic.event(fleet: fleet, gateway: gateway) : Topic.telemetry(fleet: fleet, gateway: gateway)).path,
+                payload: [UInt8](envelope.encoded()))
+        }
+        counters.enqueued.add(1, ordering: .relaxed)
+    }
+
+    /// Telemetry every `telemetryIntervalSeconds` (real time) in a session, less often idle.
+    private func telemetryLoop() async {
+        try? await Task.sleep(for: .seconds(Double.random(in: 0...idleTelemetryIntervalSeconds, using: &random)))
+        while !Task.isCancelled {
+            let stats = await outbox.stats()
+            let level = regimen.completedSessions >= 21 ? 3 : regimen.completedSessions >= 7 ? 2 : 1
+            let telemetry = Telemetry(
+                level: inSession ? level : nil, channels: [], batteryPct: 60 + Double(random.next() % 40), headbandTempC: inSession ? 31.5 : 24,
+                agent: .init(outboxDepth: stats.depth, outboxBytes: stats.bytes, oldestUnackedS: stats.oldestUnackedSeconds, reconnects: client.reconnects, rssKiB: 0))
+            await enqueue(.telemetry(telemetry))
+            try? await Task.sleep(for: .seconds(inSession ? telemetryIntervalSeconds : idleTelemetryIntervalSeconds))
+        }
+    }
+
+    private func outage(from: Date, hours: Double) async {
+        try? await clock.sleep(until: from)
+        guard online, !Task.isCancelled, !shuttingDown else { return }
+        online = false
+        counters.online.add(-1, ordering: .relaxed)
+        counters.outages.add(1, ordering: .relaxed)
+        let offline = GatewayStatus(online: false, boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current, reason: "outage")
+        try? await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(offline)), retain: true))
+        await client.disconnect()
+        try? await clock.sleep(until: from.addingTimeInterval(hours * 3600))
+        guard !Task.isCancelled, !online, !shuttingDown else { return }
+        await connectUplink(fresh: true)
+        online = true
+        counters.online.add(1, ordering: .relaxed)
+    }
+
+    private func publishPresence() async {
+        let birth = GatewayStatus(online: true, boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current)
+        let state = ReportedState(
+            boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current, firmware: "2.4.0", configVersions: [:],
+            levelLimits: .init(maxLevel: 3, unlockedLevel: regimen.completedSessions >= 21 ? 3 : regimen.completedSessions >= 7 ? 2 : 1, completedSessions: regimen.completedSessions),
+            groups: [])
+        try? await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(birth)), retain: true))
+        try? await client.publish(OutgoingMessage(topic: Topic.state(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(state)), retain: true))
+    }
+
+    /// Drains what is left (a few seconds at most), says offline, closes.
+    func shutdown() async {
+        // A gateway in the middle of an outage comes back to hand over its backlog.
+        shuttingDown = true
+        outages.forEach { $0.cancel() }
+        if !online {
+            await connectUplink(fresh: true)
+            online = true
+            counters.online.add(1, ordering: .relaxed)
+        }
+        let deadline = ContinuousClock.now + .seconds(15)
+        while ContinuousClock.now < deadline {
+            let depth = await outbox.stats().depth
+            if client.isConnected && depth == 0 { break }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        if client.isConnected {
+            let offline = GatewayStatus(online: false, boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current, reason: "shutdown")
+            try? await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(offline)), retain: true))
+        }
+        await outbox.close()
+        await client.disconnect()
+        if online { counters.online.add(-1, ordering: .relaxed) }
+        online = false
+    }
+
+    /// Messages still waiting in this gateway's outbox.
+    func backlog() async -> Int { await outbox.stats().depth }
+}
+
+/// Fleet-wide counters for the progress display.
+public final class FleetCounters: Sendable {
+    public let sessionsStarted = Atomic<Int>(0)
+    public let sessionsCompleted = Atomic<Int>(0)
+    public let sessionsAborted = Atomic<Int>(0)
+    public let enqueued = Atomic<Int>(0)
+    public let online = Atomic<Int>(0)
+    public let outages = Atomic<Int>(0)
+    public init() {}
+}
