@@ -17,6 +17,8 @@ let package = Package(
         .library(name: "Waveform", targets: ["Waveform"]),
         .library(name: "MQTT", targets: ["MQTT"]),
         .library(name: "SpectraTesting", targets: ["SpectraTesting"]),
+        .library(name: "SpectraConfig", targets: ["SpectraConfig"]),
+        .library(name: "EdgeAgent", targets: ["EdgeAgent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

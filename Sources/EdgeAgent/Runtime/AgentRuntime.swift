@@ -223,34 +223,33 @@ public actor AgentRuntime: Service {
     }
 
     private func handleControl(_ bytes: Data) async -> Data {
-        guard let request = try? JSONSerialization.jsonObject(with: bytes) as? [String: Any] else {
-            return Self.json(["ok": false, "error": "send one JSON object per line, e.g. {\"command\":\"status\"}"])
+        switch ControlRequest.parse(bytes) {
+        case .success(let request): return Self.json(await answer(request))
+        case .failure(let error): return Self.json(["ok": false, "error": error.reason])
         }
-        return Self.json(await answer(request))
     }
 
     private static func json(_ object: [String: Any]) -> Data {
         (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
     }
 
-    private func answer(_ request: [String: Any]) async -> [String: Any] {
+    private func answer(_ request: ControlRequest) async -> [String: Any] {
         guard let sessions, !stopping else { return ["ok": false, "error": "the agent is shutting down"] }
-        switch request["command"] as? String {
-        case "start":
+        switch request {
+        case .start(let level):
             do {
-                let id = try await sessions.start(level: request["level"] as? Int)
+                let id = try await sessions.start(level: level)
                 return ["ok": true, "sessionId": id.rawValue]
             } catch {
                 return ["ok": false, "error": error.reason]
             }
-        case "stop":
+        case .stop:
             await sessions.stop(reason: .userStop)
             return ["ok": true]
-        case "level":
-            guard let level = request["level"] as? Int, (1...3).contains(level) else { return ["ok": false, "error": "level must be 1, 2 or 3"] }
+        case .level(let level):
             guard let granted = await sessions.requestLevel(level) else { return ["ok": false, "error": "no session is running"] }
             return ["ok": true, "level": granted]
-        case "status":
+        case .status:
             let status = await sessions.status()
             let data = (try? JSONEncoder().encode(status)) ?? Data()
             var object = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
@@ -258,8 +257,6 @@ public actor AgentRuntime: Service {
             object["connected"] = client?.isConnected ?? false
             if let outbox { object["outboxDepth"] = await outbox.stats().depth }
             return object
-        default:
-            return ["ok": false, "error": "unknown command; use start, stop, level or status"]
         }
     }
 

@@ -1,0 +1,20 @@
+// swift-tools-version: 6.2
+//
+// libFuzzer targets for everything that reads untrusted bytes. Build and run with
+// Deploy/fuzz.sh (it passes -sanitize=fuzzer,address and -parse-as-library: each target
+// defines LLVMFuzzerTestOneInput and libFuzzer supplies main).
+
+import PackageDescription
+
+let package = Package(
+    name: "spectra-fuzz",
+    platforms: [.macOS(.v15)],
+    dependencies: [.package(name: "spectra-fleet", path: "..")],
+    targets: [
+        .executableTarget(name: "FuzzEnvelope", dependencies: [.product(name: "SpectraProtocol", package: "spectra-fleet")]),
+        .executableTarget(name: "FuzzSignedDocument", dependencies: [.product(name: "SpectraProtocol", package: "spectra-fleet")]),
+        .executableTarget(name: "FuzzTopic", dependencies: [.product(name: "SpectraProtocol", package: "spectra-fleet")]),
+        .executableTarget(name: "FuzzProfile", dependencies: [.product(name: "SpectraConfig", package: "spectra-fleet")]),
+        .executableTarget(name: "FuzzControlRequest", dependencies: [.product(name: "EdgeAgent", package: "spectra-fleet")]),
+    ]
+)
