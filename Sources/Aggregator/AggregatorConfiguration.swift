@@ -8,7 +8,9 @@ public struct AggregatorConfiguration: Sendable, Equatable {
     public var broker: BrokerConfiguration
     /// The MQTT client id of this instance (the persistent session's name).
     public var clientID: String
-    /// The shared-subscription group that instances split the load in.
+    /// The shared-subscription group that instances split the load in; empty subscribes
+    /// directly (one instance; on mosquitto 2.0 the only way the subscriptions survive a
+    /// broker restart, which does not persist shared subscriptions).
     public var shareGroup: String
     /// The statistics database.
     public var databasePath: String
@@ -59,8 +61,9 @@ public struct AggregatorConfiguration: Sendable, Equatable {
             throw ConfigurationError(file: fields.source, key: "clientId", problem: "'\(clientID)' must be 1-64 of A-Z a-z 0-9 _ -")
         }
         let shareGroup = try fields.string("shareGroup", default: "aggregators")
-        guard Identifier.isValid(shareGroup) else {
-            throw ConfigurationError(file: fields.source, key: "shareGroup", problem: "'\(shareGroup)' must be 1-64 of A-Z a-z 0-9 _ -")
+        guard shareGroup.isEmpty || Identifier.isValid(shareGroup) else {
+            throw ConfigurationError(
+                file: fields.source, key: "shareGroup", problem: "'\(shareGroup)' must be empty or 1-64 of A-Z a-z 0-9 _ -")
         }
         self.init(
             fleets: fleets,

@@ -59,8 +59,10 @@ public struct FleetSimulator: Sendable {
     public func run(progressSeconds: Double = 2, progress: @escaping @Sendable (String) -> Void) async throws {
         let days = configuration.days
         // The simulated calendar starts `days` ago (at midnight UTC) so that it ends now.
+        // With no days to replay, simulated time is real time from now (load tests).
         let today = (Date().timeIntervalSince1970 / 86_400).rounded(.down) * 86_400
-        let clock = SimClock(virtualStart: Date(timeIntervalSince1970: today - Double(days) * 86_400), speed: configuration.speed)
+        let clock = SimClock(
+            virtualStart: days == 0 ? Date() : Date(timeIntervalSince1970: today - Double(days) * 86_400), speed: configuration.speed)
         var gateways: [SimulatedGateway] = []
         for index in 0..<configuration.gateways {
             let id = Self.gatewayID(index)

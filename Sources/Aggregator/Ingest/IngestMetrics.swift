@@ -14,6 +14,7 @@ public final class IngestMetrics: Sendable {
     let connected: Gauge
     let dropped: Gauge
     let publishedStats: Counter
+    let latency: ValueHistogram
     private let failures = Mutex<[String: Counter]>([:])
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
@@ -29,6 +30,9 @@ public final class IngestMetrics: Sendable {
         connected = registry.makeGauge(descriptor: Self.name("broker_connected", "", "1 while connected to the broker."))
         dropped = registry.makeGauge(descriptor: Self.name("receive_dropped", "total", "Messages dropped because the receive buffer was full."))
         publishedStats = registry.makeCounter(descriptor: Self.name("stats_published", "total", "Retained stats messages published."))
+        latency = registry.makeValueHistogram(
+            descriptor: Self.name("commit_latency", "seconds", "Gateway ts to statistics commit, live envelopes from synced clocks."),
+            buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300])
     }
 
     private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -53,6 +57,7 @@ public final class IngestMetrics: Sendable {
         presence.increment(by: Int64(outcome.presence))
         batches.increment()
         if let lagSeconds = outcome.maxLagSeconds { lag.set(to: lagSeconds) }
+        for seconds in outcome.latenciesSeconds { latency.record(seconds) }
     }
 
     /// Renders every metric in Prometheus text format.

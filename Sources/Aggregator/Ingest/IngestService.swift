@@ -42,6 +42,8 @@ public final class IngestService: Service, Sendable {
             cleanStart: false, sessionExpirySeconds: 7 * 86_400, keepaliveSeconds: broker.keepaliveSeconds,
             username: broker.username, password: broker.password,
             tls: broker.tls ? .init(caFile: broker.caFile ?? "", certFile: broker.certFile, keyFile: broker.keyFile) : nil,
+            // Back quickly after a broker restart: gateways drain their backlogs at once.
+            backoff: Backoff(minimumSeconds: 0.2, maximumSeconds: 5),
             receiveBufferCapacity: 1_000_000))
     }
 
@@ -59,9 +61,12 @@ public final class IngestService: Service, Sendable {
             func filter(_ leaf: String) -> String {
                 fleet.map { TopicFilter.allGateways(fleet: $0, leaf: leaf) } ?? TopicFilter.allFleets(leaf: leaf)
             }
+            func shared(_ filter: String) -> String {
+                configuration.shareGroup.isEmpty ? filter : TopicFilter.shared(group: configuration.shareGroup, filter)
+            }
             return [
-                Subscription(TopicFilter.shared(group: configuration.shareGroup, filter("event"))),
-                Subscription(TopicFilter.shared(group: configuration.shareGroup, filter("telemetry"))),
+                Subscription(shared(filter("event"))),
+                Subscription(shared(filter("telemetry"))),
                 Subscription(filter("status")),
                 Subscription(filter("state")),
             ]

@@ -76,6 +76,7 @@ extension SQLiteStatsStore {
                     if envelope.synced {
                         let lag = commitTime - envelope.timestamp.timeIntervalSince1970
                         outcome.maxLagSeconds = max(outcome.maxLagSeconds ?? lag, lag)
+                        if !historical { outcome.latenciesSeconds.append(lag) }
                     }
                     let dayKey = DailyKey(gateway: gateway, day: Day(Date(timeIntervalSince1970: at)).number)
                     switch envelope.message {

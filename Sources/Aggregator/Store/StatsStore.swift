@@ -35,6 +35,9 @@ public struct ApplyOutcome: Sendable, Equatable {
     /// The newest commit lag seen in the batch: commit time minus the envelope's `ts`, seconds
     /// (synced clocks only; nil when none).
     public var maxLagSeconds: Double?
+    /// Commit time minus `ts` of each live envelope from a synced clock, seconds: the
+    /// end-to-end latency from the gateway to the statistics store.
+    public var latenciesSeconds: [Double] = []
     /// Gateways whose statistics changed.
     public var changedGateways: Set<GatewayKey> = []
 

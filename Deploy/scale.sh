@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Fleet-scale measurements on this machine, for the README:
+#   Deploy/scale.sh [GATEWAYS] [SECONDS] [OUTAGE_SECONDS]      (defaults 5000, 60, 60)
+# 1. GATEWAYS simulated gateways, each sending telemetry every second (the in-session rate),
+#    into one mosquitto and one aggregator for SECONDS: the aggregator's ingest rate, its
+#    backlog, and the end-to-end latency from the gateway's clock to the statistics commit
+#    (p50, p99 from the aggregator's histogram).
+# 2. A reconnect storm: the broker goes away for OUTAGE_SECONDS and comes back; how long until
+#    every gateway's backlog is delivered, and the aggregator's completeness (100 % = nothing lost).
+# Starts and stops its own mosquitto, aggregator and simulator on free loopback ports.
+# SHARE_GROUP=aggregators uses shared subscriptions (lossy across a mosquitto 2.0 restart; see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+gateways="${1:-5000}" seconds="${2:-60}" outage="${3:-60}"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+bash Deploy/bootstrap.sh
+swift build -c release --product spectra-aggregator >/dev/null
+swift build -c release --product spectra-fleetsim >/dev/null
+bin=.build/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() { trap - EXIT INT TERM; for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; sleep 20; for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+free_port() { local p; while :; do p=$(( 20000 + RANDOM % 20000 )); ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && { echo $p; return; }; done; }
+broker_port=$(free_port) http_port=$(free_port)
+{
+    echo "listener $broker_port 127.0.0.1"
+    echo "allow_anonymous true"
+    echo "persistence true"
+    echo "persistence_location $work/"
+    echo "max_queued_messages 0"
+    echo "max_connections -1"
+    [ "$(id -u)" -eq 0 ] && echo "user root"
+} > "$work/mosquitto.conf"
+mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+start_broker() { "$mosquitto" -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 & broker_pid=$!; pids+=($broker_pid); sleep 0.5; }
+start_broker
+"$bin/spectra-aggregator" run --set "mqtt.url=mqtt://127.0.0.1:$broker_port" --set "http.port=$http_port" \
+    --set "database=$work/aggregator.sqlite" --set "clientId=scale-aggregator" --set "shareGroup=${SHARE_GROUP-}" \
+    >"$work/aggregator.log" 2>&1 &
+pids+=($!)
+sleep 2
+metric() { curl -s "http://127.0.0.1:$http_port/metrics" | awk -v name="$1" '$1 == name { print $2 }' | head -1; }
+summary() { curl -s "http://127.0.0.1:$http_port/api/v1/fleet/summary"; }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
+echo "starting $gateways gateways, telemetry every 1 s ..."
+"$bin/spectra-fleetsim" --gateways "$gateways" --days 0 --speed 1 --telemetry-interval 1 --idle-telemetry-interval 1 \
+    --broker "mqtt://127.0.0.1:$broker_port" --data-dir "$work/fleet" --live >"$work/fleetsim.log" 2>&1 &
+sim=$!; pids+=($sim)
+# Wait until every gateway is online.
+for _ in $(seq 600); do
+    online=$(summary | json 'd["online"]' 2>/dev/null || echo 0)
+    [ "$online" -ge "$gateways" ] && break
+    sleep 1
+done
+echo "online: $online of $gateways"
+start_count=$(( $(metric 'spectra_aggregator_ingested_total{kind="telemetry"}' | cut -d. -f1) + 0 ))
+start_time=$(date +%s.%N)
+sleep "$seconds"
+end_count=$(( $(metric 'spectra_aggregator_ingested_total{kind="telemetry"}' | cut -d. -f1) + 0 ))
+end_time=$(date +%s.%N)
+rate=$(awk -v a="$start_count" -v b="$end_count" -v s="$start_time" -v e="$end_time" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
+curl -s "http://127.0.0.1:$http_port/metrics" > "$work/metrics.txt"
+python3 - "$work/metrics.txt" "$gateways" "$rate" <<'PY'
+import sys, re
+text = open(sys.argv[1]).read()
+buckets = sorted((float(m.group(1)) if m.group(1) != "+Inf" else float("inf"), float(m.group(2)))
+                 for m in re.finditer(r'spectra_aggregator_commit_latency_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', text))
+total = buckets[-1][1] if buckets else 0
+def quantile(q):
+    for bound, count in buckets:
+        if total and count >= q * total: return bound
+    return float("nan")
+pending = re.search(r'spectra_aggregator_pending_messages ([0-9.e+]+)', text)
+print(f"steady state: {sys.argv[2]} gateways x 1 msg/s -> aggregator ingest {sys.argv[3]} msg/s; "
+      f"latency gateway->commit p50 <= {quantile(0.5)} s, p99 <= {quantile(0.99)} s; aggregator pending {pending.group(1) if pending else '?'}")
+PY
+
+echo "reconnect storm: the broker goes away for $outage s ..."
+kill -TERM "$broker_pid"; wait "$broker_pid" 2>/dev/null || true
+sleep "$outage"
+start_broker
+storm_start=$(date +%s.%N)
+for _ in $(seq 1800); do
+    read -r received expected backlog online < <(summary | json '"%d %d %d %d" % (d["completeness"]["received"], d["completeness"]["expected"], d["backlog"]["messages"], d["online"])' 2>/dev/null || echo "0 1 1 0")
+    [ "$online" -ge "$gateways" ] && [ "$received" -ge "$expected" ] && [ "$backlog" -eq 0 ] && break
+    sleep 1
+done
+storm_end=$(date +%s.%N)
+printf 'reconnect storm: all %d gateways back and every backlog delivered in %.0f s; completeness %d/%d\n' \
+    "$online" "$(awk -v s="$storm_start" -v e="$storm_end" 'BEGIN { print e - s }')" "$received" "$expected"
