@@ -112,3 +112,33 @@ struct SessionControllerTests {
         }
     }
 }
+
+extension SessionControllerTests {
+    @Test("the wall clock jumping an hour forward, then back, mid-session changes nothing: 900 s of stimulation, completed")
+    func clockJumps() async throws {
+        let log = EventLog()
+        // A wall clock that jumps +1 h after 50 reads and -1 h (back past the start) after 150.
+        let reads = Atomic<Int>(0)
+        let start = Date()
+        let sessions = SessionController(
+            profile: Self.profile, headband: SimulatedHeadband(channels: 2, seed: 9), regimen: Regimen(), journal: nil, timeScale: 5000,
+            now: {
+                let count = reads.add(1, ordering: .relaxed).newValue
+                let jump: Double = count > 150 ? -3600 : count > 50 ? 3600 : 0
+                return start.addingTimeInterval(Double(count) * 0.01 + jump)
+            },
+            emit: { log.add($0) })
+        try await sessions.start(level: 1)
+        // The session is paced by its own stimulation clock; poll the wall clock meanwhile.
+        for _ in 0..<300 {
+            _ = await sessions.status()
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        await sessions.waitUntilIdle()
+        #expect(log.types.first == "session.started")
+        #expect(log.types.last == "session.completed", "\(log.types)")
+        guard case .sessionCompleted(let summary) = log.events.last else { return }
+        #expect(abs(summary.stimulatingS - 900) < 0.2, "stimulation time is the segments' own, not the wall clock's")
+        #expect(summary.stimulatingS <= 900)
+    }
+}
