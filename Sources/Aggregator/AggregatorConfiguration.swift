@@ -60,7 +60,7 @@ public struct AggregatorConfiguration: Sendable, Equatable {
         guard Identifier.isValid(clientID) else {
             throw ConfigurationError(file: fields.source, key: "clientId", problem: "'\(clientID)' must be 1-64 of A-Z a-z 0-9 _ -")
         }
-        let shareGroup = try fields.string("shareGroup", default: "aggregators")
+        let shareGroup = try fields.string("shareGroup", default: "aggregators", allowEmpty: true)
         guard shareGroup.isEmpty || Identifier.isValid(shareGroup) else {
             throw ConfigurationError(
                 file: fields.source, key: "shareGroup", problem: "'\(shareGroup)' must be empty or 1-64 of A-Z a-z 0-9 _ -")

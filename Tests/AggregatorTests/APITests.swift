@@ -1,4 +1,5 @@
 import Aggregator
+import SpectraConfig
 import Foundation
 import SpectraTesting
 import Testing
@@ -46,5 +47,24 @@ struct APITests {
 
         await aggregator.stop()
         await broker.stop()
+    }
+}
+
+extension APITests {
+    @Test("an empty shareGroup subscribes directly; a bad one is refused with the key named")
+    func shareGroupSetting() async throws {
+        func load(_ value: String) async throws -> AggregatorConfiguration {
+            let fields = try await ConfigLoader(filePath: nil, overrides: ["shareGroup": value], environment: [:])
+                .load(knownKeys: AggregatorConfiguration.keys)
+            return try AggregatorConfiguration(fields: fields)
+        }
+        #expect(try await load("").shareGroup == "")
+        #expect(try await load("east").shareGroup == "east")
+        do {
+            _ = try await load("a/b")
+            Issue.record("a/b was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.description.contains("shareGroup"))
+        }
     }
 }
