@@ -84,6 +84,7 @@ public final class MQTTClient: Sendable {
     }
 
     /// Disconnects cleanly (the broker does not publish the Will) and stops reconnecting.
+    /// The client's streams finish: a client is not started again; make a new one.
     public func disconnect() async {
         await withCheckedContinuation { continuation in
             loop.execute { [core] in core.stop(continuation) }
