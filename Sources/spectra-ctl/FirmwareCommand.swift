@@ -132,7 +132,10 @@ struct FirmwareCommand: AsyncParsableCommand {
                     status: .running, haltReason: nil, updatedAt: Date())
                 print("rolling \(firmware.version) out to \(gateways.count) gateway(s) in \(waveList.count) waves (state: \(statePath))")
             }
-            let runner = RolloutRunner(connection: client, statePath: statePath, log: { print($0) })
+            let runner = RolloutRunner(connection: client, statePath: statePath, log: { line in
+                print(line)
+                fflush(nil)  // progress shows at once, also through a pipe
+            })
             let final = try await runner.run(current)
             await client.disconnect()
             if final.status == .halted { throw ExitCode(1) }

@@ -260,3 +260,42 @@ struct OperatorTests {
         }
     }
 }
+
+extension OperatorTests {
+    @Test("a rollout whose driver is killed mid-soak resumes from its state file and completes")
+    func rolloutResumes() async throws {
+        let fleet = try await Fleet()
+        for index in 0..<5 { try await fleet.start(String(format: "gw-%02d", index), groups: ["pilot"]) }
+        let image = (0..<20_000).map { UInt8($0 % 241) }
+        let server = try StaticHTTPServer(files: ["/fw.bin": image])
+        let imagePath = fleet.folder.appendingPathComponent("fw.bin").path
+        FileManager.default.createFile(atPath: imagePath, contents: Data(image))
+        let publish = try await fleet.ctl([
+            "firmware", "publish", "--file", imagePath, "--version", "3.0.0", "--url", server.url("/fw.bin"), "--key", fleet.privateKey,
+            "--fleet", "demo", "--out", "fw3.json",
+        ])
+        #expect(publish.status == 0, "\(publish.err)")
+        let arguments = [
+            "firmware", "rollout", "--broker", fleet.brokerURL, "--manifest", "fw3.json", "--waves", "20,100", "--max-failure-pct", "0",
+            "--soak", "8s", "--wave-timeout", "60s",
+        ]
+        let first = try ChildProcess(TestEnvironment.product("spectra-ctl"), arguments, currentDirectory: fleet.folder.path)
+        #expect(await first.waitForLine(timeout: 30) { $0.contains("soaking") } != nil, "\(first.lines)")
+        first.send(SIGKILL)
+        _ = await first.wait(timeout: 10)
+        let state = try String(contentsOfFile: fleet.folder.appendingPathComponent("var/rollouts/demo-3.0.0.json").path, encoding: .utf8)
+        #expect(state.contains("\"status\" : \"running\""), "the state file survived the kill: \(state)")
+
+        // The same command again: the plan (waves, soak, threshold) comes from the state file.
+        let resumed = try await fleet.ctl(arguments)
+        #expect(resumed.status == 0, "\(resumed.out)\n\(resumed.err)")
+        #expect(resumed.out.contains("resuming the rollout of 3.0.0 at wave 1"), "\(resumed.out)")
+        #expect(resumed.out.contains("completed: 5 of 5 installed"), "\(resumed.out)")
+        for index in 0..<5 {
+            let gateway = String(format: "gw-%02d", index)
+            let installs = fleet.events(gateway).filter { if case .firmwareProgress(let p) = $0 { p.stage == .installed } else { false } }
+            #expect(installs.count == 1, "\(gateway) installed once, not twice")
+        }
+        await fleet.stopAll()
+    }
+}
