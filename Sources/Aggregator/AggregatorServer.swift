@@ -18,6 +18,7 @@ public struct AggregatorServer: Sendable {
 
     final class PortBox: Sendable {
         let port = Mutex<Int?>(nil)
+        let group = Mutex<ServiceGroup?>(nil)
     }
 
     /// Opens the store and builds the services.
@@ -48,8 +49,17 @@ public struct AggregatorServer: Sendable {
     /// The HTTP port once the server listens (useful with `http.port: 0`).
     public var httpPort: Int? { portBox.port.withLock { $0 } }
 
-    /// Runs until SIGTERM/SIGINT (or the task is cancelled), then stops gracefully.
+    /// Runs until SIGTERM/SIGINT (when `handleSignals`), ``shutdown()`` or cancellation.
     public func run(handleSignals: Bool = true) async throws {
-        try await application.runService(gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [])
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [application], gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: application.logger))
+        portBox.group.withLock { $0 = group }
+        try await group.run()
+    }
+
+    /// Stops the way SIGTERM does: the HTTP server closes, ingest writes what it received.
+    public func shutdown() async {
+        await portBox.group.withLock { $0 }?.triggerGracefulShutdown()
     }
 }

@@ -95,7 +95,7 @@ struct IngestBench: AsyncParsableCommand {
         let firstRun = Task { try await first.run(handleSignals: false) }
         while !first.ingest.isConnected { try await Task.sleep(for: .milliseconds(20)) }
         try await Task.sleep(for: .milliseconds(500))
-        firstRun.cancel()
+        await first.shutdown()
         _ = try? await firstRun.value
 
         let stream = ingestStream(count: count, gateways: gateways, fleet: "bench")
@@ -111,7 +111,7 @@ struct IngestBench: AsyncParsableCommand {
             if monotonicSeconds() - start > 600 { throw ValidationError("only \(received) of \(count) committed in 600 s") }
         }
         let seconds = monotonicSeconds() - start
-        run.cancel()
+        await server.shutdown()
         _ = try? await run.value
         report(["bench": "ingest", "messages": count, "seconds": seconds, "perSecond": Double(count) / seconds])
     }

@@ -158,7 +158,7 @@ final class RunningAggregator: Sendable {
 
     /// Stops it the way SIGTERM would, waiting for the final flush.
     func stop() async {
-        task.cancel()
+        await server.shutdown()
         _ = try? await task.value
     }
 }
