@@ -11,10 +11,11 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [.package(name: "spectra-fleet", path: "..")],
     targets: [
-        .executableTarget(name: "FuzzEnvelope", dependencies: [.product(name: "SpectraProtocol", package: "spectra-fleet")]),
-        .executableTarget(name: "FuzzSignedDocument", dependencies: [.product(name: "SpectraProtocol", package: "spectra-fleet")]),
-        .executableTarget(name: "FuzzTopic", dependencies: [.product(name: "SpectraProtocol", package: "spectra-fleet")]),
-        .executableTarget(name: "FuzzProfile", dependencies: [.product(name: "SpectraConfig", package: "spectra-fleet")]),
-        .executableTarget(name: "FuzzControlRequest", dependencies: [.product(name: "EdgeAgent", package: "spectra-fleet")]),
+        .target(name: "FuzzDriver"),
+        .executableTarget(name: "FuzzEnvelope", dependencies: ["FuzzDriver", .product(name: "SpectraProtocol", package: "spectra-fleet")]),
+        .executableTarget(name: "FuzzSignedDocument", dependencies: ["FuzzDriver", .product(name: "SpectraProtocol", package: "spectra-fleet")]),
+        .executableTarget(name: "FuzzTopic", dependencies: ["FuzzDriver", .product(name: "SpectraProtocol", package: "spectra-fleet")]),
+        .executableTarget(name: "FuzzProfile", dependencies: ["FuzzDriver", .product(name: "SpectraConfig", package: "spectra-fleet")]),
+        .executableTarget(name: "FuzzControlRequest", dependencies: ["FuzzDriver", .product(name: "EdgeAgent", package: "spectra-fleet")]),
     ]
 )

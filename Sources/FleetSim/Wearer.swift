@@ -1,5 +1,6 @@
 import Foundation
 import SpectraProtocol
+import Waveform
 
 /// A simulated wearer: when they start using the headband, how faithfully they keep to the
 /// regimen, and what goes wrong in their sessions.

@@ -27,13 +27,7 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
         @OptionGroup var options: ConfigOptions
 
         func run() async throws {
-            let fields = await options.load(knownKeys: AggregatorConfiguration.keys)
-            let configuration: AggregatorConfiguration
-            do {
-                configuration = try AggregatorConfiguration(fields: fields)
-            } catch {
-                ConfigOptions.exit(with: error)
-            }
+            let configuration = await options.aggregatorConfiguration()
             let logger = Logger(label: "spectra.aggregator")
             let server: AggregatorServer
             do {
@@ -59,13 +53,7 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
         @OptionGroup var options: ConfigOptions
 
         func run() async throws {
-            let fields = await options.load(knownKeys: AggregatorConfiguration.keys)
-            let configuration: AggregatorConfiguration
-            do {
-                configuration = try AggregatorConfiguration(fields: fields)
-            } catch {
-                ConfigOptions.exit(with: error)
-            }
+            let configuration = await options.aggregatorConfiguration()
             print("fleets: \(configuration.fleets.map(\.rawValue).joined(separator: ","))")
             print("mqtt.url: \(configuration.broker.url)")
             print("clientId: \(configuration.clientID)")
@@ -74,6 +62,18 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             print("http: \(configuration.httpHost):\(configuration.httpPort)")
             print("stats.publishIntervalS: \(configuration.publishIntervalSeconds)")
             print("retention.days: \(configuration.retentionDays)")
+        }
+    }
+}
+
+extension ConfigOptions {
+    /// The aggregator's configuration, or one clear line and exit status 2.
+    func aggregatorConfiguration() async -> AggregatorConfiguration {
+        let fields = await load(knownKeys: AggregatorConfiguration.keys)
+        do {
+            return try AggregatorConfiguration(fields: fields)
+        } catch {
+            ConfigOptions.exit(with: error)
         }
     }
 }
