@@ -1,4 +1,5 @@
 import Foundation
+import SpectraProtocol
 
 /// A calendar day in UTC, stored as days since 1970-01-01 and written `YYYY-MM-DD`.
 ///
@@ -53,25 +54,13 @@ public struct Day: Sendable, Hashable, Comparable, Codable, CustomStringConverti
         try container.encode(description)
     }
 
-    /// Year, month, day (Howard Hinnant's civil-from-days).
+    /// Year, month, day.
     var components: (Int, Int, Int) {
-        let z = number + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = doy - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        return (yoe + era * 400 + (month <= 2 ? 1 : 0), month, day)
+        let (year, month, day) = CivilCalendar.date(fromDays: Int64(number))
+        return (Int(year), Int(month), Int(day))
     }
 
     static func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
+        Int(CivilCalendar.days(year: Int64(year), month: Int64(month), day: Int64(day)))
     }
 }
