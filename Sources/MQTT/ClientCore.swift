@@ -26,6 +26,7 @@ final class ClientCore: @unchecked Sendable {
     private var fd: Int32 = -1
     private var token: UInt64 = 0
     private var watchingWrite = false
+    private var watchingRead = true
     private var connected = false
     /// Whether the connection that just ended had been established (CONNACK success).
     private var lostAfterConnect = false
@@ -43,6 +44,11 @@ final class ClientCore: @unchecked Sendable {
     private var random = SystemRandomNumberGenerator()
     /// Acknowledgements gathered during one pass of the loop, handed over together.
     private var acks: [PublishAcknowledgement] = []
+    /// Numbers connections (from 1), so a settle from before a reconnect is recognised.
+    private var connectionNumber: UInt64 = 0
+    /// Messages delivered on this connection, and how many of them the consumer settled.
+    private var delivered = 0
+    private var settled = 0
 
     init(configuration: MQTTConfiguration, loop: MQTTEventLoop, outputs: ClientOutputs) {
         self.configuration = configuration
@@ -75,8 +81,9 @@ final class ClientCore: @unchecked Sendable {
         if connected {
             mosquitto_disconnect_v5(handle, 0, nil)
             updateInterest()
-            // The broker closes its side after DISCONNECT; don't wait forever for it.
-            loop.schedule(after: 2) { [self] in
+            // The broker closes its side after DISCONNECT; don't wait forever for it. With
+            // acknowledgements held for the consumer, DISCONNECT waits behind them.
+            loop.schedule(after: configuration.acknowledgeWhenSettled == nil ? 2 : 15) { [self] in
                 if self.handle == handle { self.connectionEnded(rc: Int32(MOSQ_ERR_SUCCESS.rawValue)) }
             }
         } else if token == 0 {
@@ -101,6 +108,9 @@ final class ClientCore: @unchecked Sendable {
     private func connect() {
         guard !stopped else { return }
         outputs.set(.connecting)
+        connectionNumber += 1
+        delivered = 0
+        settled = 0
         let context = Unmanaged.passRetained(CallbackContext(core: self))
         guard let handle = mosquitto_new(configuration.clientID, configuration.cleanStart, context.toOpaque()) else {
             context.release()
@@ -137,6 +147,12 @@ final class ClientCore: @unchecked Sendable {
     private func configure(_ handle: OpaquePointer) -> MQTTError? {
         let version = configuration.protocolVersion == .v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311
         mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, Int32(version))
+        if configuration.acknowledgeWhenSettled != nil {
+            // "Threaded" makes libmosquitto queue every packet it sends, PUBACKs included,
+            // until mosquitto_loop_write: this loop then decides when they go (mayWrite).
+            mosquitto_threaded_set(handle, true)
+            mosquitto_int_option(handle, MOSQ_OPT_RECEIVE_MAXIMUM, 65_535)
+        }
         mosquitto_connect_v5_callback_set(handle, onConnectCallback)
         mosquitto_disconnect_v5_callback_set(handle, onDisconnectCallback)
         mosquitto_publish_v5_callback_set(handle, onPublishCallback)
@@ -186,6 +202,7 @@ final class ClientCore: @unchecked Sendable {
         }
         fd = mosquitto_socket(handle)
         watchingWrite = mosquitto_want_write(handle)
+        watchingRead = true
         token = loop.register(fd: fd, core: self, wantWrite: watchingWrite)
         lastInbound = MQTTEventLoop.now()
     }
@@ -230,17 +247,24 @@ final class ClientCore: @unchecked Sendable {
 
     // MARK: Socket events (loop thread)
 
-    func handle(readable: Bool, writable: Bool) {
+    func handle(readable: Bool, writable: Bool, hangup: Bool = false) {
         guard let handle else { return }
         // On most failures libmosquitto closes the socket and calls onDisconnect, which
         // unregisters it (token 0) and schedules connectionEnded. A TLS handshake failure closes
         // the socket without the callback: settle() catches that.
-        if readable {
+        // epoll reports a hang-up whether asked or not. While reading is paused the connection
+        // simply ends here: reading on would deliver messages past the window that can never
+        // be acknowledged (the broker sends them again on the next connection).
+        if hangup && !mayRead {
+            onDisconnect(rc: Int32(MOSQ_ERR_CONN_LOST.rawValue))
+            return
+        }
+        if (readable && mayRead) || hangup {
             lastInbound = MQTTEventLoop.now()
             settle(handle, rc: mosquitto_loop_read(handle, 1))
         }
         guard token != 0 else { return }
-        if writable { settle(handle, rc: mosquitto_loop_write(handle, 1)) }
+        if writable && mayWrite { settle(handle, rc: mosquitto_loop_write(handle, 1)) }
         updateInterest()
         flushAcknowledgements()
     }
@@ -258,6 +282,8 @@ final class ClientCore: @unchecked Sendable {
         // libmosquitto pings at the latest one keepalive after the last inbound packet, so a
         // live broker is heard from within 1.5 keepalives; silence past that is a dead link.
         // (libmosquitto alone would wait up to 2 keepalives.)
+        // Time spent not reading (the consumer's window is full) is not the link's silence.
+        if !mayRead { lastInbound = MQTTEventLoop.now() }
         let silence = Double(MQTTEventLoop.now() &- lastInbound) / 1e9
         if silence > 1.5 * Double(configuration.keepaliveSeconds) {
             lastError = MQTTError.library(Int32(MOSQ_ERR_KEEPALIVE.rawValue), "no answer from \(configuration.host):\(configuration.port) for \(Int(silence)) s")
@@ -278,15 +304,38 @@ final class ClientCore: @unchecked Sendable {
         // Packets queued inside callbacks (a PUBACK releasing the next queued publish) are
         // written now rather than after another trip through epoll; only what the socket
         // cannot take yet waits for EPOLLOUT.
-        if mosquitto_want_write(handle) && connected {
+        if mosquitto_want_write(handle) && connected && mayWrite {
             settle(handle, rc: mosquitto_loop_write(handle, 1))
             guard token != 0 else { return }
         }
-        let want = mosquitto_want_write(handle)
-        if want != watchingWrite {
-            watchingWrite = want
-            loop.update(fd: fd, token: token, wantWrite: want)
+        let wantWrite = mosquitto_want_write(handle) && mayWrite
+        let wantRead = mayRead
+        if wantWrite != watchingWrite || wantRead != watchingRead {
+            watchingWrite = wantWrite
+            watchingRead = wantRead
+            loop.update(fd: fd, token: token, wantRead: wantRead, wantWrite: wantWrite)
         }
+    }
+
+    // MARK: Acknowledging settled messages (acknowledgeWhenSettled)
+
+    /// Whether to read more: not while the consumer's window is full, nor once stopping.
+    private var mayRead: Bool {
+        guard let window = configuration.acknowledgeWhenSettled else { return true }
+        return !stopped && delivered - settled < window
+    }
+
+    /// Whether queued packets may go out: only once every delivered message is settled, since
+    /// their PUBACKs are in the queue, in order, among everything else.
+    private var mayWrite: Bool {
+        configuration.acknowledgeWhenSettled == nil || settled >= delivered
+    }
+
+    /// The consumer settled every message up to `delivery`.
+    func settle(through delivery: Delivery) {
+        guard configuration.acknowledgeWhenSettled != nil, delivery.connection == connectionNumber, delivery.ordinal > settled else { return }
+        settled = min(delivery.ordinal, delivered)
+        updateInterest()
     }
 
     // MARK: Callbacks (loop thread, inside libmosquitto)
@@ -378,6 +427,9 @@ final class ClientCore: @unchecked Sendable {
     }
 
     fileprivate func onMessage(_ message: MQTTMessage) {
+        var message = message
+        delivered += 1
+        message.delivery = Delivery(connection: connectionNumber, ordinal: delivered)
         outputs.deliver(message)
     }
 

@@ -124,6 +124,13 @@ public final class MQTTClient: Sendable {
         }
     }
 
+    /// Settles every message delivered up to and including `delivery` (in delivery order): with
+    /// ``MQTTConfiguration/acknowledgeWhenSettled`` set, their PUBACKs may now go to the broker.
+    /// Settling a message from an earlier connection does nothing: the broker sends it again.
+    public func settle(through delivery: Delivery) {
+        loop.execute { [core] in core.settle(through: delivery) }
+    }
+
     /// Subscribes and waits for the SUBACK. Subscriptions are remembered and made again after a
     /// reconnect when the broker did not keep the session.
     /// - Returns: the granted QoS per filter.

@@ -56,12 +56,22 @@ public struct MQTTConfiguration: Sendable, Hashable {
     public var backoff: Backoff
     /// Received messages buffered for a slow consumer before new ones are dropped (and counted).
     public var receiveBufferCapacity: Int
+    /// When set, received messages are acknowledged to the broker only after the consumer has
+    /// settled them (``MQTTClient/settle(through:)``), and reading pauses while this many are
+    /// unsettled. A consumer that dies before settling gets the messages again from its
+    /// persistent session, instead of losing what the library had already acknowledged.
+    ///
+    /// Meant for consumers that commit what they receive (the aggregator). While anything is
+    /// unsettled, nothing else is written either (PUBACKs are queued in order with every other
+    /// packet), so keep the window's processing time well under the keepalive. Kept under the
+    /// broker's flow-control limit: the client announces a Receive Maximum of 65,535.
+    public var acknowledgeWhenSettled: Int?
 
     public init(
         host: String = "127.0.0.1", port: Int = 1883, clientID: String, protocolVersion: ProtocolVersion = .v5,
         cleanStart: Bool = true, sessionExpirySeconds: UInt32 = 0, keepaliveSeconds: Int = 30,
         username: String? = nil, password: String? = nil, tls: TLS? = nil, will: Will? = nil,
-        backoff: Backoff = Backoff(), receiveBufferCapacity: Int = 100_000
+        backoff: Backoff = Backoff(), receiveBufferCapacity: Int = 100_000, acknowledgeWhenSettled: Int? = nil
     ) {
         self.host = host
         self.port = port
@@ -76,5 +86,6 @@ public struct MQTTConfiguration: Sendable, Hashable {
         self.will = will
         self.backoff = backoff
         self.receiveBufferCapacity = receiveBufferCapacity
+        self.acknowledgeWhenSettled = acknowledgeWhenSettled.map { max(1, min($0, receiveBufferCapacity, 65_535)) }
     }
 }

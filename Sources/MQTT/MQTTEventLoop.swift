@@ -88,10 +88,10 @@ public final class MQTTEventLoop: @unchecked Sendable {
         return token
     }
 
-    /// Changes whether `fd` is watched for writability.
-    func update(fd: Int32, token: UInt64, wantWrite: Bool) {
+    /// Changes whether `fd` is watched for reading and for writability.
+    func update(fd: Int32, token: UInt64, wantRead: Bool = true, wantWrite: Bool) {
         var event = epoll_event()
-        event.events = EPOLLIN.rawValue | (wantWrite ? EPOLLOUT.rawValue : 0)
+        event.events = (wantRead ? EPOLLIN.rawValue : 0) | (wantWrite ? EPOLLOUT.rawValue : 0)
         event.data.u64 = token
         epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)
     }
@@ -120,8 +120,9 @@ public final class MQTTEventLoop: @unchecked Sendable {
                         continue
                     }
                     guard let core = registered[token] else { continue }
-                    core.handle(readable: flags & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0,
-                                writable: flags & EPOLLOUT.rawValue != 0)
+                    core.handle(readable: flags & EPOLLIN.rawValue != 0,
+                                writable: flags & EPOLLOUT.rawValue != 0,
+                                hangup: flags & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0)
                 }
             }
             runQueued()

@@ -26,18 +26,41 @@ public struct MQTTMessage: Sendable, Hashable {
     /// Whether the broker delivered it as a retained message (sent on subscribe).
     public var retain: Bool
     public var userProperties: [UserProperty]
+    /// Where the message stands in its connection's deliveries; hand it back to
+    /// ``MQTTClient/settle(through:)`` when the client acknowledges only settled messages.
+    public var delivery: Delivery
 
-    public init(topic: String, payload: [UInt8], qos: QoS, retain: Bool, userProperties: [UserProperty] = []) {
+    public init(
+        topic: String, payload: [UInt8], qos: QoS, retain: Bool, userProperties: [UserProperty] = [],
+        delivery: Delivery = Delivery(connection: 0, ordinal: 0)
+    ) {
         self.topic = topic
         self.payload = payload
         self.qos = qos
         self.retain = retain
         self.userProperties = userProperties
+        self.delivery = delivery
     }
 
     /// The value of the first user property named `name`.
     public func userProperty(_ name: String) -> String? {
         userProperties.first { $0.name == name }?.value
+    }
+}
+
+/// The place of a received message among its connection's deliveries: the connection's number
+/// (from 1, one per connect) and the message's ordinal in it (from 1).
+public struct Delivery: Sendable, Hashable, Comparable {
+    public var connection: UInt64
+    public var ordinal: Int
+
+    public init(connection: UInt64, ordinal: Int) {
+        self.connection = connection
+        self.ordinal = ordinal
+    }
+
+    public static func < (lhs: Delivery, rhs: Delivery) -> Bool {
+        (lhs.connection, lhs.ordinal) < (rhs.connection, rhs.ordinal)
     }
 }
 

@@ -78,6 +78,57 @@ struct PublishSubscribeTests {
         #expect(received.elements.map(text) == (0..<20).map(String.init))
     }
 
+    @Test("acknowledgeWhenSettled: reading stops at the window, and what was not settled comes back after a drop")
+    func acknowledgeWhenSettled() async throws {
+        let broker = try await MosquittoBroker()
+        func committer() -> MQTTClient {
+            var configuration = broker.client("committer", cleanStart: false, expiry: 3600)
+            configuration.acknowledgeWhenSettled = 10
+            return MQTTClient(configuration)
+        }
+        let first = committer()
+        try await first.connect()
+        try await first.subscribe([Subscription("w/#")])
+        let received = Collector(first.messages)
+        let publisher = MQTTClient(broker.client("pub"))
+        try await publisher.connect()
+        for index in 0..<30 { try await publisher.publish(OutgoingMessage(topic: "w/x", payload: bytes("\(index)"))) }
+
+        #expect(await received.waitFor(count: 10))
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(received.count == 10, "reading pauses while the window of 10 is unsettled")
+        #expect(received.elements.map(\.delivery.ordinal) == Array(1...10))
+
+        // A crash before settling: nothing was acknowledged, so the broker sends all 10 again.
+        first.dropConnectionWithoutDisconnect()
+        #expect(await received.waitFor(count: 20))
+        let again = received.elements[10..<20]
+        #expect(again.map(text) == (0..<10).map(String.init), "the unsettled messages come back, in order")
+        #expect(Set(again.map(\.delivery.connection)).count == 1 && again.first!.delivery.connection > received.elements[0].delivery.connection)
+        // A late settle for the old connection changes nothing; settling the new one lets the rest in.
+        first.settle(through: received.elements[9].delivery)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(received.count == 20)
+        for window in 2...3 {
+            first.settle(through: received.elements[window * 10 - 1].delivery)
+            #expect(await received.waitFor(count: (window + 1) * 10))
+        }
+        first.settle(through: received.elements[39].delivery)
+        #expect(received.elements[20..<40].map(text) == (10..<30).map(String.init))
+        await first.disconnect()
+        // (Connecting under the same id before the broker has read the PUBACKs and DISCONNECT
+        // would take the session over and drop them unread.)
+        #expect(await eventually { broker.log.contains("Client committer disconnected") })
+
+        // Everything settled was acknowledged: the session holds nothing more.
+        let later = committer()
+        let leftovers = Collector(later.messages)
+        #expect(try await later.connect() == true)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(leftovers.count == 0, "\(leftovers.elements.map(text))")
+        await later.disconnect()
+    }
+
     @Test("a shared subscription splits messages between two clients, none lost or doubled")
     func sharedSubscription() async throws {
         let broker = try await MosquittoBroker()
