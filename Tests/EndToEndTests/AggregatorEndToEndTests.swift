@@ -74,4 +74,98 @@ struct AggregatorEndToEndTests {
         aggregator.send(SIGTERM)
         #expect(await aggregator.wait(timeout: 15) == 0, "aggregator exits 0 on SIGTERM: \(aggregator.standardError.suffix(500))")
     }
+
+    @Test("an aggregator SIGKILLed in the middle of a backlog loses nothing and counts nothing twice once restarted")
+    func killedDuringIngest() async throws {
+        let broker = try await MosquittoBroker()
+        let folder = try TestEnvironment.temporaryDirectory("aggregator-kill")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let httpPort = try TestEnvironment.freePort()
+        let base = "http://127.0.0.1:\(httpPort)"
+        func startAggregator() throws -> ChildProcess {
+            try ChildProcess(
+                TestEnvironment.product("spectra-aggregator"),
+                [
+                    "run", "--config", "\(TestEnvironment.packageRoot.path)/Config/aggregator.yaml",
+                    "--set", "mqtt.url=mqtt://127.0.0.1:\(broker.port)", "--set", "http.port=\(httpPort)",
+                    "--set", "database=\(folder.path)/aggregator.sqlite", "--set", "clientId=agg-kill",
+                    "--set", "stats.publishIntervalS=3600",
+                ])
+        }
+        func summary() async -> (received: Int, expected: Int, completed: Int)? {
+            guard let summary = try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo") else { return nil }
+            let completeness = summary["completeness"] as? [String: Any]
+            return (completeness?["received"] as? Int ?? 0, completeness?["expected"] as? Int ?? 0,
+                    (summary["sessions"] as? [String: Any])?["completed"] as? Int ?? 0)
+        }
+        func connected() async -> Bool { ((try? await Self.get(base + "/healthz"))?["broker"] as? String) == "connected" }
+
+        // First run: the persistent session and its subscriptions; then the aggregator is away.
+        var aggregator = try startAggregator()
+        #expect(await eventually(timeout: 20) { await connected() }, "aggregator did not come up: \(aggregator.standardError)")
+        aggregator.send(SIGTERM)
+        #expect(await aggregator.wait(timeout: 15) == 0)
+
+        // The backlog: 40 gateways, 250 sessions each as started/completed pairs, 20,000 envelopes.
+        let gateways = 40, sessionsPerGateway = 250
+        let start = Date().addingTimeInterval(-3_600)
+        var backlog: [OutgoingMessage] = []
+        for index in 1...gateways {
+            let gateway = try Identifier(String(format: "gw-%04d", index))
+            let (fleet, epoch, boot) = (try Identifier("demo"), UUID(), UUID())
+            var seq: UInt64 = 0
+            func envelope(_ message: Message, at time: Date) -> OutgoingMessage {
+                seq += 1
+                let envelope = Envelope(
+                    fleet: fleet, gateway: gateway, epoch: epoch, seq: seq, boot: boot, monoNanos: seq * 1_000_000,
+                    timestamp: time, synced: true, message: message)
+                return OutgoingMessage(topic: Topic.event(fleet: fleet, gateway: gateway).path, payload: [UInt8](envelope.encoded()))
+            }
+            for number in 0..<sessionsPerGateway {
+                let id = try Identifier("s-\(index)-\(number)")
+                let at = start.addingTimeInterval(Double(number))
+                backlog.append(envelope(.event(.sessionStarted(SessionStarted(
+                    sessionId: id, level: 1, profileVersion: "default-1", channels: ["frontalis-l"], regimenPhase: .loading, regimenDay: 1))), at: at))
+                backlog.append(envelope(.event(.sessionCompleted(SessionSummary(
+                    sessionId: id, durationS: 900, stimulatingS: 900, levelSeconds: ["1": 900, "2": 0, "3": 0], pauses: 0,
+                    chargeMicroCoulombs: ["frontalis-l": 0], reason: nil, regimenPhase: .loading, regimenDay: 1))), at: at))
+            }
+        }
+        let publisher = MQTTClient(MQTTConfiguration(port: broker.port, clientID: "backlog"))
+        try await publisher.connect()
+        var acknowledgements = publisher.acknowledgements.makeAsyncIterator()
+        for chunk in stride(from: 0, to: backlog.count, by: 1_000) {
+            let part = backlog[chunk..<min(chunk + 1_000, backlog.count)]
+            try await publisher.send(part.enumerated().map { ($0.element, UInt64(chunk + $0.offset)) })
+            var acknowledged = 0
+            while acknowledged < part.count, let acks = await acknowledgements.next() { acknowledged += acks.count }
+        }
+        await publisher.disconnect()
+
+        // Second run: killed once part of the backlog is committed.
+        aggregator = try startAggregator()
+        var atKill = 0
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(60) {
+            if let now = await summary(), now.received >= backlog.count / 5 {
+                atKill = now.received
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        aggregator.send(SIGKILL)
+        _ = await aggregator.wait(timeout: 10)
+        #expect(atKill > 0 && atKill < backlog.count, "killed in the middle of the backlog (\(atKill) of \(backlog.count) committed)")
+
+        // Third run: the broker sends again everything not acknowledged, i.e. not committed.
+        aggregator = try startAggregator()
+        let complete = await eventually(timeout: 90) { await summary()?.received == backlog.count }
+        #expect(complete, "every envelope arrives")
+        try await Task.sleep(for: .seconds(1))
+        let final = await summary()
+        #expect(final?.received == backlog.count && final?.expected == backlog.count, "no loss: \(String(describing: final))")
+        #expect(final?.completed == gateways * sessionsPerGateway, "each session counted once: \(String(describing: final))")
+        aggregator.send(SIGTERM)
+        #expect(await aggregator.wait(timeout: 15) == 0)
+    }
 }

@@ -11,7 +11,9 @@ import Synchronization
 ///
 /// Events and telemetry come through MQTT 5 shared subscriptions (`$share/{group}/...`), so
 /// several instances split them; the session is persistent, so nothing published while an
-/// instance restarts is lost. Status and state are retained, and brokers do not deliver
+/// instance restarts is lost; and a message is acknowledged to the broker only once its batch
+/// is committed, so not even a killed instance loses one (the broker sends it again; the
+/// store's dedupe counts it once). Status and state are retained, and brokers do not deliver
 /// retained messages to shared subscriptions, so every instance subscribes to those directly
 /// (applying them is idempotent).
 public final class IngestService: Service, Sendable {
@@ -44,8 +46,15 @@ public final class IngestService: Service, Sendable {
             tls: broker.tls ? .init(caFile: broker.caFile ?? "", certFile: broker.certFile, keyFile: broker.keyFile) : nil,
             // Back quickly after a broker restart: gateways drain their backlogs at once.
             backoff: Backoff(minimumSeconds: 0.2, maximumSeconds: 5),
-            receiveBufferCapacity: 1_000_000))
+            receiveBufferCapacity: 1_000_000,
+            // Acknowledge to the broker only what is committed: an aggregator killed mid-batch
+            // gets the uncommitted messages again from its session (and dedupes any repeat).
+            acknowledgeWhenSettled: Self.settleWindow))
     }
+
+    /// Messages read ahead of the last commit, at most. Big enough that parsing and writing
+    /// overlap across several batches before reading waits for the commits to catch up.
+    static let settleWindow = 40_000
 
     /// Envelopes written so far (counted or recognised as duplicates) by this instance.
     public var committedEnvelopes: Int { committed.load(ordering: .relaxed) }
@@ -86,8 +95,8 @@ public final class IngestService: Service, Sendable {
             group.addTask { await self.maintenanceLoop() }
             let receiver = Task { await self.receive() }
             try? await gracefulShutdown()
-            // Stop new deliveries first, then take in everything the client already
-            // acknowledged to the broker, then write it all.
+            // Stop reading; the DISCONNECT goes out once everything delivered is committed
+            // (and acknowledged), then the writer finishes.
             await client.disconnect()
             let deadline = ContinuousClock.now + .seconds(10)
             while processed.load(ordering: .relaxed) < client.receivedMessages - client.droppedMessages, ContinuousClock.now < deadline {
@@ -152,9 +161,14 @@ public final class IngestService: Service, Sendable {
                 continue
             }
             for start in stride(from: 0, to: waiting.count, by: Self.maxBatch) {
-                let records = await parse(waiting[start..<min(start + Self.maxBatch, waiting.count)])
+                let batch = waiting[start..<min(start + Self.maxBatch, waiting.count)]
+                let records = await parse(batch)
+                let last = batch[batch.endIndex - 1].0.delivery
                 await writing?.value
-                writing = Task { await self.write(records) }
+                writing = Task {
+                    await self.write(records)
+                    self.client.settle(through: last)
+                }
             }
         }
     }
