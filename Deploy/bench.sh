@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Release-built measurements behind the README's figures, each beside a reference measured in
-# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|outbox|ingest|all]
+# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|outbox|ingest|agent|all]
 # Starts its own mosquitto on a free loopback port and stops it when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,4 +87,36 @@ if [ "$what" = ingest ] || [ "$what" = all ]; then
     rate=$(echo "$result" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')
     printf 'Aggregator ingest of the same backlog (parse, dedupe, statistics, commit): %.1f s (%.0f msg/s, %.2fx mosquitto_sub)\n' \
         "$seconds" "$rate" "$(awk -v a="$rate" -v b="$ref" 'BEGIN { print a / b }')"
+fi
+
+if [ "$what" = agent ] || [ "$what" = all ]; then
+    # The release-built agent against the same broker: memory and CPU idle, then in a session
+    # (1 s telemetry). VmRSS counts every page mapped, including clean code pages touched once
+    # at start (the kernel reclaims them under pressure); anonymous memory is what the agent
+    # allocated; the working set is what it touched in the 30 s measured (/proc/PID/clear_refs).
+    swift build -c release --product spectra-agent >/dev/null
+    agent=".build/release/spectra-agent"
+    mkdir -p "$work/agent"
+    options=(--config Config/agent.yaml --set "mqtt.url=mqtt://127.0.0.1:$port" --set "dataDir=$work/agent")
+    "$agent" run "${options[@]}" >"$work/agent.log" 2>&1 &
+    agent_pid=$!
+    measure() {
+        sleep 5
+        echo 1 > "/proc/$agent_pid/clear_refs"
+        local ticks0 ticks1
+        ticks0=$(awk '{ print $14 + $15 }' "/proc/$agent_pid/stat")
+        sleep 30
+        ticks1=$(awk '{ print $14 + $15 }' "/proc/$agent_pid/stat")
+        printf 'spectra-agent %s: VmRSS %.1f MiB, anonymous %.1f MiB, working set (30 s) %.1f MiB, CPU %.2f %% of one core\n' "$1" \
+            "$(awk '/^Rss:/ { print $2 / 1024 }' "/proc/$agent_pid/smaps_rollup")" \
+            "$(awk '/^Anonymous:/ { print $2 / 1024 }' "/proc/$agent_pid/smaps_rollup")" \
+            "$(awk '/^Referenced:/ { print $2 / 1024 }' "/proc/$agent_pid/smaps_rollup")" \
+            "$(awk -v t="$((ticks1 - ticks0))" -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz / 30 * 100 }')"
+    }
+    sleep 5
+    measure idle
+    "$agent" session start --level 1 "${options[@]}" >/dev/null
+    measure "in a session"
+    kill -TERM "$agent_pid"
+    wait "$agent_pid" || true
 fi
