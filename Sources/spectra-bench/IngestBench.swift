@@ -141,6 +141,18 @@ struct IngestStages: AsyncParsableCommand {
             index = end
         }
         let write = monotonicSeconds() - start
-        report(["parsePerSecond": Double(count) / parse, "storePerSecond": Double(count) / write])
+
+        // Telemetry alone, through the reference decoder and through ingest's fast path.
+        let telemetry = stream.filter { $0.topic.hasSuffix("/telemetry") }.map { Data($0.payload) }
+        start = monotonicSeconds()
+        for data in telemetry { _ = try Envelope.decodeSkippingChannels(data) }
+        let reference = monotonicSeconds() - start
+        start = monotonicSeconds()
+        for data in telemetry { _ = try Envelope.decodeForIngest(data) }
+        let fast = monotonicSeconds() - start
+        report([
+            "parsePerSecond": Double(count) / parse, "storePerSecond": Double(count) / write,
+            "telemetryReferencePerSecond": Double(telemetry.count) / reference, "telemetryFastPathPerSecond": Double(telemetry.count) / fast,
+        ])
     }
 }

@@ -36,7 +36,7 @@ public enum IngestRecord: Sendable {
         do {
             switch topic {
             case .event(let fleet, let gateway), .telemetry(let fleet, let gateway):
-                let envelope = try Envelope.decodeSkippingChannels(data)
+                let envelope = try Envelope.decodeForIngest(data)
                 guard envelope.fleet == fleet, envelope.gateway == gateway else {
                     throw Refusal(
                         reason: "topic_mismatch",

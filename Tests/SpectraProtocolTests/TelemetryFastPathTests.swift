@@ -1,0 +1,145 @@
+import Foundation
+import Testing
+@testable import SpectraProtocol
+
+/// The aggregator's fast path for telemetry must read exactly what the reference decoder reads,
+/// and hand everything it does not handle to it.
+@Suite("Telemetry fast path")
+struct TelemetryFastPathTests {
+    /// Both decoders' outcomes: equal envelopes, or failures with the same code.
+    static func expectSameOutcome(_ json: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        let data = Data(json.utf8)
+        let reference = Result { () throws(ProtocolError) in try Envelope.decodeSkippingChannels(data) }
+        let ingest = Result { () throws(ProtocolError) in try Envelope.decodeForIngest(data) }
+        switch (reference, ingest) {
+        case (.success(let a), .success(let b)):
+            #expect(a == b, "\(json)", sourceLocation: sourceLocation)
+        case (.failure(let a), .failure(let b)):
+            #expect(a.code == b.code && a.path == b.path, "\(a) against \(b)", sourceLocation: sourceLocation)
+        default:
+            Issue.record("the decoders disagree on \(json): \(reference) against \(ingest)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test("telemetry the agent writes is read by the fast path, equal to the reference, over varied values")
+    func agentTelemetry() throws {
+        var random = SplitMix(state: 7)
+        for index in 0..<500 {
+            let inSession = index % 3 != 0
+            let telemetry = Telemetry(
+                sessionId: inSession ? try Identifier("s-\(index)") : nil, level: inSession ? 1 + index % 3 : nil,
+                elapsedS: inSession ? Double(random.next() % 900_000) / 1000 : nil,
+                channels: (0..<(index % 11)).map { channel in
+                    Telemetry.Channel(
+                        id: "ch-\(channel)", peakMicroAmps: Double(random.next() % 1_000_000) / 1000, rmsMicroAmps: 1.5,
+                        impedanceOhms: 8200, complianceVolts: 3.4, contact: channel % 2 == 0)
+                },
+                vibrationRpm: index % 5 == 0 ? 8012.25 : nil, batteryPct: Double(random.next() % 10_000) / 100,
+                headbandTempC: -5 + Double(random.next() % 5000) / 100,
+                agent: .init(
+                    outboxDepth: Int(random.next() % 1_000_000), outboxBytes: Int(random.next() % UInt64(Int32.max)),
+                    oldestUnackedS: Double(random.next() % 100_000) / 7, reconnects: index, rssKiB: 30_000 + index))
+            let envelope = Envelope(
+                fleet: try Identifier("fleet-\(index % 4)"), gateway: try Identifier(String(format: "gw-%04d", index)),
+                epoch: UUID(), seq: UInt64(index) * 1_000_003, boot: UUID(), monoNanos: random.next() >> 1,
+                timestamp: Date(timeIntervalSince1970: 1_795_748_706 + Double(index) * 0.001), synced: index % 7 != 0,
+                message: .telemetry(telemetry))
+            let data = envelope.encoded()
+            let fast = try #require(TelemetryFastPath.read(data), "the fast path gave up on \(String(decoding: data, as: UTF8.self))")
+            #expect(fast == (try Envelope.decodeSkippingChannels(data)))
+            var withoutChannels = envelope
+            withoutChannels.message = .telemetry(Telemetry(
+                sessionId: telemetry.sessionId, level: telemetry.level, elapsedS: telemetry.elapsedS, channels: [],
+                vibrationRpm: telemetry.vibrationRpm, batteryPct: telemetry.batteryPct, headbandTempC: telemetry.headbandTempC,
+                agent: telemetry.agent))
+            #expect(fast == withoutChannels)
+        }
+    }
+
+    static let base = #"{"v":1,"kind":"telemetry","fleet":"demo","gw":"gw-0001","epoch":"0b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9e01","seq":7,"boot":"7d2e4c10-8a55-4b7b-a1f3-3e9b0c6d5a22","mono":5,"ts":"2026-11-27T03:05:06.123Z","synced":true,"body":{"channels":[],"batteryPct":76,"headbandTempC":31.5,"agent":{"outboxDepth":0,"outboxBytes":0,"oldestUnackedS":0,"reconnects":0,"rssKiB":1}}}"#
+
+    /// The ordinary message, with one piece replaced.
+    static func variant(_ from: String, _ to: String) -> String {
+        precondition(base.contains(from), "\(from) is not in the base message")
+        return base.replacingOccurrences(of: from, with: to)
+    }
+
+    @Test("out-of-the-ordinary and hostile inputs come out the same as from the reference decoder", arguments: [
+        base,
+        " \n\t" + base + " \r\n",
+        variant(#""v":1,"#, #""extra":{"a":[1,2.5e3,-0,null,true,false,"x",{"b":[]}]},"v":1,"#),
+        variant(#""fleet":"demo""#, #""fleet":"dem\u006f""#),
+        variant(#""fleet":"demo""#, #""fleet":"de mo""#),
+        variant(#""fleet":"demo""#, #""fleet":"""#),
+        variant(#""gw":"gw-0001""#, #""gw":"gw-0001","gw":"gw-0002""#),
+        variant(#""v":1"#, #""v":2"#),
+        variant(#""v":1"#, #""v":1.0"#),
+        variant(#""v":1"#, #""v":"1""#),
+        variant(#""kind":"telemetry""#, #""kind":"event""#),
+        variant(#""kind":"telemetry""#, #""kind":"telemetryx""#),
+        variant(#""seq":7"#, #""seq":-7"#),
+        variant(#""seq":7"#, #""seq":1e3"#),
+        variant(#""seq":7"#, #""seq":07"#),
+        variant(#""seq":7"#, #""seq":99999999999999999999"#),
+        variant(#""mono":5"#, #""mono":9223372036854775807"#),
+        variant(#""epoch":"0b6c1a52"#, #""epoch":"zb6c1a52"#),
+        variant(#""ts":"2026-11-27T03:05:06.123Z""#, #""ts":"2026-11-27 03:05:06""#),
+        variant(#""synced":true"#, #""synced":1"#),
+        variant(#""synced":true"#, #""synced":null"#),
+        variant(#""channels":[]"#, #""channels":null"#),
+        variant(#""channels":[],"#, ""),
+        variant(#""channels":[]"#, #""channels":[{"id":"a","peakMicroAmps":1e400}]"#),
+        variant(#""batteryPct":76"#, #""batteryPct":7.6e1"#),
+        variant(#""batteryPct":76"#, #""batteryPct":1e400"#),
+        variant(#""batteryPct":76"#, #""batteryPct":-"#),
+        variant(#""batteryPct":76"#, #""batteryPct":.5"#),
+        variant(#""batteryPct":76"#, #""batteryPct":5."#),
+        variant(#""batteryPct":76,"#, ""),
+        variant(#""batteryPct":76"#, #""batteryPct":76,"level":null,"sessionId":null,"elapsedS":null,"vibrationRpm":null"#),
+        variant(#""batteryPct":76"#, #""batteryPct":76,"level":2,"sessionId":"s-1","elapsedS":12.25,"vibrationRpm":8012"#),
+        variant(#""batteryPct":76"#, #""batteryPct":76,"level":2.5"#),
+        variant(#""batteryPct":76"#, #""batteryPct":76,"sessionId":"bad id""#),
+        variant(#""rssKiB":1"#, #""rssKiB":1.5"#),
+        variant(#""rssKiB":1}"#, #""rssKiB":1,"future":[[[]]]}"#),
+        variant(#""rssKiB":1"#, #""rssKiB":"1""#),
+        base + "x",
+        String(base.dropLast()),
+        variant(#""fleet":"demo""#, "\"fleet\":\"d\u{7}mo\""),
+        "[" + base + "]",
+        "",
+        "null",
+    ])
+    func sameOutcome(_ json: String) {
+        Self.expectSameOutcome(json)
+    }
+
+    @Test("nesting deeper than the fast path goes is left to the reference decoder")
+    func deepNesting() {
+        let deep = String(repeating: "[", count: 40) + String(repeating: "]", count: 40)
+        Self.expectSameOutcome(Self.variant(#""v":1,"#, #""deep":\#(deep),"v":1,"#))
+        #expect(TelemetryFastPath.read(Data(Self.variant(#""v":1,"#, #""deep":\#(deep),"v":1,"#).utf8)) == nil)
+    }
+
+    @Test("invalid UTF-8 in a string is refused as the reference refuses it")
+    func invalidUTF8() {
+        var bytes = Array(Self.base.utf8)
+        let at = bytes.firstIndex(of: UInt8(ascii: "d"))!  // in "demo"
+        bytes[at] = 0xFF
+        let data = Data(bytes)
+        #expect(TelemetryFastPath.read(data) == nil)
+        #expect(throws: ProtocolError.self) { try Envelope.decodeForIngest(data) }
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so a failure repeats.
+private struct SplitMix {
+    var state: UInt64
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
