@@ -260,7 +260,9 @@ public actor Outbox {
         stats.depth = storedRows + memoryBuffer.count
         stats.bytes = storedBytes
         stats.memoryBuffered = memoryBuffer.count
-        if let oldest = try? queue.read({ db in try Double.fetchOne(db, sql: "SELECT createdAt FROM message ORDER BY seq LIMIT 1") }) {
+        // inDatabase: the outbox is this connection's only user, so reads need neither a
+        // transaction nor GRDB's read-only guard (two more statements each time).
+        if let oldest = try? queue.inDatabase({ db in try OutboxStore.oldestCreatedAt(db: db) }) {
             stats.oldestUnackedSeconds = max(0, Date().timeIntervalSince1970 - oldest)
         } else if let first = memoryBuffer.first {
             stats.oldestUnackedSeconds = max(0, Date().timeIntervalSince1970 - first.createdAt)
@@ -415,7 +417,7 @@ public actor Outbox {
         let liveExtra = liveLimit > 0 ? ahead(of: liveCursor) : 0
         let backlogExtra = hasBacklog ? ahead(of: backlogCursor) : 0
         do {
-            let fetched = try queue.read { db -> ([StoredMessage], [StoredMessage]) in
+            let fetched = try queue.inDatabase { db -> ([StoredMessage], [StoredMessage]) in
                 let live = liveLimit > 0
                     ? try OutboxStore.fetch(from: liveCursor, through: .max, limit: liveLimit + liveExtra, db: db) : []
                 let backlog = hasBacklog

@@ -69,7 +69,7 @@ enum OutboxStore {
                 Int64(row.seq), row.messageClass.rawValue, row.topic, Data(row.payload), row.qos, row.retain, row.createdAt,
             ])
         }
-        try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('nextSeq', ?)", arguments: ["\(nextSeq)"])
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('nextSeq', ?)").execute(arguments: ["\(nextSeq)"])
     }
 
     /// Deletes rows by seq.
@@ -91,7 +91,8 @@ enum OutboxStore {
     /// Rows with `seq` in `range`, in order, at most `limit`.
     static func fetch(from: UInt64, through: UInt64, limit: Int, db: Database) throws -> [StoredMessage] {
         try Row.fetchAll(
-            db, sql: "SELECT seq, class, topic, payload, qos, retain, createdAt FROM message WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+            db.cachedStatement(
+                sql: "SELECT seq, class, topic, payload, qos, retain, createdAt FROM message WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?"),
             arguments: [Int64(from), Int64(min(through, UInt64(Int64.max))), limit]
         ).map(message)
     }
@@ -105,15 +106,19 @@ enum OutboxStore {
 
     /// Depth, payload bytes and the oldest row's creation time.
     static func totals(db: Database) throws -> (depth: Int, bytes: Int, oldest: Double?) {
-        let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM message")
-        let oldest = try Double.fetchOne(db, sql: "SELECT createdAt FROM message ORDER BY seq LIMIT 1")
-        return (row?[0] ?? 0, row?[1] ?? 0, oldest)
+        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM message"))
+        return (row?[0] ?? 0, row?[1] ?? 0, try oldestCreatedAt(db: db))
+    }
+
+    /// When the oldest row was enqueued.
+    static func oldestCreatedAt(db: Database) throws -> Double? {
+        try Double.fetchOne(db.cachedStatement(sql: "SELECT createdAt FROM message ORDER BY seq LIMIT 1"))
     }
 
     /// The oldest rows of `messageClass` older than `before`, at most `limit`.
     static func oldest(_ messageClass: MessageClass, limit: Int, db: Database) throws -> [StoredMessage] {
         try Row.fetchAll(
-            db, sql: "SELECT seq, class, topic, payload, qos, retain, createdAt FROM message WHERE class = ? ORDER BY seq LIMIT ?",
+            db.cachedStatement(sql: "SELECT seq, class, topic, payload, qos, retain, createdAt FROM message WHERE class = ? ORDER BY seq LIMIT ?"),
             arguments: [messageClass.rawValue, limit]
         ).map(message)
     }
