@@ -85,8 +85,8 @@ if [ "$what" = ingest ] || [ "$what" = all ]; then
     end=$(date +%s.%N)
     ref=$(awk -v n=$n -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", n / (e - s) }')
     printf 'mosquitto_sub draining a %d-envelope backlog, QoS 1: %.1f s (%.0f msg/s)\n' "$n" "$(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')" "$ref"
-    # Same conditions for the aggregator: a fresh broker (no persistence), as the reference had;
-    # one that has just moved 400,000 messages holds half a GiB of heap and runs slower.
+    # Same conditions for the aggregator: a fresh broker (no persistence, so a restart starts
+    # empty), as the reference had; not one still holding the heap of 400,000 messages.
     kill "$broker_pid"
     wait "$broker_pid" 2>/dev/null || true
     start_broker
