@@ -46,6 +46,8 @@ final class ClientCore: @unchecked Sendable {
     private var acks: [PublishAcknowledgement] = []
     /// Numbers connections (from 1), so a settle from before a reconnect is recognised.
     private var connectionNumber: UInt64 = 0
+    /// Numbers broker sessions: a connection the broker had no session for starts a new one.
+    private var sessionNumber: UInt64 = 0
     /// Messages delivered on this connection, and how many of them the consumer settled.
     private var delivered = 0
     private var settled = 0
@@ -349,6 +351,7 @@ final class ClientCore: @unchecked Sendable {
         attempt = 0
         lastError = nil
         let sessionPresent = flags & 1 == 1
+        if !sessionPresent { sessionNumber += 1 }
         outputs.connected(sessionPresent: sessionPresent)
         if !sessionPresent, let handle {
             for subscription in subscriptions {
@@ -429,7 +432,7 @@ final class ClientCore: @unchecked Sendable {
     fileprivate func onMessage(_ message: MQTTMessage) {
         var message = message
         delivered += 1
-        message.delivery = Delivery(connection: connectionNumber, ordinal: delivered)
+        message.delivery = Delivery(connection: connectionNumber, ordinal: delivered, session: sessionNumber)
         outputs.deliver(message)
     }
 

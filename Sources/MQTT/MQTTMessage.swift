@@ -49,14 +49,18 @@ public struct MQTTMessage: Sendable, Hashable {
 }
 
 /// The place of a received message among its connection's deliveries: the connection's number
-/// (from 1, one per connect) and the message's ordinal in it (from 1).
+/// (from 1, one per connect), the message's ordinal in it (from 1), and the broker session the
+/// connection belonged to (numbered from 0; a new number whenever the broker did not have the
+/// session, so connections with the same number continued one session).
 public struct Delivery: Sendable, Hashable, Comparable {
     public var connection: UInt64
     public var ordinal: Int
+    public var session: UInt64
 
-    public init(connection: UInt64, ordinal: Int) {
+    public init(connection: UInt64, ordinal: Int, session: UInt64 = 0) {
         self.connection = connection
         self.ordinal = ordinal
+        self.session = session
     }
 
     public static func < (lhs: Delivery, rhs: Delivery) -> Bool {

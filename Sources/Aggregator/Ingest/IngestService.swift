@@ -29,9 +29,10 @@ public final class IngestService: Service, Sendable {
     static let maxBatch = 5_000
 
     /// - Parameter now: the clock statistics are computed against (tests inject one).
+    /// - Parameter settleWindow: messages read ahead of the last commit, at most.
     public init(
         configuration: AggregatorConfiguration, store: any StatsStore, metrics: IngestMetrics, logger: Logger,
-        now: @escaping @Sendable () -> Date = Date.init
+        now: @escaping @Sendable () -> Date = Date.init, settleWindow: Int = IngestService.settleWindow
     ) {
         self.configuration = configuration
         self.store = store
@@ -49,12 +50,12 @@ public final class IngestService: Service, Sendable {
             receiveBufferCapacity: 1_000_000,
             // Acknowledge to the broker only what is committed: an aggregator killed mid-batch
             // gets the uncommitted messages again from its session (and dedupes any repeat).
-            acknowledgeWhenSettled: Self.settleWindow))
+            acknowledgeWhenSettled: settleWindow))
     }
 
     /// Messages read ahead of the last commit, at most. Big enough that parsing and writing
     /// overlap across several batches before reading waits for the commits to catch up.
-    static let settleWindow = 40_000
+    public static let settleWindow = 40_000
 
     /// Envelopes written so far (counted or recognised as duplicates) by this instance.
     public var committedEnvelopes: Int { committed.load(ordering: .relaxed) }
@@ -132,7 +133,12 @@ public final class IngestService: Service, Sendable {
     /// Takes messages off the client as fast as they come; parsing happens in the writer's
     /// pipeline, on every core.
     private func receive() async {
+        var lastConnection: UInt64 = 0
         for await message in client.messages {
+            if message.delivery.connection != lastConnection {
+                lastConnection = message.delivery.connection
+                dropResent(before: message.delivery)
+            }
             let receivedAt = now()
             let count = raw.withLock { raw in
                 raw.append((message, receivedAt))
@@ -141,6 +147,25 @@ public final class IngestService: Service, Sendable {
             if count % 1024 == 0 { metrics.pending.set(to: Double(count)) }
             processed.add(1, ordering: .relaxed)
             if Task.isCancelled { return }
+        }
+    }
+
+    /// Drops what still waits unparsed from earlier connections of the same broker session: none
+    /// of it was acknowledged, so the resumed session sends it all again. Without this, a store
+    /// that cannot commit (disk full) would gain a window of copies at every reconnect.
+    private func dropResent(before delivery: Delivery) {
+        let dropped = raw.withLock { raw in
+            let before = raw.count
+            raw.removeAll { entry in
+                let earlier = entry.0.delivery
+                return entry.0.qos != .atMostOnce && earlier.session == delivery.session && earlier.connection < delivery.connection
+            }
+            return before - raw.count
+        }
+        if dropped > 0 {
+            logger.info(
+                "dropped messages still waiting from an earlier connection; the broker sends them again",
+                metadata: ["messages": "\(dropped)"])
         }
     }
 
@@ -310,4 +335,15 @@ public final class IngestService: Service, Sendable {
         encoder.outputFormatting = [.sortedKeys]
         return (try? encoder.encode(value)) ?? Data("{}".utf8)
     }
+}
+
+extension IngestService {
+    /// Messages received and not yet taken by the writer.
+    @_spi(Testing) public var waitingMessages: Int { raw.withLock { $0.count } }
+
+    /// Messages the broker delivered so far.
+    @_spi(Testing) public var receivedMessages: Int { client.receivedMessages }
+
+    /// Drops the broker connection without DISCONNECT, as a cut cable would; it comes back by itself.
+    @_spi(Testing) public func dropConnection() { client.reconnect() }
 }
