@@ -261,7 +261,7 @@ final class ClientCore: @unchecked Sendable {
             onDisconnect(rc: Int32(MOSQ_ERR_CONN_LOST.rawValue))
             return
         }
-        if (readable && mayRead) || hangup {
+        if readable || hangup {  // (a hang-up here means reading is allowed)
             lastInbound = MQTTEventLoop.now()
             settle(handle, rc: mosquitto_loop_read(handle, 1))
         }

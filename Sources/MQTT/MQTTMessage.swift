@@ -52,7 +52,7 @@ public struct MQTTMessage: Sendable, Hashable {
 /// (from 1, one per connect), the message's ordinal in it (from 1), and the broker session the
 /// connection belonged to (numbered from 0; a new number whenever the broker did not have the
 /// session, so connections with the same number continued one session).
-public struct Delivery: Sendable, Hashable, Comparable {
+public struct Delivery: Sendable, Hashable {
     public var connection: UInt64
     public var ordinal: Int
     public var session: UInt64
@@ -61,10 +61,6 @@ public struct Delivery: Sendable, Hashable, Comparable {
         self.connection = connection
         self.ordinal = ordinal
         self.session = session
-    }
-
-    public static func < (lhs: Delivery, rhs: Delivery) -> Bool {
-        (lhs.connection, lhs.ordinal) < (rhs.connection, rhs.ordinal)
     }
 }
 

@@ -38,21 +38,19 @@ struct TelemetryFastPath {
     private mutating func envelope() -> Envelope? {
         var version: Int64?, kind: String?, fleet: Identifier?, gateway: Identifier?, epoch: UUID?, boot: UUID?
         var seq: Int64?, mono: Int64?, timestamp: Date?, synced: Bool?, body: Telemetry?
-        var seen = KeySet()
         guard object({ key, reader in
-            guard seen.insert(key, known: Self.envelopeKeys) else { return false }
             switch key {
-            case "v": version = reader.integer(); return version != nil
-            case "kind": kind = reader.string(); return kind != nil
-            case "fleet": fleet = reader.identifier(); return fleet != nil
-            case "gw": gateway = reader.identifier(); return gateway != nil
-            case "epoch": epoch = reader.string().flatMap(UUID.init(uuidString:)); return epoch != nil
-            case "boot": boot = reader.string().flatMap(UUID.init(uuidString:)); return boot != nil
-            case "seq": seq = reader.integer(); return seq != nil
-            case "mono": mono = reader.integer(); return mono != nil
-            case "ts": timestamp = reader.string().flatMap(Timestamp.parse); return timestamp != nil
-            case "synced": synced = reader.boolean(); return synced != nil
-            case "body": body = reader.telemetry(); return body != nil
+            case "v": return fill(&version, reader.integer())
+            case "kind": return fill(&kind, reader.string())
+            case "fleet": return fill(&fleet, reader.identifier())
+            case "gw": return fill(&gateway, reader.identifier())
+            case "epoch": return fill(&epoch, reader.string().flatMap(UUID.init(uuidString:)))
+            case "boot": return fill(&boot, reader.string().flatMap(UUID.init(uuidString:)))
+            case "seq": return fill(&seq, reader.integer())
+            case "mono": return fill(&mono, reader.integer())
+            case "ts": return fill(&timestamp, reader.string().flatMap(Timestamp.parse))
+            case "synced": return fill(&synced, reader.boolean())
+            case "body": return fill(&body, reader.telemetry())
             default: return reader.skipValue(depth: 1)
             }
         }) else { return nil }
@@ -69,64 +67,41 @@ struct TelemetryFastPath {
     private mutating func telemetry() -> Telemetry? {
         // Double optionals: nil when absent, .some(nil) for null.
         var sessionId: Identifier??, level: Int64??, elapsed: Double??, vibration: Double??
-        var battery: Double?, temperature: Double?, agent: Telemetry.Agent?, channels = false
-        var seen = KeySet()
+        var battery: Double?, temperature: Double?, agent: Telemetry.Agent?, channels: Bool?
         guard object({ key, reader in
-            guard seen.insert(key, known: Self.telemetryKeys) else { return false }
             switch key {
-            case "sessionId": sessionId = reader.optional { $0.identifier() }; return sessionId != nil
-            case "level": level = reader.optional { $0.integer() }; return level != nil
-            case "elapsedS": elapsed = reader.optional { $0.number() }; return elapsed != nil
-            case "vibrationRpm": vibration = reader.optional { $0.number() }; return vibration != nil
-            case "batteryPct": battery = reader.number(); return battery != nil
-            case "headbandTempC": temperature = reader.number(); return temperature != nil
-            case "agent": agent = reader.agent(); return agent != nil
-            case "channels": channels = reader.skipValue(depth: 2); return channels
+            case "sessionId": return fill(&sessionId, reader.optional { $0.identifier() })
+            case "level": return fill(&level, reader.optional { $0.integer() })
+            case "elapsedS": return fill(&elapsed, reader.optional { $0.number() })
+            case "vibrationRpm": return fill(&vibration, reader.optional { $0.number() })
+            case "batteryPct": return fill(&battery, reader.number())
+            case "headbandTempC": return fill(&temperature, reader.number())
+            case "agent": return fill(&agent, reader.agent())
+            case "channels": return fill(&channels, reader.skipValue(depth: 2) ? true : nil)
             default: return reader.skipValue(depth: 2)
             }
         }) else { return nil }
-        guard channels, let battery, let temperature, let agent else { return nil }
-        let intLevel: Int?? = level.map { $0.map { Int($0) } }
+        guard channels != nil, let battery, let temperature, let agent else { return nil }
         return Telemetry(
-            sessionId: sessionId ?? nil, level: intLevel ?? nil, elapsedS: elapsed ?? nil, channels: [],
+            sessionId: sessionId ?? nil, level: (level ?? nil).map { Int($0) }, elapsedS: elapsed ?? nil, channels: [],
             vibrationRpm: vibration ?? nil, batteryPct: battery, headbandTempC: temperature, agent: agent)
     }
 
     private mutating func agent() -> Telemetry.Agent? {
         var depth: Int64?, bytesHeld: Int64?, oldest: Double?, reconnects: Int64?, rss: Int64?
-        var seen = KeySet()
         guard object({ key, reader in
-            guard seen.insert(key, known: Self.agentKeys) else { return false }
             switch key {
-            case "outboxDepth": depth = reader.integer(); return depth != nil
-            case "outboxBytes": bytesHeld = reader.integer(); return bytesHeld != nil
-            case "oldestUnackedS": oldest = reader.number(); return oldest != nil
-            case "reconnects": reconnects = reader.integer(); return reconnects != nil
-            case "rssKiB": rss = reader.integer(); return rss != nil
+            case "outboxDepth": return fill(&depth, reader.integer())
+            case "outboxBytes": return fill(&bytesHeld, reader.integer())
+            case "oldestUnackedS": return fill(&oldest, reader.number())
+            case "reconnects": return fill(&reconnects, reader.integer())
+            case "rssKiB": return fill(&rss, reader.integer())
             default: return reader.skipValue(depth: 3)
             }
         }), let depth, let bytesHeld, let oldest, let reconnects, let rss else { return nil }
         return Telemetry.Agent(
             outboxDepth: Int(depth), outboxBytes: Int(bytesHeld), oldestUnackedS: oldest, reconnects: Int(reconnects),
             rssKiB: Int(rss))
-    }
-
-    static let envelopeKeys = ["v", "kind", "fleet", "gw", "epoch", "boot", "seq", "mono", "ts", "synced", "body"]
-    static let telemetryKeys = ["sessionId", "level", "elapsedS", "vibrationRpm", "batteryPct", "headbandTempC", "agent", "channels"]
-    static let agentKeys = ["outboxDepth", "outboxBytes", "oldestUnackedS", "reconnects", "rssKiB"]
-
-    /// The known keys an object has had so far: a second one is given up on (unknown keys are
-    /// only stepped over).
-    private struct KeySet {
-        private var bits: UInt32 = 0
-
-        mutating func insert(_ key: String, known: [String]) -> Bool {
-            guard let position = known.firstIndex(of: key) else { return true }
-            let bit: UInt32 = 1 << position
-            guard bits & bit == 0 else { return false }
-            bits |= bit
-            return true
-        }
     }
 
     // MARK: JSON pieces
@@ -325,4 +300,12 @@ struct TelemetryFastPath {
             }
         }
     }
+}
+
+/// Puts a member's value in `slot`; false (give up) when the value did not read, or when the key
+/// came before (unknown keys are only stepped over, as the reference ignores them).
+private func fill<T>(_ slot: inout T?, _ value: T?) -> Bool {
+    guard case .none = slot, let value else { return false }
+    slot = value
+    return true
 }
