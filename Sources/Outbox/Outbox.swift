@@ -51,6 +51,11 @@ public actor Outbox {
     private var storedBytes = 0
     private var storedRows = 0
     private var lastCompact = Date.distantPast
+    /// Payload bytes deleted, rolled up or evicted since the last compaction.
+    private var releasedSinceCompact = 0
+    /// Payload bytes the disk can hold, counting what is stored and leaving the free-disk
+    /// floor, when the file system was last asked.
+    private var diskRoom: (bytes: Int, checkedAt: ContinuousClock.Instant)?
 
     // Dispatch state.
     private var client: MQTTClient?
@@ -150,7 +155,7 @@ public actor Outbox {
             let rollup = self.rollup
             let before = storedBytes
             do {
-                let outcome = try await queue.write { db in
+                let (outcome, deletedRows) = try await OutboxStore.write(queue, inline: rows.count + deletes.count <= 16) { db in
                     let deleted = try OutboxStore.delete(deletes, db: db)
                     try OutboxStore.insert(rows, nextSeq: next, db: db)
                     let bounds = try OutboxBounds.enforce(bytes: before - deleted.bytes + added, limits: limits, rollup: rollup, db: db)
@@ -158,10 +163,11 @@ public actor Outbox {
                 }
                 memoryBuffer.removeAll()
                 ackedNotDeleted.subtract(deletes)
-                storedRows += rows.count - outcome.1 - outcome.0.removedRows
-                storedBytes = outcome.0.bytes
-                counters.rolledUp += outcome.0.rolledUp
-                for eviction in outcome.0.evictions where eviction.count > 0 {
+                storedRows += rows.count - deletedRows - outcome.removedRows
+                storedBytes = outcome.bytes
+                releasedSinceCompact += before + added - outcome.bytes
+                counters.rolledUp += outcome.rolledUp
+                for eviction in outcome.evictions where eviction.count > 0 {
                     counters.evicted += eviction.count
                     logger.warning("outbox evicted messages under storage pressure", metadata: [
                         "class": "\(eviction.messageClass)", "count": "\(eviction.count)", "bytes": "\(eviction.bytes)",
@@ -226,11 +232,14 @@ public actor Outbox {
     private func currentLimits() -> OutboxBounds.Limits {
         var budget = configuration.maxBytes
         var hard = configuration.hardCapBytes
-        if let free = Self.freeBytes(near: configuration.path) {
-            let room = free - configuration.minFreeBytes
-            // What the disk can still take, counting what is already stored.
-            budget = min(budget, storedBytes + room)
-            hard = min(hard, storedBytes + room)
+        // The file system is asked at most once a second.
+        let now = ContinuousClock.now
+        if diskRoom.map({ now - $0.checkedAt > .seconds(1) }) ?? true {
+            diskRoom = Self.freeBytes(near: configuration.path).map { (bytes: storedBytes + $0 - configuration.minFreeBytes, checkedAt: now) }
+        }
+        if let diskRoom {
+            budget = min(budget, diskRoom.bytes)
+            hard = min(hard, diskRoom.bytes)
         }
         return OutboxBounds.Limits(softBytes: max(0, budget), hardBytes: max(0, hard))
     }
@@ -242,9 +251,13 @@ public actor Outbox {
         return Int(info.f_bavail) * Int(info.f_frsize)
     }
 
+    /// Gives space back after a drain that released at least a MiB, at most every 30 s (a
+    /// steady trickle drains after every message and would otherwise checkpoint, fsync and
+    /// truncate all the time).
     private func compactIfDue() {
-        guard Date().timeIntervalSince(lastCompact) > 30 else { return }
+        guard releasedSinceCompact >= 1 << 20, Date().timeIntervalSince(lastCompact) > 30 else { return }
         lastCompact = Date()
+        releasedSinceCompact = 0
         do {
             try OutboxStore.compact(queue)
         } catch {
@@ -262,7 +275,7 @@ public actor Outbox {
         stats.memoryBuffered = memoryBuffer.count
         // inDatabase: the outbox is this connection's only user, so reads need neither a
         // transaction nor GRDB's read-only guard (two more statements each time).
-        if let oldest = try? queue.inDatabase({ db in try OutboxStore.oldestCreatedAt(db: db) }) {
+        if storedRows > 0, let oldest = try? queue.inDatabase({ db in try OutboxStore.oldestCreatedAt(db: db) }) {
             stats.oldestUnackedSeconds = max(0, Date().timeIntervalSince1970 - oldest)
         } else if let first = memoryBuffer.first {
             stats.oldestUnackedSeconds = max(0, Date().timeIntervalSince1970 - first.createdAt)

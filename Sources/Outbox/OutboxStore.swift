@@ -56,9 +56,31 @@ enum OutboxStore {
             }
             let storedNext = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'nextSeq'").flatMap { UInt64($0) } ?? 1
             let maxSeq = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM message").map { UInt64($0) + 1 } ?? 1
-            return (epoch, max(storedNext, maxSeq))
+            let next = max(storedNext, maxSeq)
+            // The row `insert` updates in place (an UPDATE leaves the key's index alone: one page
+            // written per commit instead of two).
+            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('nextSeq', ?)", arguments: ["\(next)"])
+            return (epoch, next)
         }
         return (queue, epoch, next)
+    }
+
+    /// Runs `work` in one write transaction. A small one runs on the caller's thread: handing
+    /// it to GRDB's queue and back costs two thread wake-ups, more than the commit itself. A
+    /// large one goes to GRDB's queue, and the caller's actor goes on sending meanwhile.
+    static func write<T: Sendable>(
+        _ queue: DatabaseQueue, inline: Bool, _ work: @escaping @Sendable (Database) throws -> T
+    ) async throws -> T {
+        guard inline else { return try await queue.write(work) }
+        return try queue.inDatabase { db in
+            var result: T?
+            try db.inTransaction(.immediate) {
+                result = try work(db)
+                return .commit
+            }
+            guard let result else { throw DatabaseError(resultCode: .SQLITE_ABORT, message: "the transaction did not commit") }
+            return result
+        }
     }
 
     static func insert(_ rows: [StoredMessage], nextSeq: UInt64, db: Database) throws {
@@ -69,7 +91,7 @@ enum OutboxStore {
                 Int64(row.seq), row.messageClass.rawValue, row.topic, Data(row.payload), row.qos, row.retain, row.createdAt,
             ])
         }
-        try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('nextSeq', ?)").execute(arguments: ["\(nextSeq)"])
+        try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'nextSeq'").execute(arguments: ["\(nextSeq)"])
     }
 
     /// Deletes rows by seq.

@@ -136,4 +136,26 @@ struct DeliveryTests {
         let delivered = Set(witness.elements.compactMap(seqOf))
         #expect(Set(1...returned).isSubset(of: delivered), "an enqueue that returned was not delivered")
     }
+
+    @Test("after a backlog drains, its space goes back to the file system")
+    func spaceGivenBack() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("o.sqlite")
+        func onDisk() -> Int {
+            ["", "-wal"].reduce(0) { total, suffix in
+                total + ((try? FileManager.default.attributesOfItem(atPath: path + suffix)[.size] as? Int) ?? 0)
+            }
+        }
+        let outbox = try Outbox(OutboxConfiguration(path: path, window: 500))
+        for _ in 0..<4000 { await outbox.enqueue { numbered($0, $1, .telemetry, size: 2000) } }
+        let full = onDisk()
+        #expect(full > 8_000_000)
+        let broker = try await MosquittoBroker()
+        let client = MQTTClient(broker.mqtt("gw-1"))
+        await outbox.attach(client)
+        try await client.connect()
+        #expect(await eventually(timeout: 60) { await outbox.stats().depth == 0 })
+        #expect(await eventually(timeout: 10) { onDisk() < 1_000_000 }, "\(onDisk()) bytes still on disk after the drain (\(full) before)")
+    }
 }
