@@ -87,9 +87,10 @@ public actor SimulatedGateway {
             await liveDay(day)
             day += 1
         }
-        // Live: stay connected (presence, idle telemetry, any backlog) until cancelled.
+        // Live: stay connected (presence, idle telemetry, any backlog) until cancelled, which
+        // ends the sleep at once.
         while live && !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(1))
+            try? await Task.sleep(for: .seconds(3600))
         }
         telemetry.cancel()
         await telemetry.value
@@ -163,9 +164,11 @@ public actor SimulatedGateway {
         counters.enqueued.add(1, ordering: .relaxed)
     }
 
-    /// Telemetry every `telemetryIntervalSeconds` (real time) in a session, less often idle.
+    /// Telemetry every `telemetryIntervalSeconds` (real time) in a session, less often idle, on
+    /// a fixed cadence (the time an enqueue takes does not stretch the interval).
     private func telemetryLoop() async {
-        try? await Task.sleep(for: .seconds(Double.random(in: 0...idleTelemetryIntervalSeconds, using: &random)))
+        var due = ContinuousClock.now + .seconds(Double.random(in: 0...idleTelemetryIntervalSeconds, using: &random))
+        try? await Task.sleep(until: due)
         while !Task.isCancelled {
             let stats = await outbox.stats()
             let level = regimen.completedSessions >= 21 ? 3 : regimen.completedSessions >= 7 ? 2 : 1
@@ -173,7 +176,8 @@ public actor SimulatedGateway {
                 level: inSession ? level : nil, channels: [], batteryPct: 60 + Double(random.next() % 40), headbandTempC: inSession ? 31.5 : 24,
                 agent: .init(outboxDepth: stats.depth, outboxBytes: stats.bytes, oldestUnackedS: stats.oldestUnackedSeconds, reconnects: client.reconnects, rssKiB: 0))
             await enqueue(.telemetry(telemetry))
-            try? await Task.sleep(for: .seconds(inSession ? telemetryIntervalSeconds : idleTelemetryIntervalSeconds))
+            due = max(due + .seconds(inSession ? telemetryIntervalSeconds : idleTelemetryIntervalSeconds), .now)
+            try? await Task.sleep(until: due)
         }
     }
 
