@@ -117,10 +117,25 @@ struct StatusCommand: AsyncParsableCommand {
     }
 }
 
+/// The running agent's control socket. A control command needs only `dataDir` (the running
+/// agent has its own configuration), so nothing else is required of `--config`. Without one:
+/// systemd's `STATE_DIRECTORY`, else the checkout's `var` when an agent runs there, else the
+/// installed agent's `/var/lib/spectra-agent`.
+func controlSocketPath(_ options: ConfigOptions) async -> String {
+    let fields = await options.load(knownKeys: AgentConfiguration.keys)
+    let checkout = "var"
+    let fallback = ProcessInfo.processInfo.environment["STATE_DIRECTORY"]
+        ?? (FileManager.default.fileExists(atPath: AgentRuntime.controlSocketPath(dataDirectory: checkout)) ? checkout : "/var/lib/spectra-agent")
+    do {
+        return AgentRuntime.controlSocketPath(dataDirectory: try fields.string("dataDir", default: fallback))
+    } catch {
+        ConfigOptions.exit(with: error)
+    }
+}
+
 /// Sends a request over the control socket and prints the answer; one line and exit 1 on failure.
 func send(_ request: [String: Any], options: ConfigOptions, json: Bool, text: ([String: Any]) -> String) async throws {
-    let configuration = await loadAgentConfiguration(options)
-    let path = AgentRuntime.controlSocketPath(dataDirectory: configuration.dataDirectory)
+    let path = await controlSocketPath(options)
     let response: [String: Any]
     do {
         response = try ControlSocketClient.send(request, path: path)

@@ -95,6 +95,11 @@ struct AgentTests {
         let (_, json, _) = try await harness.control(["status", "--json"])
         let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
         #expect(object?["completedSessions"] as? Int == 1)
+        // A control command needs only where the agent keeps its socket, not a whole config.
+        let bare = try await ChildProcess.run(
+            TestEnvironment.product("spectra-agent"), ["status", "--json", "--set", "dataDir=\(harness.folder.path)/var"])
+        #expect(bare.status == 0, "\(bare.stderr)")
+        #expect((try JSONSerialization.jsonObject(with: Data(bare.stdout.utf8)) as? [String: Any])?["completedSessions"] as? Int == 1)
         harness.process?.send(SIGTERM)
         #expect(await harness.process?.wait(timeout: 15) == 0)
     }
