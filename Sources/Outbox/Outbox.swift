@@ -41,6 +41,8 @@ public actor Outbox {
 
     private var queue: DatabaseQueue
     private var nextSeq: UInt64
+    /// Every seq below this one is committed (or was given up); at or above, still to commit.
+    private var committedNext: UInt64
     private var pending: [(row: StoredMessage, waiter: CheckedContinuation<UInt64, Never>?)] = []
     private var memoryBuffer: [StoredMessage] = []
     private var pendingDeletes: [UInt64] = []
@@ -63,6 +65,10 @@ public actor Outbox {
     private var connected = false
     private var boundary: UInt64 = 0
     private var liveCursor: UInt64 = 1
+    /// Rows committed lately and not yet sent live, in seq order: every committed row from
+    /// `recentFrom` on is here, so live rows are sent without reading them back.
+    private var recent: [StoredMessage] = []
+    private var recentFrom: UInt64 = 1
     private var backlogCursor: UInt64 = 0
     private var hasBacklog = false
     private var inflight: [UInt64: (sentAt: Double, backlog: Bool)] = [:]
@@ -111,7 +117,9 @@ public actor Outbox {
         let totals = try? queue.read { db in try OutboxStore.totals(db: db) }
         storedRows = totals?.depth ?? 0
         storedBytes = totals?.bytes ?? 0
+        committedNext = nextSeq
         liveCursor = nextSeq
+        recentFrom = nextSeq
     }
 
     // MARK: Enqueue
@@ -163,6 +171,8 @@ public actor Outbox {
                 }
                 memoryBuffer.removeAll()
                 ackedNotDeleted.subtract(deletes)
+                committedNext = next
+                remember(committed: rows, next: next, reshaped: outcome.removedRows > 0)
                 storedRows += rows.count - deletedRows - outcome.removedRows
                 storedBytes = outcome.bytes
                 releasedSinceCompact += before + added - outcome.bytes
@@ -196,6 +206,23 @@ public actor Outbox {
             }
         }
     }
+
+    /// Keeps what was just committed for the live sender; rows rolled up or evicted in the same
+    /// commit (`reshaped`) make it read from the database again.
+    private func remember(committed rows: [StoredMessage], next: UInt64, reshaped: Bool) {
+        if reshaped {
+            recent.removeAll()
+            recentFrom = next
+            return
+        }
+        recent.append(contentsOf: rows.lazy.filter { $0.seq >= self.liveCursor }.sorted { $0.seq < $1.seq })
+        if recent.count > Self.recentLimit {
+            recent.removeFirst(recent.count - Self.recentLimit)
+            recentFrom = recent[0].seq
+        }
+    }
+
+    private static let recentLimit = 64
 
     /// Keeps the memory buffer bounded: telemetry goes first, then the oldest of the rest.
     private func trimMemoryBuffer() {
@@ -334,8 +361,12 @@ public actor Outbox {
         if case .connected = state {
             connected = true
             inflight.removeAll()
-            boundary = nextSeq - 1
-            liveCursor = nextSeq
+            // The backlog is what is committed now; what commits later (a write under way, or
+            // messages held in memory while the disk refused them) goes out live.
+            boundary = committedNext - 1
+            liveCursor = committedNext
+            recent.removeAll()
+            recentFrom = committedNext
             backlogCursor = 0
             hasBacklog = true
             requestPump()
@@ -427,23 +458,34 @@ public actor Outbox {
         let backlogCursor = self.backlogCursor
         let boundary = self.boundary
         let hasBacklog = self.hasBacklog
-        let liveExtra = liveLimit > 0 ? ahead(of: liveCursor) : 0
-        let backlogExtra = hasBacklog ? ahead(of: backlogCursor) : 0
-        do {
-            let fetched = try queue.inDatabase { db -> ([StoredMessage], [StoredMessage]) in
-                let live = liveLimit > 0
-                    ? try OutboxStore.fetch(from: liveCursor, through: .max, limit: liveLimit + liveExtra, db: db) : []
-                let backlog = hasBacklog
-                    ? try OutboxStore.fetch(from: backlogCursor, through: boundary, limit: capacity + backlogExtra, db: db) : []
-                return (live, backlog)
-            }
-            live = Array(fetched.0.lazy.filter { !skipped($0.seq) }.prefix(liveLimit))
-            backlog = Array(fetched.1.lazy.filter { !skipped($0.seq) }.prefix(capacity - live.count))
-        } catch {
-            logger.error("outbox read failed", metadata: ["error": "\(error)"])
-            return ([], [])
+        // Live rows come from memory when every committed one is there (the usual case).
+        let liveFromMemory = liveLimit > 0 && liveCursor >= recentFrom
+        if liveFromMemory {
+            live = Array(recent.lazy.filter { $0.seq >= liveCursor && !skipped($0.seq) }.prefix(liveLimit))
         }
-        if let last = live.last { self.liveCursor = last.seq + 1 }
+        let liveToRead = liveLimit > 0 && !liveFromMemory
+        if liveToRead || hasBacklog {
+            let liveExtra = liveToRead ? ahead(of: liveCursor) : 0
+            let backlogExtra = hasBacklog ? ahead(of: backlogCursor) : 0
+            do {
+                let fetched = try queue.inDatabase { db -> ([StoredMessage], [StoredMessage]) in
+                    let live = liveToRead
+                        ? try OutboxStore.fetch(from: liveCursor, through: .max, limit: liveLimit + liveExtra, db: db) : []
+                    let backlog = hasBacklog
+                        ? try OutboxStore.fetch(from: backlogCursor, through: boundary, limit: capacity + backlogExtra, db: db) : []
+                    return (live, backlog)
+                }
+                if liveToRead { live = Array(fetched.0.lazy.filter { !skipped($0.seq) }.prefix(liveLimit)) }
+                backlog = Array(fetched.1.lazy.filter { !skipped($0.seq) }.prefix(capacity - live.count))
+            } catch {
+                logger.error("outbox read failed", metadata: ["error": "\(error)"])
+                return ([], [])
+            }
+        }
+        if let last = live.last {
+            self.liveCursor = last.seq + 1
+            recent.removeAll { $0.seq <= last.seq }
+        }
         if let last = backlog.last {
             self.backlogCursor = last.seq + 1
         } else if capacity - live.count > 0 {

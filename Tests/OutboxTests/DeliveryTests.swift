@@ -158,4 +158,24 @@ struct DeliveryTests {
         #expect(await eventually(timeout: 60) { await outbox.stats().depth == 0 })
         #expect(await eventually(timeout: 10) { onDisk() < 1_000_000 }, "\(onDisk()) bytes still on disk after the drain (\(full) before)")
     }
+
+    @Test("messages committed only after the connect (a disk that healed) are delivered on the same connection")
+    func committedAfterConnect() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let broker = try await MosquittoBroker()
+        let (_, witness) = try await broker.witness()
+        let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), minFreeBytes: 0))
+        await outbox.enqueue { numbered($0, $1) }
+        try await outbox.setMaxPageCount(1)
+        for _ in 0..<5 { await outbox.enqueue { numbered($0, $1, size: 2000) } }
+        #expect(await outbox.stats().memoryBuffered >= 4)
+        let client = MQTTClient(broker.mqtt("gw-1"))
+        await outbox.attach(client)
+        try await client.connect()
+        #expect(await witness.waitFor(count: 1))
+        try await outbox.setMaxPageCount(1_000_000)
+        #expect(await witness.waitFor(count: 6, timeout: 10), "held messages waited for another connection")
+        #expect(witness.elements.compactMap(seqOf) == Array(1...6))
+    }
 }
