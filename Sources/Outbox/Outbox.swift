@@ -163,7 +163,7 @@ public actor Outbox {
             let rollup = self.rollup
             let before = storedBytes
             do {
-                let (outcome, deletedRows) = try await OutboxStore.write(queue, inline: rows.count + deletes.count <= 16) { db in
+                let (outcome, deletedRows) = try await queue.write { db in
                     let deleted = try OutboxStore.delete(deletes, db: db)
                     try OutboxStore.insert(rows, nextSeq: next, db: db)
                     let bounds = try OutboxBounds.enforce(bytes: before - deleted.bytes + added, limits: limits, rollup: rollup, db: db)

@@ -65,24 +65,6 @@ enum OutboxStore {
         return (queue, epoch, next)
     }
 
-    /// Runs `work` in one write transaction. A small one runs on the caller's thread: handing
-    /// it to GRDB's queue and back costs two thread wake-ups, more than the commit itself. A
-    /// large one goes to GRDB's queue, and the caller's actor goes on sending meanwhile.
-    static func write<T: Sendable>(
-        _ queue: DatabaseQueue, inline: Bool, _ work: @escaping @Sendable (Database) throws -> T
-    ) async throws -> T {
-        guard inline else { return try await queue.write(work) }
-        return try queue.inDatabase { db in
-            var result: T?
-            try db.inTransaction(.immediate) {
-                result = try work(db)
-                return .commit
-            }
-            guard let result else { throw DatabaseError(resultCode: .SQLITE_ABORT, message: "the transaction did not commit") }
-            return result
-        }
-    }
-
     static func insert(_ rows: [StoredMessage], nextSeq: UInt64, db: Database) throws {
         let statement = try db.cachedStatement(
             sql: "INSERT INTO message (seq, class, topic, payload, qos, retain, createdAt) VALUES (?, ?, ?, ?, ?, ?, ?)")
