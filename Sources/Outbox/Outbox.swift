@@ -278,9 +278,9 @@ public actor Outbox {
         return Int(info.f_bavail) * Int(info.f_frsize)
     }
 
-    /// Gives space back after a drain that released at least a MiB, at most every 30 s (a
-    /// steady trickle drains after every message and would otherwise checkpoint, fsync and
-    /// truncate all the time).
+    /// Gives space back after a drain that released at least a MiB, at most every 30 s. (A
+    /// steady trickle empties the queue after every message; compacting then checkpointed,
+    /// fsynced and truncated every 30 s for nothing.)
     private func compactIfDue() {
         guard releasedSinceCompact >= 1 << 20, Date().timeIntervalSince(lastCompact) > 30 else { return }
         lastCompact = Date()
