@@ -76,19 +76,34 @@ enum OutboxStore {
         try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'nextSeq'").execute(arguments: ["\(nextSeq)"])
     }
 
-    /// Deletes rows by seq.
+    /// Deletes rows by seq, one statement per run of consecutive seqs (acknowledgements mostly
+    /// come in order, so a drained batch is usually one run).
     /// - Returns: how many rows and payload bytes went.
     @discardableResult
     static func delete(_ seqs: [UInt64], db: Database) throws -> (rows: Int, bytes: Int) {
-        let statement = try db.cachedStatement(sql: "DELETE FROM message WHERE seq = ? RETURNING LENGTH(payload)")
+        guard !seqs.isEmpty else { return (0, 0) }
+        let statement = try db.cachedStatement(sql: "DELETE FROM message WHERE seq BETWEEN ? AND ? RETURNING LENGTH(payload)")
         var rows = 0
         var bytes = 0
-        for seq in seqs {
-            if let length = try Int.fetchOne(statement, arguments: [Int64(seq)]) {
+        let sorted = seqs.sorted()
+        var start = sorted[0]
+        var end = start
+        func flush() throws {
+            let lengths = try Int.fetchCursor(statement, arguments: [Int64(start), Int64(end)])
+            while let length = try lengths.next() {
                 rows += 1
                 bytes += length
             }
         }
+        for seq in sorted.dropFirst() where seq != end {
+            if seq == end + 1 {
+                end = seq
+            } else {
+                try flush()
+                (start, end) = (seq, seq)
+            }
+        }
+        try flush()
         return (rows, bytes)
     }
 

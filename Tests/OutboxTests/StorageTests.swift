@@ -41,6 +41,25 @@ struct StorageTests {
         #expect(await outbox.stats().depth == 1)
     }
 
+    @Test("acknowledged rows are deleted exactly, whatever their order, gaps and repeats")
+    func deleteRuns() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let (queue, epoch, _) = try OutboxStore.open(OutboxConfiguration(path: folder.path("o.sqlite")))
+        let rows = (1...10).map { seq in
+            let message = numbered(UInt64(seq), epoch, size: seq * 10)
+            return StoredMessage(
+                seq: UInt64(seq), messageClass: message.messageClass, topic: message.topic, payload: message.payload, qos: 1,
+                retain: false, createdAt: 0)
+        }
+        try await queue.write { db in try OutboxStore.insert(rows, nextSeq: 11, db: db) }
+        let deleted = try await queue.write { db in try OutboxStore.delete([10, 3, 2, 9, 4, 7, 3, 12], db: db) }
+        #expect(deleted.rows == 6)
+        #expect(deleted.bytes == [2, 3, 4, 7, 9, 10].reduce(0) { $0 + $1 * 10 })
+        let left = try await queue.read { db in try Int64.fetchAll(db, sql: "SELECT seq FROM message ORDER BY seq") }
+        #expect(left == [1, 5, 6, 8])
+    }
+
     @Test("a folder that cannot hold a database is one clear error")
     func unavailable() {
         #expect(throws: OutboxError.self) { try Outbox(OutboxConfiguration(path: "/nonexistent/folder/outbox.sqlite")) }
