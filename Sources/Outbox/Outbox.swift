@@ -210,6 +210,8 @@ public actor Outbox {
     /// Keeps what was just committed for the live sender; rows rolled up or evicted in the same
     /// commit (`reshaped`) make it read from the database again.
     private func remember(committed rows: [StoredMessage], next: UInt64, reshaped: Bool) {
+        // Offline there is no live sender; a connect starts afresh from what is committed.
+        guard connected else { return }
         if reshaped {
             recent.removeAll()
             recentFrom = next
