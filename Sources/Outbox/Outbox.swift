@@ -172,7 +172,7 @@ public actor Outbox {
                 memoryBuffer.removeAll()
                 ackedNotDeleted.subtract(deletes)
                 committedNext = next
-                remember(committed: rows, next: next, reshaped: outcome.removedRows > 0)
+                remember(committed: rows, reshaped: outcome.removedRows > 0)
                 storedRows += rows.count - deletedRows - outcome.removedRows
                 storedBytes = outcome.bytes
                 releasedSinceCompact += before + added - outcome.bytes
@@ -209,12 +209,12 @@ public actor Outbox {
 
     /// Keeps what was just committed for the live sender; rows rolled up or evicted in the same
     /// commit (`reshaped`) make it read from the database again.
-    private func remember(committed rows: [StoredMessage], next: UInt64, reshaped: Bool) {
+    private func remember(committed rows: [StoredMessage], reshaped: Bool) {
         // Offline there is no live sender; a connect starts afresh from what is committed.
         guard connected else { return }
         if reshaped {
             recent.removeAll()
-            recentFrom = next
+            recentFrom = committedNext
             return
         }
         recent.append(contentsOf: rows.lazy.filter { $0.seq >= self.liveCursor }.sorted { $0.seq < $1.seq })
