@@ -52,6 +52,9 @@ public actor Outbox {
     private var counters = OutboxStats()
     private var storedBytes = 0
     private var storedRows = 0
+    /// When the oldest stored row was enqueued (nil: none stored), kept up to date by every
+    /// write so that ``stats()`` does not read the database.
+    private var oldestCreatedAt: Double?
     private var lastCompact = Date.distantPast
     /// Payload bytes deleted, rolled up or evicted since the last compaction.
     private var releasedSinceCompact = 0
@@ -117,6 +120,7 @@ public actor Outbox {
         let totals = try? queue.read { db in try OutboxStore.totals(db: db) }
         storedRows = totals?.depth ?? 0
         storedBytes = totals?.bytes ?? 0
+        oldestCreatedAt = totals?.oldest
         committedNext = nextSeq
         liveCursor = nextSeq
         recentFrom = nextSeq
@@ -162,13 +166,18 @@ public actor Outbox {
             let limits = currentLimits()
             let rollup = self.rollup
             let before = storedBytes
+            // Inserts only add newer rows: the oldest changes when rows go, or when there was none.
+            let knownOldest = oldestCreatedAt
             do {
-                let (outcome, deletedRows) = try await queue.write { db in
+                let (outcome, deletedRows, oldest) = try await queue.write { db in
                     let deleted = try OutboxStore.delete(deletes, db: db)
                     try OutboxStore.insert(rows, nextSeq: next, db: db)
                     let bounds = try OutboxBounds.enforce(bytes: before - deleted.bytes + added, limits: limits, rollup: rollup, db: db)
-                    return (bounds, deleted.rows)
+                    let removed = deleted.rows > 0 || bounds.removedRows > 0
+                    let oldest = removed || knownOldest == nil ? try OutboxStore.oldestCreatedAt(db: db) : knownOldest
+                    return (bounds, deleted.rows, oldest)
                 }
+                oldestCreatedAt = oldest
                 memoryBuffer.removeAll()
                 ackedNotDeleted.subtract(deletes)
                 committedNext = next
@@ -302,9 +311,7 @@ public actor Outbox {
         stats.depth = storedRows + memoryBuffer.count
         stats.bytes = storedBytes
         stats.memoryBuffered = memoryBuffer.count
-        // inDatabase: the outbox is this connection's only user, so reads need neither a
-        // transaction nor GRDB's read-only guard (two more statements each time).
-        if storedRows > 0, let oldest = try? queue.inDatabase({ db in try OutboxStore.oldestCreatedAt(db: db) }) {
+        if storedRows > 0, let oldest = oldestCreatedAt {
             stats.oldestUnackedSeconds = max(0, Date().timeIntervalSince1970 - oldest)
         } else if let first = memoryBuffer.first {
             stats.oldestUnackedSeconds = max(0, Date().timeIntervalSince1970 - first.createdAt)

@@ -178,4 +178,35 @@ struct DeliveryTests {
         #expect(await witness.waitFor(count: 6, timeout: 10), "held messages waited for another connection")
         #expect(witness.elements.compactMap(seqOf) == Array(1...6))
     }
+    @Test("the oldest unacknowledged age is the oldest stored row's, across a reopen and a drain")
+    func oldestAge() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("o.sqlite")
+        do {
+            let outbox = try Outbox(OutboxConfiguration(path: path))
+            #expect(await outbox.stats().oldestUnackedSeconds == 0)
+            await outbox.enqueue { numbered($0, $1) }
+            try await Task.sleep(for: .milliseconds(400))
+            await outbox.enqueue { numbered($0, $1) }
+            #expect(await outbox.stats().oldestUnackedSeconds >= 0.4)
+        }
+        let broker = try await MosquittoBroker()
+        let (_, witness) = try await broker.witness()
+        let outbox = try Outbox(OutboxConfiguration(path: path))
+        #expect(await outbox.stats().oldestUnackedSeconds >= 0.4, "a reopened outbox knows how old its rows are")
+        let client = MQTTClient(broker.mqtt("gw-1"))
+        await outbox.attach(client)
+        try await client.connect()
+        #expect(await witness.waitFor(count: 2))
+        #expect(await eventually { await outbox.stats().depth == 0 })
+        #expect(await outbox.stats().oldestUnackedSeconds == 0)
+        // Offline again: a new row's age starts from its own enqueue, not the drained ones'.
+        await client.disconnect()
+        #expect(await eventually { !client.isConnected })
+        try await Task.sleep(for: .milliseconds(100))
+        await outbox.enqueue { numbered($0, $1) }
+        let age = await outbox.stats().oldestUnackedSeconds
+        #expect(age < 0.4)
+    }
 }
