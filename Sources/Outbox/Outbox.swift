@@ -202,7 +202,7 @@ public actor Outbox {
                 }
                 for item in batch { item.waiter?.resume(returning: item.row.seq) }
                 if storedRows == 0 && !deletes.isEmpty { compactIfDue() }
-                requestPump()
+                if hasUnsent { requestPump() }
             } catch {
                 counters.storageErrors += 1
                 logger.error("outbox write failed; holding messages in memory", metadata: ["error": "\(error)"])
@@ -319,7 +319,8 @@ public actor Outbox {
         return stats
     }
 
-    /// Updates the swift-metrics gauges and counters (called every second while attached).
+    /// Updates the swift-metrics gauges and counters (called every 5 s while attached, more
+    /// often when ``OutboxConfiguration/stallSeconds`` is under 20 s).
     public func recordMetrics() {
         let now = stats()
         metrics.record(now, since: lastRecorded)
@@ -356,9 +357,12 @@ public actor Outbox {
         tasks.append(Task { [weak self] in
             for await batch in acks { await self?.acknowledged(batch) }
         })
+        // Checked a few times per stall period, not every second: a fleet simulator runs
+        // thousands of outboxes in one process.
+        let housekeeping = min(5, max(0.05, configuration.stallSeconds / 4))
         tasks.append(Task { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(1))
+                try? await Task.sleep(for: .seconds(housekeeping))
                 await self?.checkStall()
                 await self?.recordMetrics()
             }
@@ -396,7 +400,8 @@ public actor Outbox {
             ackedNotDeleted.insert(ack.token)
         }
         startWriter()
-        requestPump()
+        // Room in the window matters only when something waits for it.
+        if hasUnsent { requestPump() }
     }
 
     private func checkStall() {
@@ -408,6 +413,9 @@ public actor Outbox {
             client.reconnect()
         }
     }
+
+    /// Whether committed rows wait to be sent: a backlog, or live rows the window held back.
+    private var hasUnsent: Bool { hasBacklog || liveCursor < committedNext }
 
     private func requestPump() {
         guard connected else { return }
