@@ -36,7 +36,7 @@ public actor SimulatedGateway {
     init(
         fleet: Identifier, gateway: Identifier, seed: UInt64, clock: SimClock, profile: CalibrationProfile, broker: MQTTConfiguration,
         dataDirectory: String, counters: FleetCounters, telemetryIntervalSeconds: Double, idleTelemetryIntervalSeconds: Double,
-        spreadDays: Int, logger: Logger
+        spreadDays: Int, outboxQueue: DispatchQueue? = nil, logger: Logger
     ) throws {
         self.fleet = fleet
         self.gateway = gateway
@@ -51,7 +51,7 @@ public actor SimulatedGateway {
         self.random = random
         envelopes = EnvelopeFactory(fleet: fleet, gateway: gateway)
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
-        outbox = try Outbox(OutboxConfiguration(path: "\(dataDirectory)/outbox.sqlite"), logger: logger)
+        outbox = try Outbox(OutboxConfiguration(path: "\(dataDirectory)/outbox.sqlite", targetQueue: outboxQueue), logger: logger)
         var configuration = broker
         configuration.clientID = "\(fleet)-\(gateway)"
         configuration.cleanStart = true

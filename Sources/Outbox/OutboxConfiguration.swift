@@ -1,3 +1,5 @@
+import Dispatch
+
 /// How an outbox stores and sends. Every parameter has a documented default.
 public struct OutboxConfiguration: Sendable {
     /// How commits trade speed for durability.
@@ -23,15 +25,21 @@ public struct OutboxConfiguration: Sendable {
     public var backlogShare: Double
     /// Messages held in memory while the disk refuses writes; past it telemetry is dropped.
     public var memoryBufferLimit: Int
-    /// Oldest unacknowledged age that counts as a stalled drain while connected, seconds.
+    /// Oldest unacknowledged age that counts as a stalled drain while connected, seconds;
+    /// checked every quarter of it, at most every 5 s.
     public var stallSeconds: Double
     /// The largest database in pages, to simulate a small disk in tests (nil: no limit).
     public var maxPageCount: Int?
+    /// The serial dispatch queue the database work runs on (nil: a queue of its own). Many
+    /// outboxes in one process (the fleet simulator's) share a few, so that they do not each
+    /// take a thread while they write. Work on it must never wait for another outbox on the
+    /// same queue.
+    public var targetQueue: DispatchQueue?
 
     public init(
         path: String, durability: Durability = .normal, maxBytes: Int = 64 << 20, hardCapBytes: Int? = nil,
         minFreeBytes: Int = 32 << 20, window: Int = 1000, backlogShare: Double = 0.25, memoryBufferLimit: Int = 10_000,
-        stallSeconds: Double = 60, maxPageCount: Int? = nil
+        stallSeconds: Double = 60, maxPageCount: Int? = nil, targetQueue: DispatchQueue? = nil
     ) {
         self.path = path
         self.durability = durability
@@ -43,6 +51,7 @@ public struct OutboxConfiguration: Sendable {
         self.memoryBufferLimit = memoryBufferLimit
         self.stallSeconds = stallSeconds
         self.maxPageCount = maxPageCount
+        self.targetQueue = targetQueue
     }
 }
 

@@ -23,6 +23,7 @@ enum OutboxStore {
         var config = Configuration()
         config.journalMode = .wal
         config.busyMode = .timeout(5)
+        config.targetQueue = configuration.targetQueue
         let durability = configuration.durability
         let maxPageCount = configuration.maxPageCount
         config.prepareDatabase { db in

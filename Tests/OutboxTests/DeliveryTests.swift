@@ -209,4 +209,38 @@ struct DeliveryTests {
         let age = await outbox.stats().oldestUnackedSeconds
         #expect(age < 0.4)
     }
+
+    @Test("outboxes sharing one dispatch queue keep their own seqs and all deliver")
+    func sharedQueue() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let broker = try await MosquittoBroker()
+        let (_, witness) = try await broker.witness()
+        let shared = DispatchQueue(label: "test.outbox.shared")
+        var outboxes: [Outbox] = []
+        for index in 0..<3 {
+            outboxes.append(try Outbox(OutboxConfiguration(path: folder.path("o\(index).sqlite"), targetQueue: shared)))
+        }
+        let all = outboxes
+        // Enqueues into all three at once, then connect each to the broker as its own gateway.
+        let seqs = await withTaskGroup(of: (Int, UInt64).self) { group in
+            for (index, outbox) in all.enumerated() {
+                for _ in 0..<100 { group.addTask { (index, await outbox.enqueue { numbered($0, $1) }) } }
+            }
+            return await group.reduce(into: [Int: [UInt64]]()) { $0[$1.0, default: []].append($1.1) }
+        }
+        for index in 0..<3 { #expect(seqs[index]?.sorted() == Array(1...100)) }
+        var clients: [MQTTClient] = []
+        for (index, outbox) in all.enumerated() {
+            let client = MQTTClient(broker.mqtt("gw-\(index)"))
+            await outbox.attach(client)
+            try await client.connect()
+            clients.append(client)
+        }
+        #expect(await witness.waitFor(count: 300, timeout: 20))
+        for outbox in all { #expect(await eventually { await outbox.stats().depth == 0 }) }
+        let delivered = witness.elements.compactMap(seqOf)
+        #expect((1...100).allSatisfy { seq in delivered.filter { $0 == seq }.count == 3 })
+        for client in clients { await client.disconnect() }
+    }
 }
