@@ -144,12 +144,49 @@ extension Envelope: Codable {
 extension UUID {
     /// Lower-case UUID text, as the contract writes it.
     public var wireString: String { uuidString.lowercased() }
+
+    /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in either case: what `UUID(uuidString:)`
+    /// accepts, read directly rather than through `sscanf` (two UUIDs per received envelope).
+    public init?(wireText text: String) {
+        var text = text
+        guard let uuid = text.withUTF8({ UUID(wireBytes: UnsafeRawBufferPointer($0)) }) else { return nil }
+        self = uuid
+    }
+
+    /// ``init(wireText:)`` on the text's UTF-8 bytes.
+    init?(wireBytes text: UnsafeRawBufferPointer) {
+        guard text.count == 36 else { return nil }
+        func nibble(_ byte: UInt8) -> UInt8? {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): byte &- UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): byte &- UInt8(ascii: "a") &+ 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): byte &- UInt8(ascii: "A") &+ 10
+            default: nil
+            }
+        }
+        var uuid: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        let parsed = withUnsafeMutableBytes(of: &uuid) { out -> Bool in
+            var index = 0
+            for position in 0..<16 {
+                if position == 4 || position == 6 || position == 8 || position == 10 {
+                    guard text[index] == UInt8(ascii: "-") else { return false }
+                    index += 1
+                }
+                guard let high = nibble(text[index]), let low = nibble(text[index + 1]) else { return false }
+                out[position] = high << 4 | low
+                index += 2
+            }
+            return true
+        }
+        guard parsed else { return nil }
+        self.init(uuid: uuid)
+    }
 }
 
 extension KeyedDecodingContainer {
     func decodeUUID(forKey key: Key) throws -> UUID {
         let text = try decode(String.self, forKey: key)
-        guard let uuid = UUID(uuidString: text) else {
+        guard let uuid = UUID(wireText: text) else {
             throw ProtocolError(
                 .invalidValue, path: (codingPath + [key]).dottedPath, "\(Identifier.describe(text)) is not a UUID")
         }

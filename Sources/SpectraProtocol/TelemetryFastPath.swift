@@ -44,8 +44,8 @@ struct TelemetryFastPath {
             case "kind": return fill(&kind, reader.string())
             case "fleet": return fill(&fleet, reader.identifier())
             case "gw": return fill(&gateway, reader.identifier())
-            case "epoch": return fill(&epoch, reader.string().flatMap(UUID.init(uuidString:)))
-            case "boot": return fill(&boot, reader.string().flatMap(UUID.init(uuidString:)))
+            case "epoch": return fill(&epoch, reader.uuid())
+            case "boot": return fill(&boot, reader.uuid())
             case "seq": return fill(&seq, reader.integer())
             case "mono": return fill(&mono, reader.integer())
             case "ts": return fill(&timestamp, reader.string().flatMap(Timestamp.parse))
@@ -139,6 +139,11 @@ struct TelemetryFastPath {
     }
 
     /// A string without escapes or control characters, valid UTF-8.
+    private mutating func uuid() -> UUID? {
+        guard let range = stringRange() else { return nil }
+        return UUID(wireBytes: UnsafeRawBufferPointer(rebasing: bytes[range]))
+    }
+
     private mutating func string() -> String? {
         guard let range = stringRange() else { return nil }
         return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)

@@ -51,6 +51,34 @@ struct EnvelopeTests {
         #expect(decoded.message == .event(Samples.events[1].1))
     }
 
+    @Test("UUIDs are read as Foundation reads them: either case; anything else is refused")
+    func uuidText() throws {
+        for _ in 0..<200 {
+            let uuid = UUID()
+            #expect(UUID(wireText: uuid.wireString) == uuid)
+            #expect(UUID(wireText: uuid.uuidString) == uuid)
+        }
+        let good = "0b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9e01"
+        #expect(UUID(wireText: good) == UUID(uuidString: good))
+        var refused = [
+            "", "0b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9e0", "0b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9e011",
+            "0b6c1a523f1e-4f4a-9d0e-6c3f2a1b9e01-", "0b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9g01", "{b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9e01",
+            " b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9e01", "+b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9e01", "0b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9\u{e9}",
+        ]
+        // Every dash moved, and every hex digit replaced by a non-hex byte.
+        for position in [8, 13, 18, 23] {
+            var bytes = Array(good.utf8)
+            bytes.swapAt(position, position + 1)
+            refused.append(String(decoding: bytes, as: UTF8.self))
+        }
+        for position in good.utf8.indices.map({ good.utf8.distance(from: good.utf8.startIndex, to: $0) }) where ![8, 13, 18, 23].contains(position) {
+            var bytes = Array(good.utf8)
+            bytes[position] = UInt8(ascii: "x")
+            refused.append(String(decoding: bytes, as: UTF8.self))
+        }
+        for text in refused { #expect(UUID(wireText: text) == nil, "\(text)") }
+    }
+
     @Test("timestamps without fractional seconds are accepted")
     func timestampWithoutFraction() throws {
         #expect(WireFormat.parseTimestamp("2026-11-27T03:05:06Z") == Date(timeIntervalSince1970: 1_795_748_706))
