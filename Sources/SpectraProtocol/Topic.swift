@@ -87,47 +87,49 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
         guard topic.utf8.count <= Self.maxLength else {
             throw ProtocolError(.invalidTopic, path: "topic", "topic is longer than \(Self.maxLength) bytes")
         }
-        let levels = topic.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        // Substrings of the received topic: it is parsed once per message the aggregator reads.
+        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
         guard levels.count >= 4, levels[0] == "spectra", levels[1] == "v1" else {
             throw ProtocolError(
                 .invalidTopic, path: "topic",
                 "\(Identifier.describe(topic)) does not start with '\(Self.root)/{fleet}/'")
         }
-        let fleet = try Identifier(levels[2], field: "topic.fleet")
-        let rest = Array(levels[3...])
-        func id(_ text: String, _ field: String) throws(ProtocolError) -> Identifier {
-            try Identifier(text, field: "topic.\(field)")
+        let fleet = try Identifier(String(levels[2]), field: "topic.fleet")
+        let rest = levels[3...]
+        let first = rest.startIndex
+        func id(_ text: Substring, _ field: String) throws(ProtocolError) -> Identifier {
+            try Identifier(String(text), field: "topic.\(field)")
         }
         switch rest.count {
-        case 2 where rest == ["stats", "summary"]:
+        case 2 where rest[first] == "stats" && rest[first + 1] == "summary":
             self = .statsSummary(fleet: fleet)
             return
-        case 3 where rest[0] == "all" && rest[1] == "cmd" && rest[2] == "config":
+        case 3 where rest[first] == "all" && rest[first + 1] == "cmd" && rest[first + 2] == "config":
             self = .fleetConfig(fleet: fleet)
             return
-        case 3 where rest[0] == "stats" && rest[1] == "gw":
-            self = .statsGateway(fleet: fleet, gateway: try id(rest[2], "gateway"))
+        case 3 where rest[first] == "stats" && rest[first + 1] == "gw":
+            self = .statsGateway(fleet: fleet, gateway: try id(rest[first + 2], "gateway"))
             return
-        case 3 where rest[0] == "gw":
-            let gw = try id(rest[1], "gateway")
-            switch rest[2] {
+        case 3 where rest[first] == "gw":
+            let gw = try id(rest[first + 1], "gateway")
+            switch rest[first + 2] {
             case "status": self = .status(fleet: fleet, gateway: gw); return
             case "event": self = .event(fleet: fleet, gateway: gw); return
             case "telemetry": self = .telemetry(fleet: fleet, gateway: gw); return
             case "state": self = .state(fleet: fleet, gateway: gw); return
             default: break
             }
-        case 4 where rest[0] == "gw" && rest[2] == "cmd":
-            let gw = try id(rest[1], "gateway")
-            switch rest[3] {
+        case 4 where rest[first] == "gw" && rest[first + 2] == "cmd":
+            let gw = try id(rest[first + 1], "gateway")
+            switch rest[first + 3] {
             case "config": self = .gatewayConfig(fleet: fleet, gateway: gw); return
             case "firmware": self = .firmware(fleet: fleet, gateway: gw); return
             case "stop": self = .stop(fleet: fleet, gateway: gw); return
             case "rebirth": self = .rebirth(fleet: fleet, gateway: gw); return
             default: break
             }
-        case 4 where rest[0] == "group" && rest[2] == "cmd" && rest[3] == "config":
-            self = .groupConfig(fleet: fleet, group: try id(rest[1], "group"))
+        case 4 where rest[first] == "group" && rest[first + 2] == "cmd" && rest[first + 3] == "config":
+            self = .groupConfig(fleet: fleet, group: try id(rest[first + 1], "group"))
             return
         default:
             break
