@@ -52,6 +52,32 @@ public struct FleetSimulator: Sendable {
         self.logger = logger
     }
 
+    /// Open files each simulated gateway holds: its MQTT socket and libmosquitto's wake-up
+    /// socket pair, the outbox database, its WAL and its shared-memory index.
+    public static let filesPerGateway = 6
+    /// Open files the process needs besides its gateways (logs, event loops, the runtime).
+    static let filesForProcess = 256
+
+    /// Raises this process's open-file limit as far as `gateways` need (up to the hard limit).
+    /// - Throws: ``FleetSimError`` when the hard limit is too low, naming how many gateways fit:
+    ///   past it, sockets and databases would fail at random and the dispatch runtime aborts.
+    public static func reserveOpenFiles(gateways: Int) throws(FleetSimError) {
+        let needed = gateways * filesPerGateway + filesForProcess
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        if limit.rlim_cur < rlim_t(needed) {
+            limit.rlim_cur = min(limit.rlim_max, rlim_t(needed))
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+            _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        guard limit.rlim_cur >= rlim_t(needed) else {
+            let fit = max(0, (Int(limit.rlim_cur) - filesForProcess) / filesPerGateway)
+            throw FleetSimError(
+                "\(gateways) gateways need about \(needed) open files (\(filesPerGateway) each) and this process may open "
+                    + "\(limit.rlim_cur) (ulimit -Hn); run at most \(fit) gateways per process, or raise the hard limit")
+        }
+    }
+
     /// The gateway ids: `gw-00001` ...
     public static func gatewayID(_ index: Int) -> Identifier { try! Identifier(String(format: "gw-%05d", index + 1)) }
 
@@ -107,4 +133,10 @@ public struct FleetSimulator: Sendable {
             }
         }
     }
+}
+
+/// Why a simulated fleet cannot run as asked.
+public struct FleetSimError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
 }

@@ -47,6 +47,11 @@ struct SpectraFleetSim: AsyncParsableCommand {
         guard let endpoint = BrokerConfiguration.parseURL(broker), !endpoint.tls else {
             throw ValidationError("--broker must be mqtt://host:port (the simulator speaks plain MQTT), got '\(broker)'")
         }
+        do {
+            try FleetSimulator.reserveOpenFiles(gateways: gateways)
+        } catch {
+            throw ValidationError("--gateways: \(error)")
+        }
         let calibration: CalibrationProfileBox
         do {
             calibration = CalibrationProfileBox(try ProfileLoader.load(path: profile))
