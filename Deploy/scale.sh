@@ -46,10 +46,21 @@ summary() { curl -s "http://127.0.0.1:$http_port/api/v1/fleet/summary"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
-echo "starting $gateways gateways, telemetry every 1 s ..."
-"$bin/spectra-fleetsim" --gateways "$gateways" --days 0 --speed 1 --telemetry-interval 1 --idle-telemetry-interval 1 \
-    --broker "mqtt://127.0.0.1:$broker_port" --data-dir "$work/fleet" --live >"$work/fleetsim.log" 2>&1 &
-sim=$!; pids+=($sim)
+# Each simulated gateway holds 6 open files: past about 3,000 per process (a 20,000 limit),
+# the fleet is split over several simulator processes with distinct gateways.
+per_process=$(( ($(ulimit -n) - 256) / 6 ))
+[ "$per_process" -gt 3000 ] && per_process=3000
+processes=$(( (gateways + per_process - 1) / per_process ))
+echo "starting $gateways gateways in $processes simulator process(es), telemetry every 1 s ..."
+first=1
+for i in $(seq "$processes"); do
+    count=$(( (gateways - first + 1) / (processes - i + 1) ))
+    "$bin/spectra-fleetsim" --gateways "$count" --first-gateway "$first" --days 0 --speed 1 --telemetry-interval 1 \
+        --idle-telemetry-interval 1 --broker "mqtt://127.0.0.1:$broker_port" --data-dir "$work/fleet" --live \
+        >"$work/fleetsim-$i.log" 2>&1 &
+    pids+=($!)
+    first=$(( first + count ))
+done
 # Wait until every gateway is online.
 for _ in $(seq 600); do
     online=$(summary | json 'd["online"]' 2>/dev/null || echo 0)

@@ -12,6 +12,9 @@ public struct FleetSimulator: Sendable {
     public struct Configuration: Sendable {
         public var fleet: Identifier
         public var gateways: Int
+        /// The index of this process's first gateway (0: `gw-00001`), so several processes can
+        /// share one fleet with distinct gateways, wearers and seeds.
+        public var firstGateway: Int
         /// Simulated seconds per real second.
         public var speed: Double
         /// Simulated days to live through; the simulated calendar ends at the real "now".
@@ -25,11 +28,12 @@ public struct FleetSimulator: Sendable {
         public var idleTelemetryIntervalSeconds: Double
 
         public init(
-            fleet: Identifier, gateways: Int, speed: Double, days: Int, live: Bool = false, seed: UInt64 = 1,
+            fleet: Identifier, gateways: Int, firstGateway: Int = 0, speed: Double, days: Int, live: Bool = false, seed: UInt64 = 1,
             broker: MQTTConfiguration, dataDirectory: String, telemetryIntervalSeconds: Double = 1, idleTelemetryIntervalSeconds: Double = 60
         ) {
             self.fleet = fleet
             self.gateways = gateways
+            self.firstGateway = firstGateway
             self.speed = speed
             self.days = days
             self.live = live
@@ -96,7 +100,7 @@ public struct FleetSimulator: Sendable {
             DispatchQueue(label: "fleetsim.outbox.\($0)", qos: .userInitiated)
         }
         var gateways: [SimulatedGateway] = []
-        for index in 0..<configuration.gateways {
+        for index in configuration.firstGateway..<(configuration.firstGateway + configuration.gateways) {
             let id = Self.gatewayID(index)
             gateways.append(try SimulatedGateway(
                 fleet: configuration.fleet, gateway: id, seed: configuration.seed &* 1_000_003 &+ UInt64(index), clock: clock,

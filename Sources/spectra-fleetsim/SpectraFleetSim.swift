@@ -24,6 +24,9 @@ struct SpectraFleetSim: AsyncParsableCommand {
             """)
 
     @Option(help: "Simulated gateways.") var gateways = 100
+    @Option(help: ArgumentHelp(
+        "Number of this process's first gateway (gw-00001 is 1): several processes share one fleet with distinct gateways.",
+        valueName: "n")) var firstGateway = 1
     @Option(help: "Simulated seconds per real second.") var speed = 1440.0
     @Option(help: "Simulated days, ending now.") var days = 14
     @Option(help: ArgumentHelp("Broker URL.", valueName: "url")) var broker = "mqtt://127.0.0.1:1883"
@@ -37,6 +40,7 @@ struct SpectraFleetSim: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...100_000).contains(gateways) else { throw ValidationError("--gateways must be 1-100000") }
+        guard (1...1_000_000).contains(firstGateway) else { throw ValidationError("--first-gateway must be 1-1000000") }
         guard speed >= 1, speed <= 1_000_000 else { throw ValidationError("--speed must be 1-1000000") }
         guard (0...3650).contains(days) else { throw ValidationError("--days must be 0-3650") }
         guard telemetryInterval >= 0.05, idleTelemetryInterval >= 0.05 else { throw ValidationError("telemetry intervals must be at least 0.05 s") }
@@ -65,14 +69,15 @@ struct SpectraFleetSim: AsyncParsableCommand {
         }
         let simulator = FleetSimulator(
             configuration: .init(
-                fleet: try Identifier(fleet), gateways: gateways, speed: speed, days: days, live: live, seed: seed,
+                fleet: try Identifier(fleet), gateways: gateways, firstGateway: firstGateway - 1, speed: speed, days: days, live: live, seed: seed,
                 broker: MQTTConfiguration(
                     host: endpoint.host, port: endpoint.port, clientID: "fleetsim", keepaliveSeconds: 30,
                     backoff: Backoff(minimumSeconds: 0.5, maximumSeconds: 30)),
                 dataDirectory: dataDir, telemetryIntervalSeconds: telemetryInterval, idleTelemetryIntervalSeconds: idleTelemetryInterval),
             profile: calibration.value, logger: Logger(label: "spectra.fleetsim"))
         let terminal = isatty(STDOUT_FILENO) == 1
-        print("spectra-fleetsim: \(gateways) gateways of fleet \(fleet), \(days) days at \(Int(speed))x, broker \(broker), seed \(seed)")
+        let range = firstGateway == 1 ? "" : " (from \(FleetSimulator.gatewayID(firstGateway - 1)))"
+        print("spectra-fleetsim: \(gateways) gateways\(range) of fleet \(fleet), \(days) days at \(Int(speed))x, broker \(broker), seed \(seed)")
         let runTask = Task {
             try await simulator.run { line in
                 if terminal {

@@ -59,4 +59,46 @@ struct FleetSimTests {
         #expect(await aggregator.wait(timeout: 15) == 0)
         await broker.stop()
     }
+    @Test("two simulator processes share one fleet with --first-gateway, each with its own gateways")
+    func processesShareAFleet() async throws {
+        let broker = try await MosquittoBroker(extraConfig: "max_queued_messages 0\n")
+        let folder = try TestEnvironment.temporaryDirectory("fleetsim")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let httpPort = try TestEnvironment.freePort()
+        let aggregator = try ChildProcess(
+            TestEnvironment.product("spectra-aggregator"),
+            [
+                "run", "--set", "mqtt.url=\(broker.url)", "--set", "http.port=\(httpPort)",
+                "--set", "database=\(folder.path)/aggregator.sqlite", "--set", "clientId=agg-fleetsim-2",
+            ])
+        func get(_ path: String) async -> Any? {
+            guard let (data, _) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(httpPort)" + path)!) else { return nil }
+            return try? JSONSerialization.jsonObject(with: data)
+        }
+        #expect(await eventually(timeout: 20) { (await get("/healthz") as? [String: Any])?["broker"] as? String == "connected" })
+        func simulate(first: Int) async throws -> (status: Int32?, stdout: String, stderr: String) {
+            try await ChildProcess.run(
+                TestEnvironment.product("spectra-fleetsim"),
+                [
+                    "--gateways", "3", "--first-gateway", "\(first)", "--days", "1", "--speed", "43200", "--broker", broker.url,
+                    "--data-dir", "\(folder.path)/fleet", "--profile", "\(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml",
+                    "--idle-telemetry-interval", "0.5",
+                ], timeout: 120)
+        }
+        async let first = simulate(first: 1)
+        async let second = simulate(first: 4)
+        let results = try await [first, second]
+        for result in results { #expect(result.status == 0, "\(result.stderr.suffix(500))") }
+        #expect(results[1].stdout.contains("3 gateways (from gw-00004)"))
+        let expected = (1...6).map { String(format: "gw-%05d", $0) }
+        let listed = await eventually(timeout: 20) {
+            let rows = await get("/api/v1/gateways?fleet=demo") as? [[String: Any]]
+            return rows?.compactMap { $0["gateway"] as? String }.sorted() == expected
+        }
+        let rows = await get("/api/v1/gateways?fleet=demo")
+        #expect(listed, "\(String(describing: rows))")
+        aggregator.send(SIGTERM)
+        #expect(await aggregator.wait(timeout: 15) == 0)
+        await broker.stop()
+    }
 }
