@@ -61,11 +61,15 @@ if [ "$what" = outbox ] || [ "$what" = all ]; then
     done
     n=500000
     yes "$(head -c 466 /dev/zero | tr '\0' 'x')" | head -n $n > "$work/backlog" || true
-    start=$(date +%s.%N)
-    mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t bench/reference -l < "$work/backlog"
-    end=$(date +%s.%N)
-    ref=$(awk -v n=$n -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", n / (e - s) }')
-    printf 'mosquitto_pub -l, QoS 1, %d x 466 B: %.1f s (%.0f msg/s)\n' "$n" "$(awk -v n=$n -v r="$ref" 'BEGIN { print n / r }')" "$ref"
+    # The reference varies by up to 4x from run to run on a small VM: the fastest of three.
+    ref=0
+    for _ in 1 2 3; do
+        start=$(date +%s.%N)
+        mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t bench/reference -l < "$work/backlog"
+        end=$(date +%s.%N)
+        ref=$(awk -v n=$n -v s="$start" -v e="$end" -v best="$ref" 'BEGIN { r = n / (e - s); printf "%.0f", (r > best ? r : best) }')
+    done
+    printf 'mosquitto_pub -l, QoS 1, %d x 466 B, fastest of 3: %.1f s (%.0f msg/s)\n' "$n" "$(awk -v n=$n -v r="$ref" 'BEGIN { print n / r }')" "$ref"
     rm -f "$work"/drain.sqlite*
     result=$("$bench" outbox-drain --path "$work/drain.sqlite" --port "$port" --count $n --bytes 466)
     seconds=$(echo "$result" | sed 's/.*"seconds":\([0-9.]*\).*/\1/')
@@ -77,16 +81,20 @@ fi
 if [ "$what" = ingest ] || [ "$what" = all ]; then
     n=200000
     filter='spectra/v1/bench/gw/+/+'
-    # Reference: mosquitto_sub draining the same backlog from its persistent session.
+    # Reference: mosquitto_sub draining the same backlog from its persistent session; the
+    # fastest of two (it varies by up to 1.5x from run to run on a small VM).
     mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv5 -c -x 3600 -i ingest-reference -q 1 -t "$filter" -E
-    "$bench" ingest-publish --port "$port" --count $n >/dev/null
-    start=$(date +%s.%N)
-    mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv5 -c -x 3600 -i ingest-reference -q 1 -t "$filter" -C $n >/dev/null
-    end=$(date +%s.%N)
-    ref=$(awk -v n=$n -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", n / (e - s) }')
-    printf 'mosquitto_sub draining a %d-envelope backlog, QoS 1: %.1f s (%.0f msg/s)\n' "$n" "$(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')" "$ref"
+    ref=0
+    for _ in 1 2; do
+        "$bench" ingest-publish --port "$port" --count $n >/dev/null
+        start=$(date +%s.%N)
+        mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv5 -c -x 3600 -i ingest-reference -q 1 -t "$filter" -C $n >/dev/null
+        end=$(date +%s.%N)
+        ref=$(awk -v n=$n -v s="$start" -v e="$end" -v best="$ref" 'BEGIN { r = n / (e - s); printf "%.0f", (r > best ? r : best) }')
+    done
+    printf 'mosquitto_sub draining a %d-envelope backlog, QoS 1, fastest of 2: %.1f s (%.0f msg/s)\n' "$n" "$(awk -v n=$n -v r="$ref" 'BEGIN { print n / r }')" "$ref"
     # Same conditions for the aggregator: a fresh broker (no persistence, so a restart starts
-    # empty), as the reference had; not one still holding the heap of 400,000 messages.
+    # empty), as the reference had; not one still holding the heap of the reference runs.
     kill "$broker_pid"
     wait "$broker_pid" 2>/dev/null || true
     start_broker
