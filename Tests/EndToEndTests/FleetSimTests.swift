@@ -9,24 +9,46 @@ import FoundationNetworking
 /// it did is what the aggregator counted, with nothing lost.
 @Suite("spectra-fleetsim")
 struct FleetSimTests {
+    /// A real aggregator on a free port, fed by `broker`, with its database in `folder`.
+    struct Aggregator {
+        let process: ChildProcess
+        let base: String
+
+        init(broker: MosquittoBroker, folder: URL) async throws {
+            let httpPort = try TestEnvironment.freePort()
+            base = "http://127.0.0.1:\(httpPort)"
+            process = try ChildProcess(
+                TestEnvironment.product("spectra-aggregator"),
+                [
+                    "run", "--set", "mqtt.url=\(broker.url)", "--set", "http.port=\(httpPort)",
+                    "--set", "database=\(folder.path)/aggregator.sqlite", "--set", "clientId=agg-\(UUID().uuidString.prefix(8))",
+                ])
+        }
+
+        /// The decoded JSON at `path`, nil while the aggregator does not answer.
+        func get(_ path: String) async -> Any? {
+            guard let (data, _) = try? await URLSession.shared.data(from: URL(string: base + path)!) else { return nil }
+            return try? JSONSerialization.jsonObject(with: data)
+        }
+
+        func connected() async -> Bool {
+            await eventually(timeout: 20) { (await get("/healthz") as? [String: Any])?["broker"] as? String == "connected" }
+        }
+
+        func stop() async -> Int32? {
+            process.send(SIGTERM)
+            return await process.wait(timeout: 15)
+        }
+    }
+
     @Test("a simulated fleet's sessions all reach the aggregator, counted once, with complete seqs")
     func simulatedFleetIsCountedExactly() async throws {
         let broker = try await MosquittoBroker(extraConfig: "max_queued_messages 0\n")
         let folder = try TestEnvironment.temporaryDirectory("fleetsim")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let httpPort = try TestEnvironment.freePort()
-        let aggregator = try ChildProcess(
-            TestEnvironment.product("spectra-aggregator"),
-            [
-                "run", "--set", "mqtt.url=\(broker.url)", "--set", "http.port=\(httpPort)",
-                "--set", "database=\(folder.path)/aggregator.sqlite", "--set", "clientId=agg-fleetsim",
-            ])
-        let base = "http://127.0.0.1:\(httpPort)"
-        func get(_ path: String) async -> [String: Any]? {
-            guard let (data, _) = try? await URLSession.shared.data(from: URL(string: base + path)!) else { return nil }
-            return try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        }
-        #expect(await eventually(timeout: 20) { (await get("/healthz"))?["broker"] as? String == "connected" })
+        let aggregator = try await Aggregator(broker: broker, folder: folder)
+        func get(_ path: String) async -> [String: Any]? { await aggregator.get(path) as? [String: Any] }
+        #expect(await aggregator.connected())
 
         let sim = try await ChildProcess.run(
             TestEnvironment.product("spectra-fleetsim"),
@@ -55,27 +77,17 @@ struct FleetSimTests {
         #expect(sessions?["aborted"] as? Int == aborted)
         #expect((summary?["completeness"] as? [String: Any])?["ratio"] as? Double == 1)
         #expect(summary?["gateways"] as? Int == 12)
-        aggregator.send(SIGTERM)
-        #expect(await aggregator.wait(timeout: 15) == 0)
+        #expect(await aggregator.stop() == 0)
         await broker.stop()
     }
+
     @Test("two simulator processes share one fleet with --first-gateway, each with its own gateways")
     func processesShareAFleet() async throws {
         let broker = try await MosquittoBroker(extraConfig: "max_queued_messages 0\n")
         let folder = try TestEnvironment.temporaryDirectory("fleetsim")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let httpPort = try TestEnvironment.freePort()
-        let aggregator = try ChildProcess(
-            TestEnvironment.product("spectra-aggregator"),
-            [
-                "run", "--set", "mqtt.url=\(broker.url)", "--set", "http.port=\(httpPort)",
-                "--set", "database=\(folder.path)/aggregator.sqlite", "--set", "clientId=agg-fleetsim-2",
-            ])
-        func get(_ path: String) async -> Any? {
-            guard let (data, _) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(httpPort)" + path)!) else { return nil }
-            return try? JSONSerialization.jsonObject(with: data)
-        }
-        #expect(await eventually(timeout: 20) { (await get("/healthz") as? [String: Any])?["broker"] as? String == "connected" })
+        let aggregator = try await Aggregator(broker: broker, folder: folder)
+        #expect(await aggregator.connected())
         func simulate(first: Int) async throws -> (status: Int32?, stdout: String, stderr: String) {
             try await ChildProcess.run(
                 TestEnvironment.product("spectra-fleetsim"),
@@ -92,13 +104,12 @@ struct FleetSimTests {
         #expect(results[1].stdout.contains("3 gateways (from gw-00004)"))
         let expected = (1...6).map { String(format: "gw-%05d", $0) }
         let listed = await eventually(timeout: 20) {
-            let rows = await get("/api/v1/gateways?fleet=demo") as? [[String: Any]]
+            let rows = await aggregator.get("/api/v1/gateways?fleet=demo") as? [[String: Any]]
             return rows?.compactMap { $0["gateway"] as? String }.sorted() == expected
         }
-        let rows = await get("/api/v1/gateways?fleet=demo")
+        let rows = await aggregator.get("/api/v1/gateways?fleet=demo")
         #expect(listed, "\(String(describing: rows))")
-        aggregator.send(SIGTERM)
-        #expect(await aggregator.wait(timeout: 15) == 0)
+        #expect(await aggregator.stop() == 0)
         await broker.stop()
     }
 }
