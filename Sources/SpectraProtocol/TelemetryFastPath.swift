@@ -138,12 +138,13 @@ struct TelemetryFastPath {
         return try? Identifier(text, field: "")
     }
 
-    /// A string without escapes or control characters, valid UTF-8.
+    /// A UUID string (``UUID/init(wireText:)``), read without making a `String` of it.
     private mutating func uuid() -> UUID? {
         guard let range = stringRange() else { return nil }
         return UUID(wireBytes: UnsafeRawBufferPointer(rebasing: bytes[range]))
     }
 
+    /// A string without escapes or control characters, valid UTF-8.
     private mutating func string() -> String? {
         guard let range = stringRange() else { return nil }
         return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)

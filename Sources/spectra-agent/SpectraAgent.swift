@@ -37,15 +37,7 @@ struct ConfigCommand: AsyncParsableCommand {
         var json = false
 
         func run() async throws {
-            let fields = await options.load(knownKeys: AgentConfiguration.keys)
-            let configuration: AgentConfiguration
-            do {
-                configuration = try AgentConfiguration(
-                    fields: fields,
-                    defaultDataDirectory: ProcessInfo.processInfo.environment["STATE_DIRECTORY"] ?? "var")
-            } catch {
-                ConfigOptions.exit(with: error)
-            }
+            let configuration = await loadAgentConfiguration(options)
             let rows: [(String, String)] = [
                 ("fleet", configuration.fleet.rawValue),
                 ("gateway", configuration.gateway.rawValue),
