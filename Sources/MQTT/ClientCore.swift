@@ -26,6 +26,8 @@ final class ClientCore: @unchecked Sendable {
     private var fd: Int32 = -1
     private var token: UInt64 = 0
     private var watchingWrite = false
+    /// The socket ``corked(_:)`` holds corked, or -1.
+    private var corkedFD: Int32 = -1
     private var watchingRead = true
     private var connected = false
     /// Whether the connection that just ended had been established (CONNACK success).
@@ -261,14 +263,46 @@ final class ClientCore: @unchecked Sendable {
             onDisconnect(rc: Int32(MOSQ_ERR_CONN_LOST.rawValue))
             return
         }
-        if readable || hangup {  // (a hang-up here means reading is allowed)
-            lastInbound = MQTTEventLoop.now()
-            settle(handle, rc: mosquitto_loop_read(handle, 1))
+        corked {
+            if readable || hangup {  // (a hang-up here means reading is allowed)
+                lastInbound = MQTTEventLoop.now()
+                settle(handle, rc: mosquitto_loop_read(handle, 1))
+            }
+            guard token != 0 else { return }
+            if writable && mayWrite { settle(handle, rc: mosquitto_loop_write(handle, 1)) }
+            updateInterest()
         }
-        guard token != 0 else { return }
-        if writable && mayWrite { settle(handle, rc: mosquitto_loop_write(handle, 1)) }
-        updateInterest()
         flushAcknowledgements()
+    }
+
+    /// Runs `body` with the socket corked, so the packets it writes leave in as few TCP
+    /// segments as fit, when it returns.
+    ///
+    /// libmosquitto writes each packet with a `write` of its own as soon as it is queued: the
+    /// publishes a batch of PUBACKs releases, a batch handed to ``MQTTClient/send(_:)``, or the
+    /// PUBACKs of a settled batch would otherwise each go out as a segment of its own, and the
+    /// broker wake and read once per segment. Corked, they go together. Nests: only the
+    /// outermost call uncorks.
+    func corked<Failure: Error>(_ body: () throws(Failure) -> Void) throws(Failure) {
+        guard corkedFD < 0, token != 0 else {
+            try body()
+            return
+        }
+        let socket = fd
+        corkedFD = socket
+        setCork(socket, true)
+        defer {
+            corkedFD = -1
+            // The connection may have ended inside `body`; its socket is then closed.
+            if token != 0 && fd == socket { setCork(socket, false) }
+        }
+        try body()
+    }
+
+    private func setCork(_ socket: Int32, _ on: Bool) {
+        guard socket >= 0 else { return }
+        var value: Int32 = on ? 1 : 0
+        setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size))
     }
 
     /// Hands the acknowledgements gathered so far to the consumer, in one batch.
@@ -307,7 +341,7 @@ final class ClientCore: @unchecked Sendable {
         // written now rather than after another trip through epoll; only what the socket
         // cannot take yet waits for EPOLLOUT.
         if mosquitto_want_write(handle) && connected && mayWrite {
-            settle(handle, rc: mosquitto_loop_write(handle, 1))
+            corked { settle(handle, rc: mosquitto_loop_write(handle, 1)) }
             guard token != 0 else { return }
         }
         let wantWrite = mosquitto_want_write(handle) && mayWrite

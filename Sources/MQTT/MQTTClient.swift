@@ -115,7 +115,14 @@ public final class MQTTClient: Sendable {
             loop.execute { [core] in
                 do {
                     defer { core.flushAcknowledgements() }
-                    for item in messages { try core.publish(item.message, .token(item.token)) }
+                    // One message goes straight out; several leave together.
+                    if messages.count == 1 {
+                        try core.publish(messages[0].message, .token(messages[0].token))
+                    } else {
+                        try core.corked { () throws(MQTTError) in
+                            for item in messages { try core.publish(item.message, .token(item.token)) }
+                        }
+                    }
                     continuation.resume()
                 } catch {
                     continuation.resume(throwing: error)

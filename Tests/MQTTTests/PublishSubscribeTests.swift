@@ -26,6 +26,36 @@ struct PublishSubscribeTests {
         await publisher.disconnect()
     }
 
+    @Test("batches handed to send() go out together at once: in order, acknowledged, never held back by the cork")
+    func sendBatches() async throws {
+        let broker = try await MosquittoBroker()
+        let subscriber = MQTTClient(broker.client("sub"))
+        let publisher = MQTTClient(broker.client("pub"))
+        try await subscriber.connect()
+        try await publisher.connect()
+        let received = Collector(subscriber.messages)
+        try await subscriber.subscribe([Subscription("b/#")])
+        var acknowledgements = publisher.acknowledgements.makeAsyncIterator()
+        // One round trip after another: a socket left corked holds each batch for 200 ms
+        // (8 s in all) before the kernel gives up waiting for more.
+        let start = ContinuousClock.now
+        for batch in 0..<40 {
+            let tokens = (0..<3).map { UInt64(batch * 3 + $0) }
+            try await publisher.send(tokens.map { (OutgoingMessage(topic: "b/\($0 % 2)", payload: bytes("m\($0)")), $0) })
+            var acknowledged: [UInt64] = []
+            while acknowledged.count < tokens.count, let acks = await acknowledgements.next() {
+                acknowledged += acks.map(\.token)
+            }
+            #expect(acknowledged == tokens)
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(elapsed < .seconds(4), "40 batches took \(elapsed)")
+        #expect(await received.waitFor(count: 120))
+        #expect(received.elements.map(text) == (0..<120).map { "m\($0)" })
+        await subscriber.disconnect()
+        await publisher.disconnect()
+    }
+
     @Test("retained messages reach a later subscriber, flagged as retained")
     func retained() async throws {
         let broker = try await MosquittoBroker()
