@@ -263,7 +263,7 @@ final class ClientCore: @unchecked Sendable {
             onDisconnect(rc: Int32(MOSQ_ERR_CONN_LOST.rawValue))
             return
         }
-        corked {
+        func readAndWrite() {
             if readable || hangup {  // (a hang-up here means reading is allowed)
                 lastInbound = MQTTEventLoop.now()
                 settle(handle, rc: mosquitto_loop_read(handle, 1))
@@ -271,6 +271,14 @@ final class ClientCore: @unchecked Sendable {
             guard token != 0 else { return }
             if writable && mayWrite { settle(handle, rc: mosquitto_loop_write(handle, 1)) }
             updateInterest()
+        }
+        // Each PUBACK read may release a publish that waited for room in flight; with several
+        // in flight, they go out together. (A client with one message at a time, like each
+        // of a fleet simulator's thousands, skips the two extra calls.)
+        if publishes.count > 1 {
+            corked(readAndWrite)
+        } else {
+            readAndWrite()
         }
         flushAcknowledgements()
     }
