@@ -102,10 +102,41 @@ public enum TestEnvironment {
     public static func isListening(port: Int) -> Bool {
         withLoopbackSocket(port: port) { fd, address, length in connect(fd, address, length) == 0 }
     }
+
+    /// Whether process `pid` itself listens on TCP `port` (read from `/proc`). Two tests that
+    /// picked the same free port at once start two servers; the one that lost the bind exits,
+    /// and ``isListening(port:)`` alone would take the winner for it.
+    public static func isListening(port: Int, process pid: Int32) -> Bool {
+        // Read to the end: /proc files report no size, and the table runs to many pages while
+        // a whole test suite runs.
+        guard let file = FileHandle(forReadingAtPath: "/proc/net/tcp") else { return false }
+        defer { try? file.close() }
+        guard let bytes = try? file.readToEnd() else { return false }
+        let table = String(decoding: bytes, as: UTF8.self)
+        let localPort = ":" + String(port, radix: 16, uppercase: true).leftPadded(to: 4)
+        // Columns: sl, local address, remote address, state (0A = LISTEN), ..., inode (10th).
+        let listening = Set(table.split(separator: "\n").dropFirst().compactMap { line -> Substring? in
+            let fields = line.split(separator: " ")
+            guard fields.count > 9, fields[1].hasSuffix(localPort), fields[3] == "0A" else { return nil }
+            return fields[9]
+        })
+        guard !listening.isEmpty, let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return false }
+        return fds.contains { fd in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)"),
+                  target.hasPrefix("socket:[") else { return false }
+            return listening.contains(target.dropFirst("socket:[".count).dropLast())
+        }
+    }
 }
 
 /// A failure of the test environment itself (no mosquitto installed, no free port, ...).
 public struct TestEnvironmentError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
 }

@@ -89,7 +89,7 @@ public final class MosquittoBroker: Sendable {
         process.withLock { $0 = child }
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
-            if TestEnvironment.isListening(port: port) { return }
+            if TestEnvironment.isListening(port: port, process: child.pid) { return }
             if !child.isRunning { break }
             try await Task.sleep(for: .milliseconds(20))
         }

@@ -43,6 +43,35 @@ struct BrokerHarnessTests {
         #expect(result.stdout.isEmpty)
     }
 
+    @Test("a broker that lost its port to another server is not taken for started")
+    func portTakenMeanwhile() async throws {
+        // Another test's server holds the port this broker was about to bind.
+        let port = try TestEnvironment.freePort()
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(bound == 0 && listen(holder, 8) == 0)
+
+        let directory = try TestEnvironment.temporaryDirectory("harness")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("mosquitto.conf")
+        try "listener \(port) 127.0.0.1\nallow_anonymous true\n\(getuid() == 0 ? "user root\n" : "")".write(to: config, atomically: true, encoding: .utf8)
+        let mosquitto = try #require(TestEnvironment.executable("mosquitto"))
+        let loser = try ChildProcess(mosquitto, ["-c", config.path])
+        defer { loser.send(SIGKILL) }
+        _ = await loser.wait(timeout: 5)
+
+        #expect(TestEnvironment.isListening(port: port), "something listens on the port ...")
+        #expect(TestEnvironment.isListening(port: port, process: getpid()), "... this process")
+        #expect(!TestEnvironment.isListening(port: port, process: loser.pid), "... and not the broker that failed to bind")
+    }
+
     @Test("restart after SIGKILL keeps the port and the retained messages saved before it")
     func killAndRestart() async throws {
         let broker = try await MosquittoBroker()
