@@ -50,6 +50,8 @@ final class ClientCore: @unchecked Sendable {
     private var connectionNumber: UInt64 = 0
     /// Numbers broker sessions: a connection the broker had no session for starts a new one.
     private var sessionNumber: UInt64 = 0
+    /// Takes received messages on this thread instead of ``ClientOutputs/messages``.
+    var messageHandler: (@Sendable (MQTTMessage) -> Void)?
     /// Messages delivered on this connection, and how many of them the consumer settled.
     private var delivered = 0
     private var settled = 0
@@ -475,7 +477,7 @@ final class ClientCore: @unchecked Sendable {
         var message = message
         delivered += 1
         message.delivery = Delivery(connection: connectionNumber, ordinal: delivered, session: sessionNumber)
-        outputs.deliver(message)
+        outputs.deliver(message, to: messageHandler)
     }
 
     fileprivate func onSubscribe(mid: Int32, granted: [Int32]) {

@@ -44,9 +44,13 @@ final class ClientOutputs: Sendable {
 
     func countReconnect() { reconnects.add(1, ordering: .relaxed) }
 
-    func deliver(_ message: MQTTMessage) {
+    func deliver(_ message: MQTTMessage, to handler: (@Sendable (MQTTMessage) -> Void)?) {
         received.add(1, ordering: .relaxed)
-        if case .dropped = messageSink.yield(message) { dropped.add(1, ordering: .relaxed) }
+        if let handler {
+            handler(message)
+        } else if case .dropped = messageSink.yield(message) {
+            dropped.add(1, ordering: .relaxed)
+        }
     }
 
     func acknowledge(_ acks: [PublishAcknowledgement]) { ackSink.yield(acks) }

@@ -31,6 +31,17 @@ public final class MQTTClient: Sendable {
     /// counted in ``droppedMessages``.
     public var messages: AsyncStream<MQTTMessage> { outputs.messages }
 
+    /// Hands every message received from now on to `handler`, on the event loop's thread,
+    /// instead of to ``messages``.
+    ///
+    /// For a consumer that only files messages away (takes a lock, appends): a consumer of
+    /// ``messages`` that keeps up is woken on another thread for every message. `handler` runs
+    /// while the loop serves every other client, so it must never block or wait. Set it before
+    /// ``connect()`` or ``start()`` so that no message goes to the stream instead.
+    public func deliverMessages(to handler: @escaping @Sendable (MQTTMessage) -> Void) {
+        loop.execute { [core] in core.messageHandler = handler }
+    }
+
     /// Acknowledgements of messages sent with ``send(_:)``, in batches (all that arrived in one
     /// pass of the event loop), in the order the broker sent them.
     public var acknowledgements: AsyncStream<[PublishAcknowledgement]> { outputs.acknowledgements }

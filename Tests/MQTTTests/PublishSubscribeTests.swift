@@ -1,6 +1,7 @@
 import Foundation
 @testable @_spi(Testing) import MQTT
 import SpectraTesting
+import Synchronization
 import Testing
 
 @Suite("Publish and subscribe against a real mosquitto")
@@ -36,22 +37,45 @@ struct PublishSubscribeTests {
         let received = Collector(subscriber.messages)
         try await subscriber.subscribe([Subscription("b/#")])
         var acknowledgements = publisher.acknowledgements.makeAsyncIterator()
-        // One round trip after another: a socket left corked holds each batch for 200 ms
-        // (8 s in all) before the kernel gives up waiting for more.
-        let start = ContinuousClock.now
+        // One round trip after another. A socket left corked holds every batch for 200 ms
+        // before the kernel gives up waiting for more; a loaded machine slows some round
+        // trips, but not the fastest of 40.
+        var roundTrips: [Duration] = []
         for batch in 0..<40 {
             let tokens = (0..<3).map { UInt64(batch * 3 + $0) }
+            let start = ContinuousClock.now
             try await publisher.send(tokens.map { (OutgoingMessage(topic: "b/\($0 % 2)", payload: bytes("m\($0)")), $0) })
             var acknowledged: [UInt64] = []
             while acknowledged.count < tokens.count, let acks = await acknowledgements.next() {
                 acknowledged += acks.map(\.token)
             }
+            roundTrips.append(ContinuousClock.now - start)
             #expect(acknowledged == tokens)
         }
-        let elapsed = ContinuousClock.now - start
-        #expect(elapsed < .seconds(4), "40 batches took \(elapsed)")
+        let fastest = roundTrips.min() ?? .zero
+        #expect(fastest < .milliseconds(100), "the fastest of 40 round trips took \(fastest)")
         #expect(await received.waitFor(count: 120))
         #expect(received.elements.map(text) == (0..<120).map { "m\($0)" })
+        await subscriber.disconnect()
+        await publisher.disconnect()
+    }
+
+    @Test("a message handler takes every message, in order, and the stream none")
+    func messageHandler() async throws {
+        let broker = try await MosquittoBroker()
+        let subscriber = MQTTClient(broker.client("sub"))
+        let taken = Mutex<[String]>([])
+        subscriber.deliverMessages { message in taken.withLock { $0.append(text(message)) } }
+        let streamed = Collector(subscriber.messages)
+        try await subscriber.connect()
+        try await subscriber.subscribe([Subscription("h/#")])
+        let publisher = MQTTClient(broker.client("pub"))
+        try await publisher.connect()
+        for index in 0..<50 { try await publisher.publish(OutgoingMessage(topic: "h/\(index % 4)", payload: bytes("m\(index)"))) }
+        #expect(await eventually { taken.withLock { $0.count } == 50 })
+        #expect(taken.withLock { $0 } == (0..<50).map { "m\($0)" })
+        #expect(subscriber.receivedMessages == 50)
+        #expect(streamed.count == 0)
         await subscriber.disconnect()
         await publisher.disconnect()
     }

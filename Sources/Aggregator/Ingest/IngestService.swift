@@ -85,6 +85,7 @@ public final class IngestService: Service, Sendable {
 
     public func run() async throws {
         let events = client.connectionUpdates()
+        client.deliverMessages { [self] message in self.file(message) }
         client.start()
         logger.info("aggregator ingest started", metadata: ["broker": "\(configuration.broker.url)", "clientId": "\(configuration.clientID)"])
         // The writer is not part of the cancellable group: it stops only once everything
@@ -94,7 +95,6 @@ public final class IngestService: Service, Sendable {
             group.addTask { await self.watchConnection(events) }
             group.addTask { await self.publishLoop() }
             group.addTask { await self.maintenanceLoop() }
-            let receiver = Task { await self.receive() }
             try? await gracefulShutdown()
             // Stop reading; the DISCONNECT goes out once everything delivered is committed
             // (and acknowledged), then the writer finishes.
@@ -103,7 +103,6 @@ public final class IngestService: Service, Sendable {
             while processed.load(ordering: .relaxed) < client.receivedMessages - client.droppedMessages, ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(5))
             }
-            receiver.cancel()
             stopping.store(true, ordering: .relaxed)
             await writer.value
             group.cancelAll()
@@ -130,25 +129,24 @@ public final class IngestService: Service, Sendable {
         }
     }
 
-    /// Takes messages off the client as fast as they come; parsing happens in the writer's
+    /// Files a message for the writer, on the MQTT event loop's thread as it arrives (a lock
+    /// and an append: no thread is woken per message); parsing happens in the writer's
     /// pipeline, on every core.
-    private func receive() async {
-        var lastConnection: UInt64 = 0
-        for await message in client.messages {
-            if message.delivery.connection != lastConnection {
-                lastConnection = message.delivery.connection
-                dropResent(before: message.delivery)
-            }
-            let receivedAt = now()
-            let count = raw.withLock { raw in
-                raw.append((message, receivedAt))
-                return raw.count
-            }
-            if count % 1024 == 0 { metrics.pending.set(to: Double(count)) }
-            processed.add(1, ordering: .relaxed)
-            if Task.isCancelled { return }
+    private func file(_ message: MQTTMessage) {
+        if lastConnection.exchange(message.delivery.connection, ordering: .relaxed) != message.delivery.connection {
+            dropResent(before: message.delivery)
         }
+        let receivedAt = now()
+        let count = raw.withLock { raw in
+            raw.append((message, receivedAt))
+            return raw.count
+        }
+        if count % 1024 == 0 { metrics.pending.set(to: Double(count)) }
+        processed.add(1, ordering: .relaxed)
     }
+
+    /// The connection the last filed message came on.
+    private let lastConnection = Atomic<UInt64>(0)
 
     /// Drops what still waits unparsed from earlier connections of the same broker session: none
     /// of it was acknowledged, so the resumed session sends it all again. Without this, a store
