@@ -9,10 +9,7 @@ struct PublishSubscribeTests {
     @Test("round trip at QoS 0 and 1, with user properties, in order", arguments: [QoS.atMostOnce, .atLeastOnce])
     func roundTrip(qos: QoS) async throws {
         let broker = try await MosquittoBroker()
-        let subscriber = MQTTClient(broker.client("sub"))
-        let publisher = MQTTClient(broker.client("pub"))
-        try await subscriber.connect()
-        try await publisher.connect()
+        let (subscriber, publisher) = try await connectedPair(broker)
         let received = Collector(subscriber.messages)
         #expect(try await subscriber.subscribe([Subscription("t/#", qos: qos)]) == [qos])
         for index in 0..<50 {
@@ -30,10 +27,7 @@ struct PublishSubscribeTests {
     @Test("batches handed to send() go out together at once: in order, acknowledged, never held back by the cork")
     func sendBatches() async throws {
         let broker = try await MosquittoBroker()
-        let subscriber = MQTTClient(broker.client("sub"))
-        let publisher = MQTTClient(broker.client("pub"))
-        try await subscriber.connect()
-        try await publisher.connect()
+        let (subscriber, publisher) = try await connectedPair(broker)
         let received = Collector(subscriber.messages)
         try await subscriber.subscribe([Subscription("b/#")])
         var acknowledgements = publisher.acknowledgements.makeAsyncIterator()

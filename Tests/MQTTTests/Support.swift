@@ -12,5 +12,14 @@ extension MosquittoBroker {
     }
 }
 
+/// A subscriber ("sub") and a publisher ("pub") on `broker`, both connected.
+func connectedPair(_ broker: MosquittoBroker) async throws -> (subscriber: MQTTClient, publisher: MQTTClient) {
+    let subscriber = MQTTClient(broker.client("sub"))
+    let publisher = MQTTClient(broker.client("pub"))
+    try await subscriber.connect()
+    try await publisher.connect()
+    return (subscriber, publisher)
+}
+
 func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 func text(_ message: MQTTMessage) -> String { String(decoding: message.payload, as: UTF8.self) }
