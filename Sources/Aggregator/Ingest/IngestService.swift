@@ -47,7 +47,6 @@ public final class IngestService: Service, Sendable {
             tls: broker.tls ? .init(caFile: broker.caFile ?? "", certFile: broker.certFile, keyFile: broker.keyFile) : nil,
             // Back quickly after a broker restart: gateways drain their backlogs at once.
             backoff: Backoff(minimumSeconds: 0.2, maximumSeconds: 5),
-            receiveBufferCapacity: 1_000_000,
             // Acknowledge to the broker only what is committed: an aggregator killed mid-batch
             // gets the uncommitted messages again from its session (and dedupes any repeat).
             acknowledgeWhenSettled: settleWindow))
