@@ -63,10 +63,21 @@ struct AgentTests {
             return (result.status, result.stdout, result.stderr)
         }
 
+        /// The events received, in the agent's order (by seq): a message replayed after a
+        /// reconnect may arrive after newer live ones, by design (live messages go first).
         func events() -> [Event] {
-            received.elements.filter { $0.topic.hasSuffix("/event") }.compactMap {
-                if case .event(let event) = try? Envelope.decode(Data($0.payload)).message { event } else { nil }
-            }
+            received.elements.filter { $0.topic.hasSuffix("/event") }.compactMap { message -> (seq: UInt64, event: Event)? in
+                guard let envelope = try? Envelope.decode(Data(message.payload)), case .event(let event) = envelope.message else { return nil }
+                return (envelope.seq, event)
+            }.sorted { $0.seq < $1.seq }.map(\.event)
+        }
+
+        /// The events in arrival order, with their seq and whether they were replayed.
+        func arrivals() -> String {
+            received.elements.filter { $0.topic.hasSuffix("/event") }.compactMap { message -> String? in
+                guard let envelope = try? Envelope.decode(Data(message.payload)), case .event(let event) = envelope.message else { return nil }
+                return "\(event.type.rawValue)#\(envelope.seq)\(message.userProperty("historical") == "true" ? " (historical)" : "")"
+            }.joined(separator: ", ")
         }
 
         func eventTypes() -> [String] { events().map(\.type.rawValue) }
@@ -125,7 +136,9 @@ struct AgentTests {
         try await Task.sleep(for: .seconds(2))
         try await harness.broker.start()
         #expect(await eventually(timeout: 30) { harness.eventTypes().contains("session.completed") })
-        #expect(harness.eventTypes() == ["session.started", "session.level_changed", "session.paused", "session.resumed", "session.completed"])
+        #expect(
+            harness.eventTypes() == ["session.started", "session.level_changed", "session.paused", "session.resumed", "session.completed"],
+            "arrived: \(harness.arrivals())")
         if case .sessionLevelChanged(let change) = harness.events()[1] { #expect(change.from == 1 && change.to == 2) }
         if case .sessionPaused(let pause) = harness.events()[2] { #expect(pause.reason == "contact_lost") }
         // Nothing lost: every seq of this epoch up to the last one arrived (telemetry included).
