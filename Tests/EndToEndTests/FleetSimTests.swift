@@ -41,6 +41,18 @@ struct FleetSimTests {
         }
     }
 
+    /// Runs `spectra-fleetsim` at 43,200x against `broker`, its data in `folder`, with `arguments` added.
+    static func simulate(
+        _ arguments: [String], broker: MosquittoBroker, folder: URL, timeout: Double
+    ) async throws -> (status: Int32?, stdout: String, stderr: String) {
+        try await ChildProcess.run(
+            TestEnvironment.product("spectra-fleetsim"),
+            arguments + [
+                "--speed", "43200", "--broker", broker.url, "--data-dir", "\(folder.path)/fleet",
+                "--profile", "\(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml", "--idle-telemetry-interval", "0.5",
+            ], timeout: timeout)
+    }
+
     @Test("a simulated fleet's sessions all reach the aggregator, counted once, with complete seqs")
     func simulatedFleetIsCountedExactly() async throws {
         let broker = try await MosquittoBroker(extraConfig: "max_queued_messages 0\n")
@@ -50,13 +62,7 @@ struct FleetSimTests {
         func get(_ path: String) async -> [String: Any]? { await aggregator.get(path) as? [String: Any] }
         #expect(await aggregator.connected())
 
-        let sim = try await ChildProcess.run(
-            TestEnvironment.product("spectra-fleetsim"),
-            [
-                "--gateways", "12", "--days", "4", "--speed", "43200", "--seed", "5", "--broker", broker.url,
-                "--data-dir", "\(folder.path)/fleet", "--profile", "\(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml",
-                "--idle-telemetry-interval", "0.5",
-            ], timeout: 240)
+        let sim = try await Self.simulate(["--gateways", "12", "--days", "4", "--seed", "5"], broker: broker, folder: folder, timeout: 240)
         #expect(sim.status == 0, "\(sim.stderr.suffix(500))")
         // done: N sessions started, C completed, A aborted, M messages
         let done = try #require(sim.stdout.split(separator: "\n").last { $0.hasPrefix("done:") }.map(String.init))
@@ -89,13 +95,7 @@ struct FleetSimTests {
         let aggregator = try await Aggregator(broker: broker, folder: folder)
         #expect(await aggregator.connected())
         func simulate(first: Int) async throws -> (status: Int32?, stdout: String, stderr: String) {
-            try await ChildProcess.run(
-                TestEnvironment.product("spectra-fleetsim"),
-                [
-                    "--gateways", "3", "--first-gateway", "\(first)", "--days", "1", "--speed", "43200", "--broker", broker.url,
-                    "--data-dir", "\(folder.path)/fleet", "--profile", "\(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml",
-                    "--idle-telemetry-interval", "0.5",
-                ], timeout: 120)
+            try await Self.simulate(["--gateways", "3", "--first-gateway", "\(first)", "--days", "1"], broker: broker, folder: folder, timeout: 120)
         }
         async let first = simulate(first: 1)
         async let second = simulate(first: 4)
