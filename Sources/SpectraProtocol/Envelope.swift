@@ -65,8 +65,14 @@ public struct Envelope: Sendable, Equatable {
         try WireFormat.decode(Envelope.self, from: data)
     }
 
-    /// The envelope as wire JSON.
-    public func encoded() -> Data { WireFormat.encode(self) }
+    /// The envelope as wire JSON. Telemetry is written straight into bytes (``TelemetryWriter``),
+    /// everything else through `JSONEncoder`; the bytes are the same.
+    public func encoded() -> Data {
+        if case .telemetry(let telemetry) = message, let bytes = TelemetryWriter.write(self, telemetry) {
+            return Data(bytes)
+        }
+        return WireFormat.encode(self)
+    }
 
     /// Decodes an envelope without telemetry's per-channel readings (see
     /// ``WireFormat/skipTelemetryChannels``): the same checks otherwise, less work for readers

@@ -35,9 +35,10 @@ public enum WireFormat {
     /// readings (`channels` comes back empty), for readers that only count and summarise.
     public static let skipTelemetryChannels = CodingUserInfoKey(rawValue: "spectra.skipTelemetryChannels")!
 
-    // Decoders are safe to share once configured (their options are only read), and making
-    // one per message costs more than decoding a small one.
+    // Coders are safe to share once configured (their options are only read), and making one
+    // per message costs more than coding a small one.
     private static let sharedDecoder = decoder()
+    private static let sharedEncoder = encoder()
     private static let channelSkippingDecoder: JSONDecoder = {
         let skipping = WireFormat.decoder()
         skipping.userInfo = [skipTelemetryChannels: true]
@@ -63,7 +64,7 @@ public enum WireFormat {
     /// Encodes `value` as wire JSON.
     public static func encode(_ value: some Encodable) -> Data {
         do {
-            return try encoder().encode(value)
+            return try sharedEncoder.encode(value)
         } catch {
             // Every wire type encodes plain values only; failing here is a programming error.
             preconditionFailure("wire type failed to encode: \(error)")
