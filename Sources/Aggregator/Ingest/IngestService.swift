@@ -27,6 +27,11 @@ public final class IngestService: Service, Sendable {
     private let lastRefusalLog = Mutex<Date>(.distantPast)
     /// Records per write transaction, at most.
     static let maxBatch = 5_000
+    /// A fleet's steady trickle is gathered for up to `gatherDelay` into one transaction,
+    /// unless `gatherCount` messages wait sooner: a commit costs about as much as parsing and
+    /// counting a few dozen messages.
+    static let gatherDelay = Duration.milliseconds(50)
+    static let gatherCount = 500
 
     /// - Parameter now: the clock statistics are computed against (tests inject one).
     /// - Parameter settleWindow: messages read ahead of the last commit, at most.
@@ -169,7 +174,19 @@ public final class IngestService: Service, Sendable {
     /// A two-stage pipeline: while one batch is written, the next is parsed (in parallel).
     private func writeLoop() async {
         var writing: Task<Void, Never>?
+        // When a few messages wait, since when: they wait up to `gatherDelay` for more.
+        var fewSince: ContinuousClock.Instant?
         while true {
+            let waitingCount = raw.withLock { $0.count }
+            if waitingCount > 0, waitingCount < Self.gatherCount, !stopping.load(ordering: .relaxed) {
+                let since = fewSince ?? .now
+                fewSince = since
+                if ContinuousClock.now - since < Self.gatherDelay {
+                    try? await Task.sleep(for: .milliseconds(5))
+                    continue
+                }
+            }
+            fewSince = nil
             // Take everything waiting at once (taking a prefix would shift the rest every time).
             let waiting = raw.withLock { raw -> [(MQTTMessage, Date)] in
                 defer { raw.removeAll(keepingCapacity: false) }
