@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Release-built measurements behind the README's figures, each beside a reference measured in
-# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|outbox|ingest|agent|all]
+# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|encode|outbox|ingest|agent|all]
 # Starts its own mosquitto on a free loopback port and stops it when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +50,16 @@ if [ "$what" = waveform ] || [ "$what" = all ]; then
     seconds=$(echo "$result" | sed 's/.*"seconds":\([0-9.]*\).*/\1/')
     ratio=$(echo "$result" | sed 's/.*"realTimeRatio":\([0-9.]*\).*/\1/')
     printf 'Plan + render 900 s, 10 channels, 10 kHz (90M samples): %.3f s (%.0fx real time)\n' "$seconds" "$ratio"
+fi
+
+if [ "$what" = encode ] || [ "$what" = all ]; then
+    for channels in 10 0; do
+        result=$("$bench" envelope-encode --channels $channels)
+        reference=$(echo "$result" | sed 's/.*"jsonEncoderPerSecond":\([0-9.]*\).*/\1/')
+        writer=$(echo "$result" | sed 's/.*"writerPerSecond":\([0-9.]*\).*/\1/')
+        printf 'Telemetry envelope, %d channels, encoded: %.0f/s (JSONEncoder on the same envelopes: %.0f/s, %.1fx)\n' "$channels" \
+            "$writer" "$reference" "$(awk -v a="$writer" -v b="$reference" 'BEGIN { print a / b }')"
+    done
 fi
 
 if [ "$what" = outbox ] || [ "$what" = all ]; then
