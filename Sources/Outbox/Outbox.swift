@@ -167,14 +167,26 @@ public actor Outbox {
             let rollup = self.rollup
             let before = storedBytes
             // Inserts only add newer rows: the oldest changes when rows go, or when there was none.
+            // A steady trickle empties the queue at every acknowledgement and refills it with
+            // the next message, so those two cases are known without asking the database.
             let knownOldest = oldestCreatedAt
+            let rowsBefore = storedRows
             do {
                 let (outcome, deletedRows, oldest) = try await queue.write { db in
                     let deleted = try OutboxStore.delete(deletes, db: db)
                     try OutboxStore.insert(rows, nextSeq: next, db: db)
                     let bounds = try OutboxBounds.enforce(bytes: before - deleted.bytes + added, limits: limits, rollup: rollup, db: db)
                     let removed = deleted.rows > 0 || bounds.removedRows > 0
-                    let oldest = removed || knownOldest == nil ? try OutboxStore.oldestCreatedAt(db: db) : knownOldest
+                    let oldest: Double?
+                    if !removed && knownOldest != nil {
+                        oldest = knownOldest
+                    } else if !removed && rowsBefore == 0 {
+                        oldest = rows.lazy.map(\.createdAt).min()
+                    } else if rowsBefore + rows.count - deleted.rows - bounds.removedRows == 0 {
+                        oldest = nil
+                    } else {
+                        oldest = try OutboxStore.oldestCreatedAt(db: db)
+                    }
                     return (bounds, deleted.rows, oldest)
                 }
                 oldestCreatedAt = oldest
