@@ -28,8 +28,8 @@ public final class IngestService: Service, Sendable {
     /// Records per write transaction, at most.
     static let maxBatch = 5_000
     /// A fleet's steady trickle is gathered for up to `gatherDelay` into one transaction,
-    /// unless `gatherCount` messages wait sooner: a commit costs about as much as parsing and
-    /// counting a few dozen messages.
+    /// unless `gatherCount` messages wait sooner or none arrive for two polls: a commit costs
+    /// about as much as parsing and counting a few dozen messages.
     static let gatherDelay = Duration.milliseconds(50)
     static let gatherCount = 500
 
@@ -174,19 +174,27 @@ public final class IngestService: Service, Sendable {
     /// A two-stage pipeline: while one batch is written, the next is parsed (in parallel).
     private func writeLoop() async {
         var writing: Task<Void, Never>?
-        // When a few messages wait, since when: they wait up to `gatherDelay` for more.
+        // When a few messages wait: since when, and the polls in a row that found none new.
+        // They wait up to `gatherDelay` for more while more keep coming; two polls with
+        // nothing new end the wait (a broker that lets only a few messages be in flight
+        // unacknowledged sends no more until these are committed).
         var fewSince: ContinuousClock.Instant?
+        var seen = 0, idlePolls = 0
         while true {
             let waitingCount = raw.withLock { $0.count }
             if waitingCount > 0, waitingCount < Self.gatherCount, !stopping.load(ordering: .relaxed) {
                 let since = fewSince ?? .now
                 fewSince = since
-                if ContinuousClock.now - since < Self.gatherDelay {
+                idlePolls = waitingCount > seen ? 0 : idlePolls + 1
+                seen = waitingCount
+                if ContinuousClock.now - since < Self.gatherDelay && idlePolls < 2 {
                     try? await Task.sleep(for: .milliseconds(5))
                     continue
                 }
             }
             fewSince = nil
+            seen = 0
+            idlePolls = 0
             // Take everything waiting at once (taking a prefix would shift the rest every time).
             let waiting = raw.withLock { raw -> [(MQTTMessage, Date)] in
                 defer { raw.removeAll(keepingCapacity: false) }
