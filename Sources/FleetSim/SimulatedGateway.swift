@@ -159,7 +159,7 @@ public actor SimulatedGateway {
             return OutboxMessage(
                 messageClass: isEvent ? .event : .telemetry,
                 topic: (isEvent ? Topic.event(fleet: fleet, gateway: gateway) : Topic.telemetry(fleet: fleet, gateway: gateway)).path,
-                payload: [UInt8](envelope.encoded()))
+                payload: envelope.encodedBytes())
         }
         counters.enqueued.add(1, ordering: .relaxed)
     }

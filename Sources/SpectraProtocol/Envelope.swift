@@ -68,10 +68,17 @@ public struct Envelope: Sendable, Equatable {
     /// The envelope as wire JSON. Telemetry is written straight into bytes (``TelemetryWriter``),
     /// everything else through `JSONEncoder`; the bytes are the same.
     public func encoded() -> Data {
-        if case .telemetry(let telemetry) = message, let bytes = TelemetryWriter.write(self, telemetry) {
-            return Data(bytes)
-        }
-        return WireFormat.encode(self)
+        writtenTelemetry().map { Data($0) } ?? WireFormat.encode(self)
+    }
+
+    /// ``encoded()`` as the bytes of an MQTT payload (telemetry is not copied through `Data`).
+    public func encodedBytes() -> [UInt8] {
+        writtenTelemetry() ?? [UInt8](WireFormat.encode(self))
+    }
+
+    private func writtenTelemetry() -> [UInt8]? {
+        guard case .telemetry(let telemetry) = message else { return nil }
+        return TelemetryWriter.write(self, telemetry)
     }
 
     /// Decodes an envelope without telemetry's per-channel readings (see

@@ -34,7 +34,7 @@ func ingestStream(count: Int, gateways: Int, fleet: String) -> [OutgoingMessage]
             fleet: fleetID, gateway: ids[g], epoch: epochs[g], seq: seq, boot: boot, monoNanos: seq * 1_000_000_000,
             timestamp: start.addingTimeInterval(Double(seq)), synced: true, message: message)
         let topic: Topic = envelope.kind == .event ? .event(fleet: fleetID, gateway: ids[g]) : .telemetry(fleet: fleetID, gateway: ids[g])
-        return OutgoingMessage(topic: topic.path, payload: [UInt8](envelope.encoded()))
+        return OutgoingMessage(topic: topic.path, payload: envelope.encodedBytes())
     }
 }
 

@@ -46,6 +46,7 @@ struct TelemetryWriterTests {
                 let reference = WireFormat.encode(envelope)
                 #expect(written == [UInt8](reference), "\(String(decoding: written, as: UTF8.self))\n\(String(decoding: reference, as: UTF8.self))")
                 #expect([UInt8](envelope.encoded()) == written)
+                #expect(envelope.encodedBytes() == written)
                 #expect(try Envelope.decode(Data(written)) == envelope)
                 index += 1
             }
@@ -72,6 +73,7 @@ struct TelemetryWriterTests {
             guard case .telemetry(let telemetry) = envelope.message else { continue }
             #expect(TelemetryWriter.write(envelope, telemetry) == nil, "\(id)")
             #expect(envelope.encoded() == WireFormat.encode(envelope))
+            #expect(envelope.encodedBytes() == [UInt8](WireFormat.encode(envelope)))
             #expect(try Envelope.decode(envelope.encoded()) == envelope)
         }
         for reading in [Double.nan, .infinity, -.infinity] {

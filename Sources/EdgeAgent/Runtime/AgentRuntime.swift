@@ -55,7 +55,7 @@ public actor AgentRuntime: Service {
                 let event = Event.outboxEvicted(OutboxEvicted(class: "\(eviction.messageClass)", count: eviction.count, bytes: eviction.bytes))
                 return OutboxMessage(
                     messageClass: .event, topic: Topic.event(fleet: envelopes.fleet, gateway: envelopes.gateway).path,
-                    payload: [UInt8](envelopes.envelope(.event(event), seq: seq, epoch: epoch).encoded()))
+                    payload: envelopes.envelope(.event(event), seq: seq, epoch: epoch).encodedBytes())
             })
         self.outbox = outbox
         if let reset = await outbox.reset {
@@ -280,10 +280,10 @@ public actor AgentRuntime: Service {
             let envelope = envelopes.envelope(message, seq: seq, epoch: epoch)
             switch message {
             case .event:
-                return OutboxMessage(messageClass: .event, topic: Topic.event(fleet: fleet, gateway: gateway).path, payload: [UInt8](envelope.encoded()))
+                return OutboxMessage(messageClass: .event, topic: Topic.event(fleet: fleet, gateway: gateway).path, payload: envelope.encodedBytes())
             case .telemetry:
                 return OutboxMessage(
-                    messageClass: .telemetry, topic: Topic.telemetry(fleet: fleet, gateway: gateway).path, payload: [UInt8](envelope.encoded()))
+                    messageClass: .telemetry, topic: Topic.telemetry(fleet: fleet, gateway: gateway).path, payload: envelope.encodedBytes())
             }
         }
     }
