@@ -63,21 +63,23 @@ struct AgentTests {
             return (result.status, result.stdout, result.stderr)
         }
 
+        /// The events received, in arrival order, with their seq and whether they were replayed.
+        private func receivedEvents() -> [(seq: UInt64, event: Event, historical: Bool)] {
+            received.elements.filter { $0.topic.hasSuffix("/event") }.compactMap { message in
+                guard let envelope = try? Envelope.decode(Data(message.payload)), case .event(let event) = envelope.message else { return nil }
+                return (envelope.seq, event, message.userProperty("historical") == "true")
+            }
+        }
+
         /// The events received, in the agent's order (by seq): a message replayed after a
         /// reconnect may arrive after newer live ones, by design (live messages go first).
         func events() -> [Event] {
-            received.elements.filter { $0.topic.hasSuffix("/event") }.compactMap { message -> (seq: UInt64, event: Event)? in
-                guard let envelope = try? Envelope.decode(Data(message.payload)), case .event(let event) = envelope.message else { return nil }
-                return (envelope.seq, event)
-            }.sorted { $0.seq < $1.seq }.map(\.event)
+            receivedEvents().sorted { $0.seq < $1.seq }.map(\.event)
         }
 
         /// The events in arrival order, with their seq and whether they were replayed.
         func arrivals() -> String {
-            received.elements.filter { $0.topic.hasSuffix("/event") }.compactMap { message -> String? in
-                guard let envelope = try? Envelope.decode(Data(message.payload)), case .event(let event) = envelope.message else { return nil }
-                return "\(event.type.rawValue)#\(envelope.seq)\(message.userProperty("historical") == "true" ? " (historical)" : "")"
-            }.joined(separator: ", ")
+            receivedEvents().map { "\($0.event.type.rawValue)#\($0.seq)\($0.historical ? " (historical)" : "")" }.joined(separator: ", ")
         }
 
         func eventTypes() -> [String] { events().map(\.type.rawValue) }
