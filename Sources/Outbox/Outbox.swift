@@ -10,7 +10,8 @@ import MQTT
 /// - Enqueue stores the message and gives it the next 64-bit `seq` of this database in the
 ///   same transaction; concurrent enqueues are group-committed into one transaction.
 /// - While connected, rows are sent in `seq` order with at most `window` unacknowledged; a row
-///   is deleted only after its PUBACK. After every (re)connect the drain starts by itself from
+///   is deleted only after its PUBACK, with the next write (see ``deleteBatch``). After every
+///   (re)connect the drain starts by itself from
 ///   the oldest row. Live messages go first, with a fixed share of the window kept for the
 ///   backlog; backlog rows carry the MQTT 5 user property `historical=true`.
 /// - Past the byte cap or the free-disk floor, old telemetry is rolled up, then evicted; events
@@ -46,7 +47,12 @@ public actor Outbox {
     private var pending: [(row: StoredMessage, waiter: CheckedContinuation<UInt64, Never>?)] = []
     private var memoryBuffer: [StoredMessage] = []
     private var pendingDeletes: [UInt64] = []
-    private var ackedNotDeleted: Set<UInt64> = []
+    /// Acknowledged rows not yet deleted, with their payload bytes: they no longer count in
+    /// ``stats()`` and are never sent again by this process.
+    private var ackedNotDeleted: [UInt64: Int] = [:]
+    private var ackedNotDeletedBytes = 0
+    /// Set when acknowledged rows must be deleted now, without waiting for a batch or a write.
+    private var deletesDue = false
     private var writing = false
     private var retryScheduled = false
     private var counters = OutboxStats()
@@ -74,7 +80,7 @@ public actor Outbox {
     private var recentFrom: UInt64 = 1
     private var backlogCursor: UInt64 = 0
     private var hasBacklog = false
-    private var inflight: [UInt64: (sentAt: Double, backlog: Bool)] = [:]
+    private var inflight: [UInt64: (sentAt: Double, backlog: Bool, bytes: Int)] = [:]
     private var maxSentSeq: UInt64 = 0
     private var pumping = false
     private var pumpAgain = false
@@ -153,13 +159,25 @@ public actor Outbox {
         Task { await self.writeLoop() }
     }
 
+    /// Acknowledged rows are deleted with the next write (an enqueue), or once this many have
+    /// gathered, or at the next housekeeping tick. In a trickle every message then costs one
+    /// transaction (its insert, with the delete of the one before) instead of two. A process
+    /// killed in between sends those rows again after its restart: duplicates only ever for
+    /// acknowledgements it had not recorded, as with a lost PUBACK.
+    static let deleteBatch = 256
+
+    private var deletesWaiting: Bool {
+        !pendingDeletes.isEmpty && (deletesDue || pendingDeletes.count >= Self.deleteBatch)
+    }
+
     private func writeLoop() async {
         defer { writing = false }
-        while !pending.isEmpty || !pendingDeletes.isEmpty || (!memoryBuffer.isEmpty && !retryScheduled) {
+        while !pending.isEmpty || deletesWaiting || (!memoryBuffer.isEmpty && !retryScheduled) {
             let batch = pending
             pending.removeAll(keepingCapacity: true)
             let deletes = pendingDeletes
             pendingDeletes.removeAll(keepingCapacity: true)
+            deletesDue = false
             let rows = memoryBuffer + batch.map(\.row)
             let next = nextSeq
             let added = rows.reduce(0) { $0 + $1.payload.count }
@@ -180,7 +198,8 @@ public actor Outbox {
                     let oldest: Double?
                     if !removed && knownOldest != nil {
                         oldest = knownOldest
-                    } else if !removed && rowsBefore == 0 {
+                    } else if bounds.removedRows == 0 && rowsBefore == deleted.rows {
+                        // Every older row went: the oldest is one of those just inserted.
                         oldest = rows.lazy.map(\.createdAt).min()
                     } else if rowsBefore + rows.count - deleted.rows - bounds.removedRows == 0 {
                         oldest = nil
@@ -191,7 +210,7 @@ public actor Outbox {
                 }
                 oldestCreatedAt = oldest
                 memoryBuffer.removeAll()
-                ackedNotDeleted.subtract(deletes)
+                for seq in deletes { ackedNotDeletedBytes -= ackedNotDeleted.removeValue(forKey: seq) ?? 0 }
                 committedNext = next
                 remember(committed: rows, reshaped: outcome.removedRows > 0)
                 storedRows += rows.count - deletedRows - outcome.removedRows
@@ -213,7 +232,7 @@ public actor Outbox {
                     }
                 }
                 for item in batch { item.waiter?.resume(returning: item.row.seq) }
-                if storedRows == 0 && !deletes.isEmpty { compactIfDue() }
+                if storedRows <= Self.recentLimit && !deletes.isEmpty { compactIfDue() }
                 if hasUnsent { requestPump() }
             } catch {
                 counters.storageErrors += 1
@@ -301,9 +320,9 @@ public actor Outbox {
         return Int(info.f_bavail) * Int(info.f_frsize)
     }
 
-    /// Gives space back after a drain that released at least a MiB, at most every 30 s. (A
-    /// steady trickle empties the queue after every message; compacting then checkpointed,
-    /// fsynced and truncated every 30 s for nothing.)
+    /// Gives space back once the queue is down to a few rows after a drain that released at
+    /// least a MiB, at most every 30 s. (A steady trickle releases a message at every write;
+    /// compacting for it checkpointed, fsynced and truncated every 30 s for nothing.)
     private func compactIfDue() {
         guard releasedSinceCompact >= 1 << 20, Date().timeIntervalSince(lastCompact) > 30 else { return }
         lastCompact = Date()
@@ -320,10 +339,13 @@ public actor Outbox {
     /// Depth, bytes, oldest unacknowledged age and counters.
     public func stats() -> OutboxStats {
         var stats = counters
-        stats.depth = storedRows + memoryBuffer.count
-        stats.bytes = storedBytes
+        let unacknowledged = storedRows - ackedNotDeleted.count
+        stats.depth = max(0, unacknowledged) + memoryBuffer.count
+        stats.bytes = max(0, storedBytes - ackedNotDeletedBytes)
         stats.memoryBuffered = memoryBuffer.count
-        if storedRows > 0, let oldest = oldestCreatedAt {
+        // The oldest stored row may be acknowledged and not yet deleted; the age then errs old,
+        // until the next write.
+        if unacknowledged > 0, let oldest = oldestCreatedAt {
             stats.oldestUnackedSeconds = max(0, Date().timeIntervalSince1970 - oldest)
         } else if let first = memoryBuffer.first {
             stats.oldestUnackedSeconds = max(0, Date().timeIntervalSince1970 - first.createdAt)
@@ -342,17 +364,31 @@ public actor Outbox {
     /// Waits until every enqueue so far is committed and every acknowledged row deleted.
     public func flush() async {
         while writing || !pending.isEmpty || !pendingDeletes.isEmpty {
+            deletesDue = true
             startWriter()
             try? await Task.sleep(for: .milliseconds(5))
         }
     }
 
-    /// Stops dispatching; the database stays as it is.
-    public func close() {
+    /// Deletes the acknowledged rows now rather than with the next write.
+    private func deleteAcknowledged() {
+        guard !pendingDeletes.isEmpty else { return }
+        deletesDue = true
+        startWriter()
+    }
+
+    /// Stops dispatching, and deletes the rows acknowledged so far (waiting up to two seconds
+    /// for the disk) so that the next start does not send them again.
+    public func close() async {
         for task in tasks { task.cancel() }
         tasks.removeAll()
         client = nil
         connected = false
+        let deadline = ContinuousClock.now + .seconds(2)
+        while writing || !pendingDeletes.isEmpty, ContinuousClock.now < deadline {
+            deleteAcknowledged()
+            try? await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     // MARK: Dispatch
@@ -373,9 +409,10 @@ public actor Outbox {
         // thousands of outboxes in one process.
         let housekeeping = min(5, max(0.05, configuration.stallSeconds / 4))
         tasks.append(Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(housekeeping))
+            // A closed outbox does no more housekeeping.
+            while (try? await Task.sleep(for: .seconds(housekeeping))) != nil {
                 await self?.checkStall()
+                await self?.deleteAcknowledged()
                 await self?.recordMetrics()
             }
         })
@@ -403,15 +440,16 @@ public actor Outbox {
 
     private func acknowledged(_ batch: [PublishAcknowledgement]) {
         for ack in batch {
-            inflight[ack.token] = nil
+            let bytes = inflight.removeValue(forKey: ack.token)?.bytes ?? 0
             if !ack.isSuccess {
                 logger.error("broker refused an outbox message; dropping it", metadata: ["seq": "\(ack.token)", "reason": "\(ack.reasonCode)"])
             }
             counters.acknowledged += 1
+            guard ackedNotDeleted.updateValue(bytes, forKey: ack.token) == nil else { continue }
+            ackedNotDeletedBytes += bytes
             pendingDeletes.append(ack.token)
-            ackedNotDeleted.insert(ack.token)
         }
-        startWriter()
+        if pendingDeletes.count >= Self.deleteBatch { startWriter() }
         // Room in the window matters only when something waits for it.
         if hasUnsent { requestPump() }
     }
@@ -455,7 +493,7 @@ public actor Outbox {
                 var outgoing: [(message: OutgoingMessage, token: UInt64)] = []
                 let now = Date().timeIntervalSince1970
                 for (row, historical) in live.map({ ($0, false) }) + backlog.map({ ($0, true) }) {
-                    inflight[row.seq] = (now, historical)
+                    inflight[row.seq] = (now, historical, row.payload.count)
                     if row.seq <= maxSentSeq { counters.resent += 1 }
                     maxSentSeq = max(maxSentSeq, row.seq)
                     outgoing.append((OutgoingMessage(
@@ -477,9 +515,9 @@ public actor Outbox {
     /// The next rows to send: live ones first, then the backlog. Rows in flight or acknowledged
     /// but not yet deleted are skipped.
     private func fetchBatch(liveLimit: Int, capacity: Int) -> ([StoredMessage], [StoredMessage]) {
-        func skipped(_ seq: UInt64) -> Bool { inflight[seq] != nil || ackedNotDeleted.contains(seq) }
+        func skipped(_ seq: UInt64) -> Bool { inflight[seq] != nil || ackedNotDeleted[seq] != nil }
         func ahead(of cursor: UInt64) -> Int {
-            inflight.keys.reduce(0) { $0 + ($1 >= cursor ? 1 : 0) } + ackedNotDeleted.reduce(0) { $0 + ($1 >= cursor ? 1 : 0) }
+            inflight.keys.reduce(0) { $0 + ($1 >= cursor ? 1 : 0) } + ackedNotDeleted.keys.reduce(0) { $0 + ($1 >= cursor ? 1 : 0) }
         }
         var live: [StoredMessage] = []
         var backlog: [StoredMessage] = []

@@ -210,6 +210,59 @@ struct DeliveryTests {
         #expect(age <= Date().timeIntervalSince(enqueued) + 0.001, "the age must not reach back before this enqueue")
     }
 
+    @Test("acknowledged rows leave the database without another enqueue or at close, and a reopened outbox sends none again")
+    func acknowledgedRowsGo() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("o.sqlite")
+        let broker = try await MosquittoBroker()
+        let (_, witness) = try await broker.witness()
+        func storedRows() async throws -> Int {
+            try await DatabaseQueue(path: path).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message") ?? -1 }
+        }
+        func connected(_ outbox: Outbox) async throws -> MQTTClient {
+            let client = MQTTClient(broker.mqtt("gw-1"))
+            await outbox.attach(client)
+            try await client.connect()
+            return client
+        }
+        // Nothing else is enqueued: the housekeeping tick (every 0.1 s here) deletes them.
+        do {
+            let outbox = try Outbox(OutboxConfiguration(path: path, stallSeconds: 0.4))
+            let client = try await connected(outbox)
+            for _ in 0..<5 { await outbox.enqueue { numbered($0, $1) } }
+            #expect(await witness.waitFor(count: 5))
+            #expect(await eventually {
+                let stats = await outbox.stats()
+                return stats.depth == 0 && stats.bytes == 0
+            })
+            #expect(try await eventually(timeout: 3) { try await storedRows() == 0 }, "acknowledged rows stayed in the database")
+            await outbox.close()
+            await client.disconnect()
+        }
+        // A trickle, then a close before the first tick (5 s with the default stall period).
+        do {
+            let outbox = try Outbox(OutboxConfiguration(path: path))
+            let client = try await connected(outbox)
+            for count in 6...8 {
+                await outbox.enqueue { numbered($0, $1) }
+                #expect(await witness.waitFor(count: count))
+            }
+            #expect(await eventually { await outbox.stats().depth == 0 })
+            await outbox.close()
+            await client.disconnect()
+            #expect(try await storedRows() == 0, "close left acknowledged rows behind")
+        }
+        let reopened = try Outbox(OutboxConfiguration(path: path))
+        #expect(await reopened.stats().depth == 0)
+        let client = try await connected(reopened)
+        await reopened.enqueue { numbered($0, $1) }
+        #expect(await witness.waitFor(count: 9))
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(witness.elements.compactMap(seqOf) == Array(1...9), "an acknowledged message was sent again")
+        await client.disconnect()
+    }
+
     @Test("outboxes sharing one dispatch queue keep their own seqs and all deliver")
     func sharedQueue() async throws {
         let folder = try TempFolder()
