@@ -21,14 +21,19 @@ enum OutboxStore {
     /// - Returns: the queue, the epoch and the next seq.
     static func open(_ configuration: OutboxConfiguration) throws -> (DatabaseQueue, UUID, UInt64) {
         var config = Configuration()
-        config.journalMode = .wal
         config.busyMode = .timeout(5)
         config.targetQueue = configuration.targetQueue
         let durability = configuration.durability
         let maxPageCount = configuration.maxPageCount
+        // WAL is set here rather than with GRDB's `journalMode = .wal`, which sets synchronous
+        // NORMAL after this runs and so would quietly turn `full` durability into `normal`.
         config.prepareDatabase { db in
             // Takes effect for a new database (before its first table): space can then be given back.
             try db.execute(sql: "PRAGMA auto_vacuum = INCREMENTAL")
+            let journal = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
+            guard journal == "wal" else {
+                throw DatabaseError(message: "the outbox needs WAL journaling, and SQLite gave \(journal ?? "nothing")")
+            }
             try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
             if let maxPageCount { try db.execute(sql: "PRAGMA max_page_count = \(maxPageCount)") }
         }

@@ -28,6 +28,20 @@ struct StorageTests {
         #expect(await reopened.enqueue { numbered($0, $1) } == 201)
     }
 
+    @Test("durability full commits with synchronous FULL, normal with NORMAL, both in WAL")
+    func durability() throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        for (durability, expected) in [(OutboxConfiguration.Durability.full, 2), (.normal, 1)] {
+            let (queue, _, _) = try OutboxStore.open(OutboxConfiguration(path: folder.path("\(durability).sqlite"), durability: durability))
+            let (journal, synchronous) = try queue.inDatabase { db in
+                (try String.fetchOne(db, sql: "PRAGMA journal_mode"), try Int.fetchOne(db, sql: "PRAGMA synchronous"))
+            }
+            #expect(journal == "wal")
+            #expect(synchronous == expected, "durability \(durability)")
+        }
+    }
+
     @Test("a corrupt database is moved aside and a new one (new epoch) started")
     func corrupt() async throws {
         let folder = try TempFolder()
