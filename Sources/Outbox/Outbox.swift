@@ -192,8 +192,14 @@ public actor Outbox {
             do {
                 let (outcome, deletedRows, oldest) = try await queue.write { db in
                     let deleted = try OutboxStore.delete(deletes, db: db)
-                    try OutboxStore.insert(rows, nextSeq: next, db: db)
+                    try OutboxStore.insert(rows, db: db)
                     let bounds = try OutboxBounds.enforce(bytes: before - deleted.bytes + added, limits: limits, rollup: rollup, db: db)
+                    // Rows just inserted are the newest: `MAX(seq)` stays right unless nothing was
+                    // inserted and rows went, or eviction ran. (A trickle inserts with every
+                    // delete: one page less written per commit.)
+                    if bounds.removedRows > 0 || (rows.isEmpty && deleted.rows > 0) {
+                        try OutboxStore.saveNextSeq(next, db: db)
+                    }
                     let removed = deleted.rows > 0 || bounds.removedRows > 0
                     let oldest: Double?
                     if !removed && knownOldest != nil {

@@ -71,7 +71,9 @@ enum OutboxStore {
         return (queue, epoch, next)
     }
 
-    static func insert(_ rows: [StoredMessage], nextSeq: UInt64, db: Database) throws {
+    /// Inserts rows. The next seq is kept in `meta` only by ``saveNextSeq(_:db:)``: while the
+    /// newest row is stored, `MAX(seq)` says it.
+    static func insert(_ rows: [StoredMessage], db: Database) throws {
         let statement = try db.cachedStatement(
             sql: "INSERT INTO message (seq, class, topic, payload, qos, retain, createdAt) VALUES (?, ?, ?, ?, ?, ?, ?)")
         for row in rows {
@@ -79,6 +81,11 @@ enum OutboxStore {
                 Int64(row.seq), row.messageClass.rawValue, row.topic, Data(row.payload), row.qos, row.retain, row.createdAt,
             ])
         }
+    }
+
+    /// Keeps the next seq for when the newest row is gone (deleted or evicted), so that a seq is
+    /// never given twice, even after the queue empties and the agent restarts.
+    static func saveNextSeq(_ nextSeq: UInt64, db: Database) throws {
         try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'nextSeq'").execute(arguments: ["\(nextSeq)"])
     }
 

@@ -245,7 +245,8 @@ struct DeliveryTests {
             let outbox = try Outbox(OutboxConfiguration(path: path))
             let client = try await connected(outbox)
             for count in 6...8 {
-                await outbox.enqueue { numbered($0, $1) }
+                let seq = await outbox.enqueue { numbered($0, $1) }
+                #expect(seq == UInt64(count), "seq \(seq) given twice: the emptied queue forgot its next seq")
                 #expect(await witness.waitFor(count: count))
             }
             #expect(await eventually { await outbox.stats().depth == 0 })

@@ -66,7 +66,7 @@ struct StorageTests {
                 seq: UInt64(seq), messageClass: message.messageClass, topic: message.topic, payload: message.payload, qos: 1,
                 retain: false, createdAt: 0)
         }
-        try await queue.write { db in try OutboxStore.insert(rows, nextSeq: 11, db: db) }
+        try await queue.write { db in try OutboxStore.insert(rows, db: db) }
         let deleted = try await queue.write { db in try OutboxStore.delete([10, 3, 2, 9, 4, 7, 3, 12], db: db) }
         #expect(deleted.rows == 6)
         #expect(deleted.bytes == [2, 3, 4, 7, 9, 10].reduce(0) { $0 + $1 * 10 })
