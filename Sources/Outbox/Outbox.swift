@@ -307,9 +307,14 @@ public actor Outbox {
     private func currentLimits() -> OutboxBounds.Limits {
         var budget = configuration.maxBytes
         var hard = configuration.hardCapBytes
-        // The file system is asked at most once a second.
+        // The file system is asked at most once a second, and every 10 s while the free space
+        // above the floor is more than four byte caps (a simulator's thousands of outboxes
+        // asked it thousands of times a second).
         let now = ContinuousClock.now
-        if diskRoom.map({ now - $0.checkedAt > .seconds(1) }) ?? true {
+        let recheck: (Int) -> Duration = { [storedBytes, configuration] room in
+            room - storedBytes > 4 * configuration.maxBytes ? .seconds(10) : .seconds(1)
+        }
+        if diskRoom.map({ now - $0.checkedAt > recheck($0.bytes) }) ?? true {
             diskRoom = Self.freeBytes(near: configuration.path).map { (bytes: storedBytes + $0 - configuration.minFreeBytes, checkedAt: now) }
         }
         if let diskRoom {
