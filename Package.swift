@@ -177,6 +177,7 @@ let package = Package(
             name: "AggregatorTests",
             dependencies: ["Aggregator", "SpectraConfig", "SpectraProtocol", "SpectraTesting", "MQTT", .product(name: "Logging", package: "swift-log")]
         ),
+        .testTarget(name: "FleetSimTests", dependencies: ["FleetSim"]),
         .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting", "SpectraProtocol", "MQTT"]),
     ]
 )

@@ -99,6 +99,7 @@ public struct FleetSimulator: Sendable {
         let outboxQueues = (0..<max(1, ProcessInfo.processInfo.activeProcessorCount)).map {
             DispatchQueue(label: "fleetsim.outbox.\($0)", qos: .userInitiated)
         }
+        let ticker = FleetTicker()
         var gateways: [SimulatedGateway] = []
         for index in configuration.firstGateway..<(configuration.firstGateway + configuration.gateways) {
             let id = Self.gatewayID(index)
@@ -107,7 +108,7 @@ public struct FleetSimulator: Sendable {
                 profile: profile, broker: configuration.broker, dataDirectory: "\(configuration.dataDirectory)/\(id)", counters: counters,
                 telemetryIntervalSeconds: configuration.telemetryIntervalSeconds,
                 idleTelemetryIntervalSeconds: configuration.idleTelemetryIntervalSeconds, spreadDays: min(21, max(0, days / 2)),
-                outboxQueue: outboxQueues[index % outboxQueues.count], logger: logger))
+                outboxQueue: outboxQueues[index % outboxQueues.count], ticker: ticker, logger: logger))
         }
         let counters = self.counters
         let total = gateways.count

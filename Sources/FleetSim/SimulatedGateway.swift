@@ -32,12 +32,14 @@ public actor SimulatedGateway {
     private var online = false
     private var outages: [Task<Void, Never>] = []
     private var shuttingDown = false
+    private let ticker: FleetTicker?
 
     init(
         fleet: Identifier, gateway: Identifier, seed: UInt64, clock: SimClock, profile: CalibrationProfile, broker: MQTTConfiguration,
         dataDirectory: String, counters: FleetCounters, telemetryIntervalSeconds: Double, idleTelemetryIntervalSeconds: Double,
-        spreadDays: Int, outboxQueue: DispatchQueue? = nil, logger: Logger
+        spreadDays: Int, outboxQueue: DispatchQueue? = nil, ticker: FleetTicker? = nil, logger: Logger
     ) throws {
+        self.ticker = ticker
         self.fleet = fleet
         self.gateway = gateway
         self.clock = clock
@@ -168,7 +170,7 @@ public actor SimulatedGateway {
     /// a fixed cadence (the time an enqueue takes does not stretch the interval).
     private func telemetryLoop() async {
         var due = ContinuousClock.now + .seconds(Double.random(in: 0...idleTelemetryIntervalSeconds, using: &random))
-        try? await Task.sleep(until: due)
+        await sleep(until: due)
         while !Task.isCancelled {
             let stats = await outbox.stats()
             let level = regimen.completedSessions >= 21 ? 3 : regimen.completedSessions >= 7 ? 2 : 1
@@ -177,6 +179,15 @@ public actor SimulatedGateway {
                 agent: .init(outboxDepth: stats.depth, outboxBytes: stats.bytes, oldestUnackedS: stats.oldestUnackedSeconds, reconnects: client.reconnects, rssKiB: 0))
             await enqueue(.telemetry(telemetry))
             due = max(due + .seconds(inSession ? telemetryIntervalSeconds : idleTelemetryIntervalSeconds), .now)
+            await sleep(until: due)
+        }
+    }
+
+    /// On the fleet's shared ticker when there is one; returns early when cancelled.
+    private func sleep(until due: ContinuousClock.Instant) async {
+        if let ticker {
+            await ticker.sleep(until: due)
+        } else {
             try? await Task.sleep(until: due)
         }
     }
