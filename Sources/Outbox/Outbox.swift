@@ -109,6 +109,16 @@ public actor Outbox {
             guard FileManager.default.fileExists(atPath: configuration.path) else {
                 throw OutboxError(.unavailable, "cannot create the outbox at \(configuration.path): \(error); check the folder exists and is writable")
             }
+            // Only a file SQLite calls damaged is moved aside: one that is locked or cannot be
+            // read for another reason holds messages that a new epoch would strand.
+            switch (error as? DatabaseError)?.resultCode {
+            case .SQLITE_CORRUPT?, .SQLITE_NOTADB?, .SQLITE_FORMAT?:
+                break
+            case .SQLITE_BUSY?, .SQLITE_LOCKED?:
+                throw OutboxError(.unavailable, "the outbox at \(configuration.path) is locked by another process (another agent with the same data directory?): \(error)")
+            default:
+                throw OutboxError(.unavailable, "cannot open the outbox at \(configuration.path): \(error); check its owner, permissions and the disk")
+            }
             let movedTo = "\(configuration.path).corrupt-\(Int(Date().timeIntervalSince1970))"
             for suffix in ["", "-wal", "-shm"] {
                 try? FileManager.default.moveItem(atPath: configuration.path + suffix, toPath: movedTo + suffix)

@@ -74,6 +74,38 @@ struct StorageTests {
         #expect(left == [1, 5, 6, 8])
     }
 
+    @Test("a database another process holds locked is one clear error, and is not moved aside")
+    func locked() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("o.sqlite")
+        let first = try Outbox(OutboxConfiguration(path: path))
+        await first.enqueue { numbered($0, $1) }
+        // Another connection holds the write lock past the outbox's 5 s busy timeout.
+        var config = Configuration()
+        config.busyMode = .timeout(1)
+        let holder = try DatabaseQueue(path: path, configuration: config)
+        let hold = Task {
+            try await holder.writeWithoutTransaction { db in
+                try db.execute(sql: "BEGIN IMMEDIATE")
+                Thread.sleep(forTimeInterval: 7)
+                try db.execute(sql: "ROLLBACK")
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        do {
+            _ = try Outbox(OutboxConfiguration(path: path))
+            Issue.record("a locked outbox opened")
+        } catch {
+            #expect(error.code == .unavailable)
+            #expect(error.message.contains("locked by another process"), "\(error)")
+        }
+        try await hold.value
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.url.path)
+        #expect(!files.contains { $0.contains("corrupt") }, "moved aside: \(files)")
+        #expect(await first.enqueue { numbered($0, $1) } == 2)
+    }
+
     @Test("a folder that cannot hold a database is one clear error")
     func unavailable() {
         #expect(throws: OutboxError.self) { try Outbox(OutboxConfiguration(path: "/nonexistent/folder/outbox.sqlite")) }
