@@ -10,10 +10,10 @@ import MQTT
 /// - Enqueue stores the message and gives it the next 64-bit `seq` of this database in the
 ///   same transaction; concurrent enqueues are group-committed into one transaction.
 /// - While connected, rows are sent in `seq` order with at most `window` unacknowledged; a row
-///   is deleted only after its PUBACK, with the next write (see ``deleteBatch``). After every
-///   (re)connect the drain starts by itself from
-///   the oldest row. Live messages go first, with a fixed share of the window kept for the
-///   backlog; backlog rows carry the MQTT 5 user property `historical=true`.
+///   is deleted only after its PUBACK, with a later write (see ``deleteBatch``). After every
+///   (re)connect the drain starts by itself from the oldest row. Live messages go first, with
+///   a fixed share of the window kept for the backlog; backlog rows carry the MQTT 5 user
+///   property `historical=true`.
 /// - Past the byte cap or the free-disk floor, old telemetry is rolled up, then evicted; events
 ///   only past the hard cap. Every eviction is counted and announced.
 /// - A disk that refuses writes never loses what was accepted: messages wait in a bounded
@@ -248,7 +248,7 @@ public actor Outbox {
                     }
                 }
                 for item in batch { item.waiter?.resume(returning: item.row.seq) }
-                if storedRows <= Self.recentLimit && !deletes.isEmpty { compactIfDue() }
+                if storedRows <= Self.drainedRows && !deletes.isEmpty { compactIfDue() }
                 if hasUnsent { requestPump() }
             } catch {
                 counters.storageErrors += 1
@@ -281,6 +281,8 @@ public actor Outbox {
     }
 
     private static let recentLimit = 64
+    /// At most this many rows left after a delete: a drain is over (live messages may remain).
+    private static let drainedRows = 64
 
     /// Keeps the memory buffer bounded: telemetry goes first, then the oldest of the rest.
     private func trimMemoryBuffer() {
@@ -466,7 +468,9 @@ public actor Outbox {
                 logger.error("broker refused an outbox message; dropping it", metadata: ["seq": "\(ack.token)", "reason": "\(ack.reasonCode)"])
             }
             counters.acknowledged += 1
-            guard ackedNotDeleted.updateValue(bytes, forKey: ack.token) == nil else { continue }
+            // A repeated PUBACK (a resend acknowledged twice) is already waiting for its delete.
+            guard ackedNotDeleted[ack.token] == nil else { continue }
+            ackedNotDeleted[ack.token] = bytes
             ackedNotDeletedBytes += bytes
             pendingDeletes.append(ack.token)
         }
