@@ -138,11 +138,18 @@ struct AgentTests {
         try await Task.sleep(for: .seconds(2))
         try await harness.broker.start()
         #expect(await eventually(timeout: 30) { harness.eventTypes().contains("session.completed") })
+        // The level change lands whenever the control command gets through: on a loaded machine
+        // that can be after the lift-off (sim 700 s is 7 s here), so its place is not fixed.
+        let types = harness.eventTypes()
         #expect(
-            harness.eventTypes() == ["session.started", "session.level_changed", "session.paused", "session.resumed", "session.completed"],
+            types.filter { $0 != "session.level_changed" } == ["session.started", "session.paused", "session.resumed", "session.completed"]
+                && types.filter { $0 == "session.level_changed" }.count == 1 && types.first == "session.started",
             "arrived: \(harness.arrivals())")
-        if case .sessionLevelChanged(let change) = harness.events()[1] { #expect(change.from == 1 && change.to == 2) }
-        if case .sessionPaused(let pause) = harness.events()[2] { #expect(pause.reason == "contact_lost") }
+        let events = harness.events()
+        let change = events.lazy.compactMap { if case .sessionLevelChanged(let change) = $0 { change } else { nil } }.first
+        #expect(change?.from == 1 && change?.to == 2)
+        let pause = events.lazy.compactMap { if case .sessionPaused(let pause) = $0 { pause } else { nil } }.first
+        #expect(pause?.reason == "contact_lost")
         // Nothing lost: every seq of this epoch up to the last one arrived (telemetry included).
         let envelopes = harness.received.elements.filter { $0.topic.hasSuffix("/event") || $0.topic.hasSuffix("/telemetry") }
             .compactMap { try? Envelope.decode(Data($0.payload)) }
