@@ -386,7 +386,13 @@ public actor Outbox {
 
     /// Waits until every enqueue so far is committed and every acknowledged row deleted.
     public func flush() async {
+        await flush(until: nil)
+    }
+
+    /// ``flush()``, giving up at `deadline` (a disk that refuses writes never settles).
+    private func flush(until deadline: ContinuousClock.Instant?) async {
         while writing || !pending.isEmpty || !pendingDeletes.isEmpty {
+            if let deadline, ContinuousClock.now >= deadline { return }
             deletesDue = true
             startWriter()
             try? await Task.sleep(for: .milliseconds(5))
@@ -400,18 +406,15 @@ public actor Outbox {
         startWriter()
     }
 
-    /// Stops dispatching, and deletes the rows acknowledged so far (waiting up to two seconds
-    /// for the disk) so that the next start does not send them again.
+    /// Stops dispatching, and commits what is waiting, the deletes of the rows acknowledged so
+    /// far included (up to two seconds for the disk), so that the next start does not send
+    /// them again.
     public func close() async {
         for task in tasks { task.cancel() }
         tasks.removeAll()
         client = nil
         connected = false
-        let deadline = ContinuousClock.now + .seconds(2)
-        while writing || !pendingDeletes.isEmpty, ContinuousClock.now < deadline {
-            deleteAcknowledged()
-            try? await Task.sleep(for: .milliseconds(5))
-        }
+        await flush(until: .now + .seconds(2))
     }
 
     // MARK: Dispatch
