@@ -8,6 +8,8 @@ what="${1:-all}"
 bash Deploy/bootstrap.sh
 swift build -c release --product spectra-bench >/dev/null
 bench=".build/release/spectra-bench"
+# A number field of the one-line JSON a bench command reports: field NAME "$result".
+field() { echo "$2" | sed "s/.*\"$1\":\([0-9.]*\).*/\1/"; }
 
 work=$(mktemp -d)
 broker_pid=""
@@ -41,22 +43,22 @@ if [ "$what" = mqtt ] || [ "$what" = all ]; then
     ref=$(awk -v n=$n -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", n / (e - s) }')
     printf 'mosquitto_pub -l, QoS 1, %d x 466 B: %.0f msg/s\n' "$n" "$ref"
     ours=$("$bench" mqtt-publish --port "$port" --messages $n --bytes 466)
-    rate=$(echo "$ours" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')
+    rate=$(field perSecond "$ours")
     printf 'MQTTClient, QoS 1, %d x 466 B: %.0f msg/s (%.2fx mosquitto_pub)\n' "$n" "$rate" "$(awk -v a="$rate" -v b="$ref" 'BEGIN { print a / b }')"
 fi
 
 if [ "$what" = waveform ] || [ "$what" = all ]; then
     result=$("$bench" waveform-render)
-    seconds=$(echo "$result" | sed 's/.*"seconds":\([0-9.]*\).*/\1/')
-    ratio=$(echo "$result" | sed 's/.*"realTimeRatio":\([0-9.]*\).*/\1/')
+    seconds=$(field seconds "$result")
+    ratio=$(field realTimeRatio "$result")
     printf 'Plan + render 900 s, 10 channels, 10 kHz (90M samples): %.3f s (%.0fx real time)\n' "$seconds" "$ratio"
 fi
 
 if [ "$what" = encode ] || [ "$what" = all ]; then
     for channels in 10 0; do
         result=$("$bench" envelope-encode --channels $channels)
-        reference=$(echo "$result" | sed 's/.*"jsonEncoderPerSecond":\([0-9.]*\).*/\1/')
-        writer=$(echo "$result" | sed 's/.*"writerPerSecond":\([0-9.]*\).*/\1/')
+        reference=$(field jsonEncoderPerSecond "$result")
+        writer=$(field writerPerSecond "$result")
         printf 'Telemetry envelope, %d channels, encoded: %.0f/s (JSONEncoder on the same envelopes: %.0f/s, %.1fx)\n' "$channels" \
             "$writer" "$reference" "$(awk -v a="$writer" -v b="$reference" 'BEGIN { print a / b }')"
     done
@@ -67,7 +69,7 @@ if [ "$what" = outbox ] || [ "$what" = all ]; then
         rm -f "$work"/enqueue.sqlite*
         result=$("$bench" outbox-enqueue --path "$work/enqueue.sqlite" --count 200000 --bytes 300 --producers $producers)
         printf 'Outbox enqueue, 300 B, durability normal, %d producers: %.0f msg/s\n' "$producers" \
-            "$(echo "$result" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')"
+            "$(field perSecond "$result")"
     done
     n=500000
     yes "$(head -c 466 /dev/zero | tr '\0' 'x')" | head -n $n > "$work/backlog" || true
@@ -82,8 +84,8 @@ if [ "$what" = outbox ] || [ "$what" = all ]; then
     printf 'mosquitto_pub -l, QoS 1, %d x 466 B, fastest of 3: %.1f s (%.0f msg/s)\n' "$n" "$(awk -v n=$n -v r="$ref" 'BEGIN { print n / r }')" "$ref"
     rm -f "$work"/drain.sqlite*
     result=$("$bench" outbox-drain --path "$work/drain.sqlite" --port "$port" --count $n --bytes 466)
-    seconds=$(echo "$result" | sed 's/.*"seconds":\([0-9.]*\).*/\1/')
-    rate=$(echo "$result" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')
+    seconds=$(field seconds "$result")
+    rate=$(field perSecond "$result")
     printf 'Outbox drain of a %d-message backlog, QoS 1: %.1f s (%.0f msg/s, %.2fx mosquitto_pub'"'"'s time)\n' "$n" "$seconds" "$rate" \
         "$(awk -v a="$seconds" -v r="$ref" -v n=$n 'BEGIN { print a / (n / r) }')"
 fi
@@ -109,8 +111,8 @@ if [ "$what" = ingest ] || [ "$what" = all ]; then
     wait "$broker_pid" 2>/dev/null || true
     start_broker
     result=$("$bench" ingest --port "$port" --count $n --database "$work/ingest.sqlite")
-    seconds=$(echo "$result" | sed 's/.*"seconds":\([0-9.]*\).*/\1/')
-    rate=$(echo "$result" | sed 's/.*"perSecond":\([0-9.]*\).*/\1/')
+    seconds=$(field seconds "$result")
+    rate=$(field perSecond "$result")
     printf 'Aggregator ingest of the same backlog (parse, dedupe, statistics, commit): %.1f s (%.0f msg/s, %.2fx mosquitto_sub)\n' \
         "$seconds" "$rate" "$(awk -v a="$rate" -v b="$ref" 'BEGIN { print a / b }')"
 fi
