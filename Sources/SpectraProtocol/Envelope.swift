@@ -155,8 +155,27 @@ extension Envelope: Codable {
 }
 
 extension UUID {
-    /// Lower-case UUID text, as the contract writes it.
-    public var wireString: String { uuidString.lowercased() }
+    /// Lower-case UUID text, as the contract writes it. Written directly: the aggregator keys
+    /// every envelope it counts by its epoch's text, and `uuidString.lowercased()` formats
+    /// through `snprintf` and then copies.
+    public var wireString: String {
+        let digits: StaticString = "0123456789abcdef"
+        return withUnsafeBytes(of: uuid) { raw in
+            String(unsafeUninitializedCapacity: 36) { out in
+                var index = 0
+                for position in 0..<16 {
+                    if position == 4 || position == 6 || position == 8 || position == 10 {
+                        out[index] = UInt8(ascii: "-")
+                        index += 1
+                    }
+                    out[index] = digits.utf8Start[Int(raw[position] >> 4)]
+                    out[index + 1] = digits.utf8Start[Int(raw[position] & 0x0F)]
+                    index += 2
+                }
+                return index
+            }
+        }
+    }
 
     /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in either case: what `UUID(uuidString:)`
     /// accepts, read directly rather than through `sscanf` (two UUIDs per received envelope).

@@ -55,9 +55,12 @@ struct EnvelopeTests {
     func uuidText() throws {
         for _ in 0..<200 {
             let uuid = UUID()
+            #expect(uuid.wireString == uuid.uuidString.lowercased())
             #expect(UUID(wireText: uuid.wireString) == uuid)
             #expect(UUID(wireText: uuid.uuidString) == uuid)
         }
+        #expect(try #require(UUID(uuidString: "00000000-0000-0000-0000-000000000000")).wireString == "00000000-0000-0000-0000-000000000000")
+        #expect(try #require(UUID(uuidString: "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF")).wireString == "ffffffff-ffff-ffff-ffff-ffffffffffff")
         let good = "0b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9e01"
         #expect(UUID(wireText: good) == UUID(uuidString: good))
         var refused = [
