@@ -121,19 +121,33 @@ struct IngestBench: AsyncParsableCommand {
 struct IngestStages: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ingest-stages", abstract: "Parse and store rates measured apart.")
     @Option var count = 100_000
+    @Option(help: "Passes over the stream for each parse stage; the fastest is reported.") var passes = 5
     @Option var database: String
 
     func run() async throws {
         let stream = ingestStream(count: count, gateways: 1_000, fleet: "bench")
-        var start = monotonicSeconds()
+        // The parse stages are timed over `passes` passes and the fastest kept: a small VM's
+        // neighbours slow single passes by up to 2x.
+        func fastest(_ body: () throws -> Void) rethrows -> Double {
+            var best = Double.infinity
+            for _ in 0..<passes {
+                let start = monotonicSeconds()
+                try body()
+                best = min(best, monotonicSeconds() - start)
+            }
+            return best
+        }
         var records: [IngestRecord] = []
         records.reserveCapacity(count)
-        for message in stream {
-            records.append(try IngestRecord.parse(MQTTMessage(topic: message.topic, payload: message.payload, qos: .atLeastOnce, retain: false)))
+        let parse = try fastest {
+            records.removeAll(keepingCapacity: true)
+            for message in stream {
+                records.append(try IngestRecord.parse(MQTTMessage(topic: message.topic, payload: message.payload, qos: .atLeastOnce, retain: false)))
+            }
         }
-        let parse = monotonicSeconds() - start
+        // The store once: a second pass would only find duplicates.
         let store = try SQLiteStatsStore(path: database)
-        start = monotonicSeconds()
+        let start = monotonicSeconds()
         var index = 0
         while index < records.count {
             let end = min(index + 5_000, records.count)
@@ -144,12 +158,8 @@ struct IngestStages: AsyncParsableCommand {
 
         // Telemetry alone, through the reference decoder and through ingest's fast path.
         let telemetry = stream.filter { $0.topic.hasSuffix("/telemetry") }.map { Data($0.payload) }
-        start = monotonicSeconds()
-        for data in telemetry { _ = try Envelope.decodeSkippingChannels(data) }
-        let reference = monotonicSeconds() - start
-        start = monotonicSeconds()
-        for data in telemetry { _ = try Envelope.decodeForIngest(data) }
-        let fast = monotonicSeconds() - start
+        let reference = try fastest { for data in telemetry { _ = try Envelope.decodeSkippingChannels(data) } }
+        let fast = try fastest { for data in telemetry { _ = try Envelope.decodeForIngest(data) } }
         report([
             "parsePerSecond": Double(count) / parse, "storePerSecond": Double(count) / write,
             "telemetryReferencePerSecond": Double(telemetry.count) / reference, "telemetryFastPathPerSecond": Double(telemetry.count) / fast,
