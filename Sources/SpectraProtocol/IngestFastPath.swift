@@ -2,46 +2,58 @@ import Foundation
 
 extension Envelope {
     /// Decodes an envelope exactly as ``decodeSkippingChannels(_:)`` does, several times faster
-    /// for the bulk of a fleet's traffic: ordinary telemetry is read straight from the bytes,
-    /// and everything else (events, and any telemetry out of the ordinary) goes through the
-    /// reference decoder, which also says what is wrong with a bad message.
+    /// for the bulk of a fleet's traffic: ordinary telemetry and the session events are read
+    /// straight from the bytes, and everything else (the other events, and anything out of the
+    /// ordinary) goes through the reference decoder, which also says what is wrong with a bad
+    /// message.
     public static func decodeForIngest(_ data: Data) throws(ProtocolError) -> Envelope {
-        if let envelope = TelemetryFastPath.read(data) { return envelope }
+        if let envelope = IngestFastPath.read(data) { return envelope }
         return try decodeSkippingChannels(data)
     }
 }
 
-/// Reads a telemetry envelope (per-channel readings skipped) straight from its JSON bytes.
+/// Reads a telemetry envelope (per-channel readings skipped) or a session event envelope
+/// straight from its JSON bytes.
 ///
 /// It accepts only what `JSONDecoder` with the contract's rules accepts and gives up (nil) at
 /// anything it does not handle itself: an escape in a string, a duplicate key, a number with a
 /// fraction where an integer goes, a value the contract refuses, nesting past 32 levels, an
-/// event. Giving up costs nothing but speed: the caller then asks the reference decoder. The
-/// envelope fuzz target checks that whatever this returns equals the reference's result.
-struct TelemetryFastPath {
+/// event other than `session.*`. Giving up costs nothing but speed: the caller then asks the
+/// reference decoder. The envelope fuzz target checks that whatever this returns equals the
+/// reference's result.
+struct IngestFastPath {
     private let bytes: UnsafeRawBufferPointer
     private var index = 0
 
     static func read(_ data: Data) -> Envelope? {
         data.withUnsafeBytes { bytes in
-            var reader = TelemetryFastPath(bytes: bytes)
+            var reader = IngestFastPath(bytes: bytes)
             return reader.envelope()
         }
     }
 
-    private init(bytes: UnsafeRawBufferPointer) {
+    private init(bytes: UnsafeRawBufferPointer, index: Int = 0) {
         self.bytes = bytes
+        self.index = index
     }
 
     // MARK: The envelope and its body
 
+    /// The body as first read: telemetry at once; anything else only stepped over (its place
+    /// kept), since `body` comes before `type` in the contract's sorted keys.
+    private enum Body {
+        case telemetry(Telemetry)
+        case other(Range<Int>)
+    }
+
     private mutating func envelope() -> Envelope? {
-        var version: Int64?, kind: String?, fleet: Identifier?, gateway: Identifier?, epoch: UUID?, boot: UUID?
-        var seq: Int64?, mono: Int64?, timestamp: Date?, synced: Bool?, body: Telemetry?
+        var version: Int64?, kind: String?, type: String?, fleet: Identifier?, gateway: Identifier?, epoch: UUID?, boot: UUID?
+        var seq: Int64?, mono: Int64?, timestamp: Date?, synced: Bool?, body: Body?
         guard object({ key, reader in
             switch key {
             case "v": return fill(&version, reader.integer())
             case "kind": return fill(&kind, reader.string())
+            case "type": return fill(&type, reader.string())
             case "fleet": return fill(&fleet, reader.identifier())
             case "gw": return fill(&gateway, reader.identifier())
             case "epoch": return fill(&epoch, reader.uuid())
@@ -50,18 +62,160 @@ struct TelemetryFastPath {
             case "mono": return fill(&mono, reader.integer())
             case "ts": return fill(&timestamp, reader.string().flatMap(Timestamp.parse))
             case "synced": return fill(&synced, reader.boolean())
-            case "body": return fill(&body, reader.telemetry())
+            case "body": return fill(&body, reader.body())
             default: return reader.skipValue(depth: 1)
             }
         }) else { return nil }
         skipSpace()
-        guard index == bytes.count, version == Int64(Envelope.currentVersion), kind == "telemetry",
+        guard index == bytes.count, version == Int64(Envelope.currentVersion),
               let fleet, let gateway, let epoch, let boot, let seq, seq >= 0, let mono, mono >= 0,
               let timestamp, let synced, let body
         else { return nil }
+        let message: Message
+        switch (kind, body) {
+        case ("telemetry", .telemetry(let telemetry)):
+            message = .telemetry(telemetry)
+        case ("event", .other(let range)):
+            guard let type else { return nil }
+            var reader = IngestFastPath(bytes: UnsafeRawBufferPointer(rebasing: bytes[..<range.upperBound]), index: range.lowerBound)
+            guard let event = reader.event(type), reader.index == range.upperBound else { return nil }
+            message = .event(event)
+        default:
+            return nil
+        }
         return Envelope(
             fleet: fleet, gateway: gateway, epoch: epoch, seq: UInt64(seq), boot: boot, monoNanos: UInt64(mono),
-            timestamp: timestamp, synced: synced, message: .telemetry(body))
+            timestamp: timestamp, synced: synced, message: message)
+    }
+
+    /// Telemetry when the body reads as telemetry; otherwise where the body is.
+    private mutating func body() -> Body? {
+        var attempt = self
+        if let telemetry = attempt.telemetry() {
+            self = attempt
+            return .telemetry(telemetry)
+        }
+        let start = index
+        guard skipValue(depth: 1) else { return nil }
+        return .other(start..<index)
+    }
+
+    // MARK: Session events
+
+    private mutating func event(_ type: String) -> Event? {
+        switch type {
+        case "session.started": return sessionStarted().map(Event.sessionStarted)
+        case "session.level_changed": return levelChanged().map(Event.sessionLevelChanged)
+        case "session.paused": return pauseChange().map(Event.sessionPaused)
+        case "session.resumed": return pauseChange().map(Event.sessionResumed)
+        case "session.completed": return summary().map(Event.sessionCompleted)
+        case "session.aborted":
+            // The reference refuses an abort without a reason.
+            guard let summary = summary(), summary.reason != nil else { return nil }
+            return .sessionAborted(summary)
+        default: return nil
+        }
+    }
+
+    private mutating func sessionStarted() -> SessionStarted? {
+        var sessionId: Identifier?, level: Int?, profileVersion: String?, channels: [String]?
+        var phase: RegimenPhase??, day: Int64??
+        guard object({ key, reader in
+            switch key {
+            case "sessionId": return fill(&sessionId, reader.identifier())
+            case "level": return fill(&level, reader.level())
+            case "profileVersion": return fill(&profileVersion, reader.string())
+            case "channels": return fill(&channels, reader.strings())
+            case "regimenPhase": return fill(&phase, reader.optional { $0.string().flatMap(RegimenPhase.init(rawValue:)) })
+            case "regimenDay": return fill(&day, reader.optional { $0.integer() })
+            default: return reader.skipValue(depth: 2)
+            }
+        }), let sessionId, let level, let profileVersion, let channels else { return nil }
+        return SessionStarted(
+            sessionId: sessionId, level: level, profileVersion: profileVersion, channels: channels,
+            regimenPhase: phase ?? nil, regimenDay: (day ?? nil).map { Int($0) })
+    }
+
+    private mutating func levelChanged() -> LevelChanged? {
+        var sessionId: Identifier?, from: Int?, to: Int?
+        guard object({ key, reader in
+            switch key {
+            case "sessionId": return fill(&sessionId, reader.identifier())
+            case "from": return fill(&from, reader.level())
+            case "to": return fill(&to, reader.level())
+            default: return reader.skipValue(depth: 2)
+            }
+        }), let sessionId, let from, let to else { return nil }
+        return LevelChanged(sessionId: sessionId, from: from, to: to)
+    }
+
+    private mutating func pauseChange() -> PauseChange? {
+        var sessionId: Identifier?, reason: String?
+        guard object({ key, reader in
+            switch key {
+            case "sessionId": return fill(&sessionId, reader.identifier())
+            case "reason": return fill(&reason, reader.string())
+            default: return reader.skipValue(depth: 2)
+            }
+        }), let sessionId, let reason else { return nil }
+        return PauseChange(sessionId: sessionId, reason: reason)
+    }
+
+    private mutating func summary() -> SessionSummary? {
+        var sessionId: Identifier?, duration: Double?, stimulating: Double?, levelSeconds: [String: Double]?
+        var pauses: Int64?, charge: [String: Double]?, reason: String??, phase: RegimenPhase??, day: Int64??
+        guard object({ key, reader in
+            switch key {
+            case "sessionId": return fill(&sessionId, reader.identifier())
+            case "durationS": return fill(&duration, reader.number().flatMap { $0 >= 0 ? $0 : nil })
+            case "stimulatingS": return fill(&stimulating, reader.number().flatMap { $0 >= 0 ? $0 : nil })
+            case "levelSeconds":
+                return fill(&levelSeconds, reader.numbers().flatMap { $0.keys.allSatisfy { ["1", "2", "3"].contains($0) } ? $0 : nil })
+            case "pauses": return fill(&pauses, reader.integer())
+            case "chargeMicroCoulombs": return fill(&charge, reader.numbers())
+            case "reason": return fill(&reason, reader.optional { $0.string() })
+            case "regimenPhase": return fill(&phase, reader.optional { $0.string().flatMap(RegimenPhase.init(rawValue:)) })
+            case "regimenDay": return fill(&day, reader.optional { $0.integer() })
+            default: return reader.skipValue(depth: 2)
+            }
+        }), let sessionId, let duration, let stimulating, let levelSeconds, let pauses, let charge else { return nil }
+        return SessionSummary(
+            sessionId: sessionId, durationS: duration, stimulatingS: stimulating, levelSeconds: levelSeconds, pauses: Int(pauses),
+            chargeMicroCoulombs: charge, reason: (reason ?? nil).map(AbortReason.init(rawValue:)), regimenPhase: phase ?? nil,
+            regimenDay: (day ?? nil).map { Int($0) })
+    }
+
+    /// A level as the reference reads one: a number that is a whole 1, 2 or 3 (`2.0` included).
+    private mutating func level() -> Int? {
+        guard let number = number(), number.rounded() == number, (1...3).contains(number) else { return nil }
+        return Int(number)
+    }
+
+    /// `[ "text", ... ]`.
+    private mutating func strings() -> [String]? {
+        guard take(UInt8(ascii: "[")) else { return nil }
+        var values: [String] = []
+        skipSpace()
+        if take(UInt8(ascii: "]")) { return values }
+        while true {
+            skipSpace()
+            guard let value = string() else { return nil }
+            values.append(value)
+            skipSpace()
+            if take(UInt8(ascii: ",")) { continue }
+            return take(UInt8(ascii: "]")) ? values : nil
+        }
+    }
+
+    /// `{ "key": number, ... }` with no key twice.
+    private mutating func numbers() -> [String: Double]? {
+        var values: [String: Double] = [:]
+        guard object({ key, reader in
+            guard values[key] == nil, let value = reader.number() else { return false }
+            values[key] = value
+            return true
+        }) else { return nil }
+        return values
     }
 
     private mutating func telemetry() -> Telemetry? {
@@ -108,7 +262,7 @@ struct TelemetryFastPath {
 
     /// Reads `{ "key": value, ... }`, handing each key to `member`, which reads the value
     /// and returns false to give up.
-    private mutating func object(_ member: (String, inout TelemetryFastPath) -> Bool) -> Bool {
+    private mutating func object(_ member: (String, inout IngestFastPath) -> Bool) -> Bool {
         skipSpace()
         guard take(UInt8(ascii: "{")) else { return false }
         skipSpace()
@@ -127,7 +281,7 @@ struct TelemetryFastPath {
     }
 
     /// `null` (.some(nil)) or a value read by `read`; nil, and the reader failed, when neither.
-    private mutating func optional<T>(_ read: (inout TelemetryFastPath) -> T?) -> T?? {
+    private mutating func optional<T>(_ read: (inout IngestFastPath) -> T?) -> T?? {
         if literal("null") { return .some(nil) }
         guard let value = read(&self) else { return nil }
         return .some(value)
@@ -265,7 +419,23 @@ struct TelemetryFastPath {
         guard depth <= 32, index < bytes.count else { return false }
         switch bytes[index] {
         case UInt8(ascii: "\""): return stringRange() != nil
-        case UInt8(ascii: "{"): return object { _, reader in reader.skipValue(depth: depth + 1) }
+        case UInt8(ascii: "{"):
+            // Members of a skipped object are stepped over without making Strings of their keys
+            // (a telemetry message's channels are most of its bytes).
+            index += 1
+            skipSpace()
+            if take(UInt8(ascii: "}")) { return true }
+            while true {
+                skipSpace()
+                guard stringRange() != nil else { return false }
+                skipSpace()
+                guard take(UInt8(ascii: ":")) else { return false }
+                skipSpace()
+                guard skipValue(depth: depth + 1) else { return false }
+                skipSpace()
+                if take(UInt8(ascii: ",")) { continue }
+                return take(UInt8(ascii: "}"))
+            }
         case UInt8(ascii: "["):
             index += 1
             skipSpace()

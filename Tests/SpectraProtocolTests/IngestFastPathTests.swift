@@ -2,10 +2,10 @@ import Foundation
 import Testing
 @testable import SpectraProtocol
 
-/// The aggregator's fast path for telemetry must read exactly what the reference decoder reads,
-/// and hand everything it does not handle to it.
-@Suite("Telemetry fast path")
-struct TelemetryFastPathTests {
+/// The aggregator's fast path for telemetry and session events must read exactly what the
+/// reference decoder reads, and hand everything it does not handle to it.
+@Suite("Ingest fast path")
+struct IngestFastPathTests {
     /// Both decoders' outcomes: equal envelopes, or failures with the same code.
     static func expectSameOutcome(_ json: String, sourceLocation: SourceLocation = #_sourceLocation) {
         let data = Data(json.utf8)
@@ -45,7 +45,7 @@ struct TelemetryFastPathTests {
                 timestamp: Date(timeIntervalSince1970: 1_795_748_706 + Double(index) * 0.001), synced: index % 7 != 0,
                 message: .telemetry(telemetry))
             let data = envelope.encoded()
-            let fast = try #require(TelemetryFastPath.read(data), "the fast path gave up on \(String(decoding: data, as: UTF8.self))")
+            let fast = try #require(IngestFastPath.read(data), "the fast path gave up on \(String(decoding: data, as: UTF8.self))")
             #expect(fast == (try Envelope.decodeSkippingChannels(data)))
             var withoutChannels = envelope
             withoutChannels.message = .telemetry(Telemetry(
@@ -113,11 +113,106 @@ struct TelemetryFastPathTests {
         Self.expectSameOutcome(json)
     }
 
+    @Test("session events the agent writes are read by the fast path, equal to the reference; other events are left to it")
+    func events() throws {
+        for (type, event) in Samples.events {
+            let data = Samples.envelope(.event(event)).encoded()
+            let fast = IngestFastPath.read(data)
+            if type.hasPrefix("session.") {
+                let read = try #require(fast, "the fast path gave up on \(String(decoding: data, as: UTF8.self))")
+                #expect(read == (try Envelope.decodeSkippingChannels(data)))
+                #expect(read.message == .event(event))
+            } else {
+                #expect(fast == nil, "\(type) is not the fast path's")
+            }
+        }
+        // Optional members absent, and every level and reason.
+        let session = try Identifier("s-9")
+        var variants: [Event] = [
+            .sessionStarted(SessionStarted(sessionId: session, level: 1, profileVersion: "", channels: [])),
+            .sessionCompleted(SessionSummary(
+                sessionId: session, durationS: 0, stimulatingS: 0, levelSeconds: [:], pauses: 0, chargeMicroCoulombs: [:])),
+        ]
+        for reason in AbortReason.known {
+            variants.append(.sessionAborted(SessionSummary(
+                sessionId: session, durationS: 901.25, stimulatingS: 1e-3, levelSeconds: ["1": 0.5, "2": 12, "3": 1e6], pauses: 3,
+                chargeMicroCoulombs: ["zygomatic-l": 12.345678901234567, "": 0], reason: reason, regimenPhase: .maintenance,
+                regimenDay: 400)))
+        }
+        for (from, to) in [(1, 2), (2, 3), (3, 1)] {
+            variants.append(.sessionLevelChanged(LevelChanged(sessionId: session, from: from, to: to)))
+        }
+        for event in variants {
+            let data = Samples.envelope(.event(event)).encoded()
+            let read = try #require(IngestFastPath.read(data), "the fast path gave up on \(String(decoding: data, as: UTF8.self))")
+            #expect(read.message == .event(event))
+        }
+    }
+
+    static let eventBase = #"{"v":1,"kind":"event","type":"session.aborted","fleet":"demo","gw":"gw-0001","epoch":"0b6c1a52-3f1e-4f4a-9d0e-6c3f2a1b9e01","seq":7,"boot":"7d2e4c10-8a55-4b7b-a1f3-3e9b0c6d5a22","mono":5,"ts":"2026-11-27T03:05:06.123Z","synced":true,"body":{"sessionId":"s-1","durationS":900,"stimulatingS":880.5,"levelSeconds":{"1":100,"2":780.5},"pauses":1,"chargeMicroCoulombs":{"ch0":12.5},"reason":"user_stop","regimenPhase":"loading","regimenDay":3}}"#
+
+    static func eventVariant(_ from: String, _ to: String) -> String {
+        precondition(eventBase.contains(from), "\(from) is not in the base event")
+        return eventBase.replacingOccurrences(of: from, with: to)
+    }
+
+    @Test("out-of-the-ordinary and hostile events come out the same as from the reference decoder", arguments: [
+        eventBase,
+        eventVariant(#""type":"session.aborted""#, #""type":"session.completed""#),
+        eventVariant(#""reason":"user_stop","#, ""),
+        eventVariant(#""reason":"user_stop""#, #""reason":null"#),
+        eventVariant(#""type":"session.aborted","#, ""),
+        eventVariant(#""type":"session.aborted""#, #""type":7"#),
+        eventVariant(#""type":"session.aborted""#, #""type":"session.exploded""#),
+        eventVariant(#""type":"session.aborted""#, #""type":"safety.trip""#),
+        eventVariant(#""kind":"event""#, #""kind":"telemetry""#),
+        eventVariant(#""durationS":900"#, #""durationS":-1"#),
+        eventVariant(#""durationS":900"#, #""durationS":-0"#),
+        eventVariant(#""durationS":900"#, #""durationS":"900""#),
+        eventVariant(#""durationS":900"#, #""durationS":1e400"#),
+        eventVariant(#""durationS":900,"#, ""),
+        eventVariant(#""levelSeconds":{"1":100,"2":780.5}"#, #""levelSeconds":{"4":1}"#),
+        eventVariant(#""levelSeconds":{"1":100,"2":780.5}"#, #""levelSeconds":{"1":1,"1":2}"#),
+        eventVariant(#""levelSeconds":{"1":100,"2":780.5}"#, #""levelSeconds":{}"#),
+        eventVariant(#""levelSeconds":{"1":100,"2":780.5}"#, #""levelSeconds":[]"#),
+        eventVariant(#""levelSeconds":{"1":100,"2":780.5}"#, #""levelSeconds":{"1":null}"#),
+        eventVariant(#""chargeMicroCoulombs":{"ch0":12.5}"#, #""chargeMicroCoulombs":{"ch":1}"#),
+        eventVariant(#""pauses":1"#, #""pauses":1.5"#),
+        eventVariant(#""pauses":1"#, #""pauses":-2"#),
+        eventVariant(#""regimenPhase":"loading""#, #""regimenPhase":"cruising""#),
+        eventVariant(#""regimenPhase":"loading""#, #""regimenPhase":null"#),
+        eventVariant(#""regimenDay":3"#, #""regimenDay":null"#),
+        eventVariant(#""regimenDay":3"#, #""regimenDay":3.5"#),
+        eventVariant(#""sessionId":"s-1""#, #""sessionId":"s 1""#),
+        eventVariant(#""sessionId":"s-1","#, ""),
+        eventVariant(#""pauses":1"#, #""pauses":1,"future":{"x":[1,{"y":null}]}"#),
+        eventVariant(#""body":{"#, #""body":{"sessionId":"s-2","#),
+        eventVariant(#""body":{"sessionId":"s-1","durationS":900,"stimulatingS":880.5,"levelSeconds":{"1":100,"2":780.5},"pauses":1,"chargeMicroCoulombs":{"ch0":12.5},"reason":"user_stop","regimenPhase":"loading","regimenDay":3}"#, #""body":null"#),
+        eventVariant(#""body":{"sessionId":"s-1","durationS":900,"stimulatingS":880.5,"levelSeconds":{"1":100,"2":780.5},"pauses":1,"chargeMicroCoulombs":{"ch0":12.5},"reason":"user_stop","regimenPhase":"loading","regimenDay":3}"#, #""body":{"channels":[],"batteryPct":76,"headbandTempC":31.5,"agent":{"outboxDepth":0,"outboxBytes":0,"oldestUnackedS":0,"reconnects":0,"rssKiB":1}}"#),
+        eventVariant(#""type":"session.aborted""#, #""type":"session.started""#),
+        eventVariant(#""type":"session.aborted","#, #""type":"session.started","#)
+            .replacingOccurrences(of: #""durationS":900,"#, with: #""level":2.0,"profileVersion":"p","channels":["a","b"],"#),
+        eventVariant(#""type":"session.aborted","#, #""type":"session.started","#)
+            .replacingOccurrences(of: #""durationS":900,"#, with: #""level":4,"profileVersion":"p","channels":["a"],"#),
+        eventVariant(#""type":"session.aborted","#, #""type":"session.started","#)
+            .replacingOccurrences(of: #""durationS":900,"#, with: #""level":2,"profileVersion":"p","channels":["a",null],"#),
+        eventVariant(#""type":"session.aborted","#, #""type":"session.level_changed","#)
+            .replacingOccurrences(of: #""durationS":900,"#, with: #""from":1,"to":2.5,"#),
+        eventVariant(#""type":"session.aborted","#, #""type":"session.level_changed","#)
+            .replacingOccurrences(of: #""durationS":900,"#, with: #""from":1,"to":3,"#),
+        eventVariant(#""type":"session.aborted","#, #""type":"session.paused","#),
+        eventVariant(#""type":"session.aborted","#, #""type":"session.resumed","#)
+            .replacingOccurrences(of: #""reason":"user_stop","#, with: ""),
+    ])
+    func sameEventOutcome(_ json: String) {
+        Self.expectSameOutcome(json)
+    }
+
     @Test("nesting deeper than the fast path goes is left to the reference decoder")
     func deepNesting() {
         let deep = String(repeating: "[", count: 40) + String(repeating: "]", count: 40)
         Self.expectSameOutcome(Self.variant(#""v":1,"#, #""deep":\#(deep),"v":1,"#))
-        #expect(TelemetryFastPath.read(Data(Self.variant(#""v":1,"#, #""deep":\#(deep),"v":1,"#).utf8)) == nil)
+        #expect(IngestFastPath.read(Data(Self.variant(#""v":1,"#, #""deep":\#(deep),"v":1,"#).utf8)) == nil)
     }
 
     @Test("invalid UTF-8 in a string is refused as the reference refuses it")
@@ -126,7 +221,7 @@ struct TelemetryFastPathTests {
         let at = bytes.firstIndex(of: UInt8(ascii: "d"))!  // in "demo"
         bytes[at] = 0xFF
         let data = Data(bytes)
-        #expect(TelemetryFastPath.read(data) == nil)
+        #expect(IngestFastPath.read(data) == nil)
         #expect(throws: ProtocolError.self) { try Envelope.decodeForIngest(data) }
     }
 }
