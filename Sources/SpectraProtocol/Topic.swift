@@ -87,8 +87,10 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
         guard topic.utf8.count <= Self.maxLength else {
             throw ProtocolError(.invalidTopic, path: "topic", "topic is longer than \(Self.maxLength) bytes")
         }
-        // Substrings of the received topic: it is parsed once per message the aggregator reads.
-        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+        // Substrings of the received topic, split on the byte '/' as MQTT splits levels (not
+        // on Characters, which costs a grapheme break per character): it is parsed once per
+        // message the aggregator reads.
+        let levels = topic.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).map { Substring($0) }
         guard levels.count >= 4, levels[0] == "spectra", levels[1] == "v1" else {
             throw ProtocolError(
                 .invalidTopic, path: "topic",
@@ -98,7 +100,7 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
         let rest = levels[3...]
         let first = rest.startIndex
         func id(_ text: Substring, _ field: String) throws(ProtocolError) -> Identifier {
-            try Identifier(String(text), field: "topic.\(field)")
+            try Identifier(String(text), field: field)
         }
         switch rest.count {
         case 2 where rest[first] == "stats" && rest[first + 1] == "summary":
@@ -108,10 +110,10 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
             self = .fleetConfig(fleet: fleet)
             return
         case 3 where rest[first] == "stats" && rest[first + 1] == "gw":
-            self = .statsGateway(fleet: fleet, gateway: try id(rest[first + 2], "gateway"))
+            self = .statsGateway(fleet: fleet, gateway: try id(rest[first + 2], "topic.gateway"))
             return
         case 3 where rest[first] == "gw":
-            let gw = try id(rest[first + 1], "gateway")
+            let gw = try id(rest[first + 1], "topic.gateway")
             switch rest[first + 2] {
             case "status": self = .status(fleet: fleet, gateway: gw); return
             case "event": self = .event(fleet: fleet, gateway: gw); return
@@ -120,7 +122,7 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
             default: break
             }
         case 4 where rest[first] == "gw" && rest[first + 2] == "cmd":
-            let gw = try id(rest[first + 1], "gateway")
+            let gw = try id(rest[first + 1], "topic.gateway")
             switch rest[first + 3] {
             case "config": self = .gatewayConfig(fleet: fleet, gateway: gw); return
             case "firmware": self = .firmware(fleet: fleet, gateway: gw); return
@@ -129,7 +131,7 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
             default: break
             }
         case 4 where rest[first] == "group" && rest[first + 2] == "cmd" && rest[first + 3] == "config":
-            self = .groupConfig(fleet: fleet, group: try id(rest[first + 1], "group"))
+            self = .groupConfig(fleet: fleet, group: try id(rest[first + 1], "topic.group"))
             return
         default:
             break

@@ -46,6 +46,9 @@ struct TopicTests {
         ("spectra/v1/demo/gw//event", .invalidIdentifier),
         ("spectra/v1/demo/gw/gw\u{0}1/event", .invalidIdentifier),
         ("spectra/v1/demo/gw/gw 1/event", .invalidIdentifier),
+        // A combining mark after '/' makes one Character of the two; MQTT still splits there.
+        ("spectra/v1/demo/gw/gw-1/\u{301}event", .invalidTopic),
+        ("spectra/v1/demo/gw/\u{301}gw-1/event", .invalidIdentifier),
         ("spectra/v1/demo/group/a+b/cmd/config", .invalidIdentifier),
         ("spectra/v1/" + String(repeating: "f", count: 65) + "/all/cmd/config", .invalidIdentifier),
         ("spectra/v1/demo/gw/" + String(repeating: "x", count: 600) + "/event", .invalidTopic),
