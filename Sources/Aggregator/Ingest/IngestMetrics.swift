@@ -12,7 +12,6 @@ public final class IngestMetrics: Sendable {
     let lag: Gauge
     let pending: Gauge
     let connected: Gauge
-    let dropped: Gauge
     let publishedStats: Counter
     let latency: ValueHistogram
     private let failures = Mutex<[String: Counter]>([:])
@@ -28,7 +27,6 @@ public final class IngestMetrics: Sendable {
         lag = registry.makeGauge(descriptor: Self.name("lag", "seconds", "Commit time minus the newest synced envelope's ts in the last batch."))
         pending = registry.makeGauge(descriptor: Self.name("pending", "messages", "Received messages not yet committed."))
         connected = registry.makeGauge(descriptor: Self.name("broker_connected", "", "1 while connected to the broker."))
-        dropped = registry.makeGauge(descriptor: Self.name("receive_dropped", "total", "Messages dropped because the receive buffer was full."))
         publishedStats = registry.makeCounter(descriptor: Self.name("stats_published", "total", "Retained stats messages published."))
         latency = registry.makeValueHistogram(
             descriptor: Self.name("commit_latency", "seconds", "Gateway ts to statistics commit, live envelopes from synced clocks."),

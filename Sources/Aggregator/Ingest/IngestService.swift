@@ -275,7 +275,6 @@ public final class IngestService: Service, Sendable {
                 metrics.record(outcome)
                 committed.add(outcome.accepted + outcome.duplicates, ordering: .relaxed)
                 metrics.pending.set(to: Double(raw.withLock { $0.count }))
-                metrics.dropped.set(to: Double(client.droppedMessages))
                 changed.withLock { $0.formUnion(outcome.changedGateways) }
                 return
             } catch {
