@@ -193,18 +193,13 @@ struct IngestFastPath {
 
     /// `[ "text", ... ]`.
     private mutating func strings() -> [String]? {
-        guard take(UInt8(ascii: "[")) else { return nil }
         var values: [String] = []
-        skipSpace()
-        if take(UInt8(ascii: "]")) { return values }
-        while true {
-            skipSpace()
-            guard let value = string() else { return nil }
+        guard elements({ reader in
+            guard let value = reader.string() else { return false }
             values.append(value)
-            skipSpace()
-            if take(UInt8(ascii: ",")) { continue }
-            return take(UInt8(ascii: "]")) ? values : nil
-        }
+            return true
+        }) else { return nil }
+        return values
     }
 
     /// `{ "key": number, ... }` with no key twice.
@@ -263,13 +258,20 @@ struct IngestFastPath {
     /// Reads `{ "key": value, ... }`, handing each key to `member`, which reads the value
     /// and returns false to give up.
     private mutating func object(_ member: (String, inout IngestFastPath) -> Bool) -> Bool {
+        members { key, reader in member(reader.text(key), &reader) }
+    }
+
+    /// ``object(_:)`` with where each key's text is rather than a `String` of it (a skipped
+    /// object's keys are never looked at).
+    @inline(__always)
+    private mutating func members(_ member: (Range<Int>, inout IngestFastPath) -> Bool) -> Bool {
         skipSpace()
         guard take(UInt8(ascii: "{")) else { return false }
         skipSpace()
         if take(UInt8(ascii: "}")) { return true }
         while true {
             skipSpace()
-            guard let key = string() else { return false }
+            guard let key = stringRange() else { return false }
             skipSpace()
             guard take(UInt8(ascii: ":")) else { return false }
             skipSpace()
@@ -277,6 +279,23 @@ struct IngestFastPath {
             skipSpace()
             if take(UInt8(ascii: ",")) { continue }
             return take(UInt8(ascii: "}"))
+        }
+    }
+
+    /// Reads `[ value, ... ]`, handing each element to `element`, which reads it and returns
+    /// false to give up.
+    @inline(__always)
+    private mutating func elements(_ element: (inout IngestFastPath) -> Bool) -> Bool {
+        skipSpace()
+        guard take(UInt8(ascii: "[")) else { return false }
+        skipSpace()
+        if take(UInt8(ascii: "]")) { return true }
+        while true {
+            skipSpace()
+            guard element(&self) else { return false }
+            skipSpace()
+            if take(UInt8(ascii: ",")) { continue }
+            return take(UInt8(ascii: "]"))
         }
     }
 
@@ -300,8 +319,12 @@ struct IngestFastPath {
 
     /// A string without escapes or control characters, valid UTF-8.
     private mutating func string() -> String? {
-        guard let range = stringRange() else { return nil }
-        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+        stringRange().map(text)
+    }
+
+    /// The text at `range` (already checked by ``stringRange()``).
+    private func text(_ range: Range<Int>) -> String {
+        String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
     }
 
     /// Steps over a string without escapes or control characters, valid UTF-8; returns where
@@ -419,34 +442,10 @@ struct IngestFastPath {
         guard depth <= 32, index < bytes.count else { return false }
         switch bytes[index] {
         case UInt8(ascii: "\""): return stringRange() != nil
-        case UInt8(ascii: "{"):
-            // Members of a skipped object are stepped over without making Strings of their keys
-            // (a telemetry message's channels are most of its bytes).
-            index += 1
-            skipSpace()
-            if take(UInt8(ascii: "}")) { return true }
-            while true {
-                skipSpace()
-                guard stringRange() != nil else { return false }
-                skipSpace()
-                guard take(UInt8(ascii: ":")) else { return false }
-                skipSpace()
-                guard skipValue(depth: depth + 1) else { return false }
-                skipSpace()
-                if take(UInt8(ascii: ",")) { continue }
-                return take(UInt8(ascii: "}"))
-            }
-        case UInt8(ascii: "["):
-            index += 1
-            skipSpace()
-            if take(UInt8(ascii: "]")) { return true }
-            while true {
-                skipSpace()
-                guard skipValue(depth: depth + 1) else { return false }
-                skipSpace()
-                if take(UInt8(ascii: ",")) { continue }
-                return take(UInt8(ascii: "]"))
-            }
+        // A skipped object's keys are never made into Strings (a telemetry message's channels
+        // are most of its bytes).
+        case UInt8(ascii: "{"): return members { _, reader in reader.skipValue(depth: depth + 1) }
+        case UInt8(ascii: "["): return elements { reader in reader.skipValue(depth: depth + 1) }
         case UInt8(ascii: "t"): return literal("true")
         case UInt8(ascii: "f"): return literal("false")
         case UInt8(ascii: "n"): return literal("null")
