@@ -5,14 +5,32 @@ import Synchronization
 import Glibc
 #endif
 
-/// A tiny HTTP/1.1 server on 127.0.0.1 that serves fixed bytes by path, for download tests
-/// (firmware images). Stops when the value goes away.
+/// A tiny HTTP/1.1 server on 127.0.0.1 that answers fixed routes by path, for download tests
+/// (firmware images). Each connection is served on a thread of its own, so a stalled route
+/// does not hold up the others. Stops listening when the value goes away.
 public final class StaticHTTPServer: Sendable {
+    /// What a path answers.
+    public enum Route: Sendable {
+        /// `200 OK` with a `Content-Length`.
+        case body([UInt8])
+        /// `200 OK` with chunked transfer encoding: the length is not announced.
+        case chunked([UInt8])
+        /// Sends the headers of a `200 OK` for `announcing` bytes and then nothing, for a while.
+        case stall(announcing: Int)
+        /// `302 Found` to another URL.
+        case redirect(String)
+    }
+
     public let port: Int
     private let fd: Int32
 
     /// Starts serving `files` (path -> bytes).
-    public init(files: [String: [UInt8]]) throws {
+    public convenience init(files: [String: [UInt8]]) throws {
+        try self.init(routes: files.mapValues { .body($0) })
+    }
+
+    /// Starts serving `routes`; any other path answers `404 Not Found`.
+    public init(routes: [String: Route]) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestEnvironmentError("socket() failed") }
         var yes: Int32 = 1
@@ -35,24 +53,7 @@ public final class StaticHTTPServer: Sendable {
             while true {
                 let client = accept(fd, nil, nil)
                 if client < 0 { return }
-                var request = [UInt8](repeating: 0, count: 4096)
-                let count = read(client, &request, request.count)
-                let line = String(decoding: request.prefix(max(0, count)), as: UTF8.self).split(separator: "\r\n").first ?? ""
-                let parts = line.split(separator: " ")
-                let path = parts.count > 1 ? String(parts[1]) : ""
-                var response: [UInt8]
-                if let body = files[path] {
-                    response = Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.count)\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n".utf8) + body
-                } else {
-                    response = Array("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
-                }
-                var offset = 0
-                while offset < response.count {
-                    let written = response[offset...].withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
-                    if written <= 0 { break }
-                    offset += written
-                }
-                close(client)
+                Thread.detachNewThread { Self.serve(client, routes: routes) }
             }
         }
     }
@@ -64,4 +65,46 @@ public final class StaticHTTPServer: Sendable {
 
     /// The URL of `path` on this server.
     public func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
+
+    private static func serve(_ client: Int32, routes: [String: Route]) {
+        defer { close(client) }
+        var request = [UInt8](repeating: 0, count: 4096)
+        let count = read(client, &request, request.count)
+        let line = String(decoding: request.prefix(max(0, count)), as: UTF8.self).split(separator: "\r\n").first ?? ""
+        let parts = line.split(separator: " ")
+        let path = parts.count > 1 ? String(parts[1]) : ""
+        let ok = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n"
+        switch routes[path] {
+        case .body(let body):
+            send(client, Array("\(ok)Content-Length: \(body.count)\r\n\r\n".utf8) + body)
+        case .chunked(let body):
+            guard send(client, Array("\(ok)Transfer-Encoding: chunked\r\n\r\n".utf8)) else { return }
+            var offset = 0
+            while offset < body.count {
+                let chunk = body[offset..<min(body.count, offset + 16_384)]
+                guard send(client, Array("\(String(chunk.count, radix: 16))\r\n".utf8) + chunk + Array("\r\n".utf8)) else { return }
+                offset += chunk.count
+            }
+            send(client, Array("0\r\n\r\n".utf8))
+        case .stall(let announced):
+            send(client, Array("\(ok)Content-Length: \(announced)\r\n\r\n".utf8))
+            sleep(30)
+        case .redirect(let location):
+            send(client, Array("HTTP/1.1 302 Found\r\nLocation: \(location)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
+        case nil:
+            send(client, Array("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
+        }
+    }
+
+    /// Writes all of `bytes`; false when the peer went away.
+    @discardableResult
+    private static func send(_ client: Int32, _ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if written <= 0 { return false }
+            offset += written
+        }
+        return true
+    }
 }
