@@ -41,6 +41,8 @@ let package = Package(
             pkgConfig: "libmosquitto",
             providers: [.apt(["libmosquitto-dev"])]
         ),
+        // libcurl's header only: the library is loaded at run time, on the first download.
+        .target(name: "CCurlFetch"),
 
         // Libraries
         .target(
@@ -74,7 +76,7 @@ let package = Package(
         .target(
             name: "EdgeAgent",
             dependencies: [
-                "SpectraProtocol", "SpectraConfig", "Waveform", "MQTT", "Outbox",
+                "SpectraProtocol", "SpectraConfig", "Waveform", "MQTT", "Outbox", "CCurlFetch",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -163,7 +165,7 @@ let package = Package(
         .testTarget(name: "SpectraTestingTests", dependencies: ["SpectraTesting"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "SpectraTesting"]),
         .testTarget(name: "WaveformTests", dependencies: ["Waveform"]),
-        .testTarget(name: "EdgeAgentTests", dependencies: ["EdgeAgent", "SpectraProtocol", "Waveform"]),
+        .testTarget(name: "EdgeAgentTests", dependencies: ["EdgeAgent", "SpectraProtocol", "SpectraTesting", "Waveform"]),
         .testTarget(
             name: "OutboxTests",
             dependencies: [

@@ -188,8 +188,16 @@ struct AgentTests {
         func progress() -> [FirmwareProgress] {
             harness.events().compactMap { if case .firmwareProgress(let p) = $0 { p } else { nil } }
         }
+        func mapsHTTPStack() throws -> Bool {
+            let pid = try #require(harness.process?.pid)
+            // Read to the end: /proc files report a size of 0.
+            let maps = try #require(FileHandle(forReadingAtPath: "/proc/\(pid)/maps")).readToEnd() ?? Data()
+            return String(decoding: maps, as: UTF8.self).contains("libcurl")
+        }
+        #expect(try !mapsHTTPStack(), "an agent that has downloaded nothing does not carry the HTTP stack")
         try await push(sha256: String(repeating: "0", count: 64), version: 1)
         #expect(await eventually { progress().contains { $0.stage == .rejected } })
+        #expect(try mapsHTTPStack(), "it is loaded for the first download")
         #expect(progress().last?.detail?.contains("sha256 mismatch") == true)
 
         #expect(try await harness.control(["session", "start"]).0 == 0)

@@ -2,10 +2,6 @@ import Crypto
 import Foundation
 import SpectraProtocol
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-
 /// Takes signed firmware manifests (`cmd/firmware`): verifies them like config documents,
 /// downloads the image over HTTP(S) with a size limit and a timeout, checks its SHA-256, stages
 /// it, and installs it on the headband only when no session runs. Every stage is reported as
@@ -131,23 +127,20 @@ public actor FirmwareUpdater {
         }
     }
 
+    /// Downloads the image; a body longer than the manifest says is cut off as it arrives.
     private func download(_ manifest: FirmwareManifest) async throws -> Data {
-        guard let url = URL(string: manifest.url) else { throw FirmwareError("the manifest's url is not a URL") }
-        var request = URLRequest(url: url)
-        request.timeoutInterval = timeoutSeconds
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = timeoutSeconds
-        configuration.timeoutIntervalForResource = timeoutSeconds
-        let session = URLSession(configuration: configuration)
-        defer { session.finishTasksAndInvalidate() }
-        let (data, response) = try await session.data(for: request)
-        guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
-            throw FirmwareError("download failed: HTTP \((response as? HTTPURLResponse)?.statusCode ?? 0) from \(manifest.url)")
+        let body: [UInt8]
+        do {
+            body = try await HTTPDownload.get(manifest.url, maxBytes: manifest.sizeBytes, timeout: .seconds(timeoutSeconds))
+        } catch where error.code == .tooLarge {
+            throw FirmwareError("download larger than the manifest's \(manifest.sizeBytes) bytes: \(error)")
+        } catch {
+            throw FirmwareError("download failed: \(error)")
         }
-        guard data.count == manifest.sizeBytes else {
-            throw FirmwareError("download size \(data.count) bytes differs from the manifest's \(manifest.sizeBytes)")
+        guard body.count == manifest.sizeBytes else {
+            throw FirmwareError("download size \(body.count) bytes differs from the manifest's \(manifest.sizeBytes)")
         }
-        return data
+        return Data(body)
     }
 }
 

@@ -1,0 +1,98 @@
+import CCurlFetch
+import Dispatch
+
+/// One HTTP(S) GET into memory, with a size limit enforced while the body arrives and a limit
+/// on the whole transfer's time.
+///
+/// It goes through libcurl, loaded on the first download rather than linked into the agent
+/// (see `CCurlFetch`): an idle gateway does not carry the HTTP and TLS stack in its memory.
+/// The blocking transfer runs on a thread of its own, never on the concurrency pool.
+public enum HTTPDownload {
+    /// GETs `url` (`http` or `https`; redirects followed within those schemes).
+    /// - Parameters:
+    ///   - maxBytes: the longest body accepted; a longer one stops the transfer.
+    ///   - timeout: the limit on the whole transfer, connecting included.
+    /// - Returns: the body of a `200 OK` response.
+    public static func get(_ url: String, maxBytes: Int, timeout: Duration) async throws(HTTPDownloadError) -> [UInt8] {
+        let cancelled = CancelFlag()
+        let milliseconds = max(1, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let outcome: Result<[UInt8], HTTPDownloadError> = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                queue.async {
+                    continuation.resume(returning: perform(url, timeoutMilliseconds: Int(milliseconds), maxBytes: maxBytes, cancelled: cancelled))
+                }
+            }
+        } onCancel: {
+            cancelled.set()
+        }
+        return try outcome.get()
+    }
+
+    private static let queue = DispatchQueue(label: "spectra.http-download", attributes: .concurrent)
+
+    private static func perform(_ url: String, timeoutMilliseconds: Int, maxBytes: Int, cancelled: CancelFlag) -> Result<[UInt8], HTTPDownloadError> {
+        var result = spectra_fetch_result()
+        spectra_fetch_get(url, timeoutMilliseconds, max(0, maxBytes), cancelled.pointer, &result)
+        defer { spectra_fetch_release(&result) }
+        let message = withUnsafeBytes(of: result.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        switch result.status {
+        case SPECTRA_FETCH_OK:
+            guard result.http_status == 200 else {
+                return .failure(HTTPDownloadError(.httpStatus, "HTTP \(result.http_status) from \(url)"))
+            }
+            let body = result.body.map { [UInt8](UnsafeBufferPointer(start: $0, count: result.length)) } ?? []
+            return .success(body)
+        case SPECTRA_FETCH_TOO_LARGE:
+            return .failure(HTTPDownloadError(.tooLarge, "\(url) sent more than \(maxBytes) bytes"))
+        case SPECTRA_FETCH_TIMED_OUT:
+            return .failure(HTTPDownloadError(.timedOut, "\(url): \(message)"))
+        case SPECTRA_FETCH_CANCELLED:
+            return .failure(HTTPDownloadError(.cancelled, "the download of \(url) was cancelled"))
+        case SPECTRA_FETCH_UNAVAILABLE:
+            return .failure(HTTPDownloadError(.unavailable, message))
+        default:
+            return .failure(HTTPDownloadError(.failed, "\(url): \(message)"))
+        }
+    }
+}
+
+/// Why a download failed.
+public struct HTTPDownloadError: Error, CustomStringConvertible, Sendable {
+    public enum Code: Sendable {
+        /// libcurl is not installed (the message says what loading it said).
+        case unavailable
+        /// The body was longer than allowed.
+        case tooLarge
+        /// The transfer did not finish in time.
+        case timedOut
+        /// The waiting task was cancelled.
+        case cancelled
+        /// A response other than `200 OK`.
+        case httpStatus
+        /// Resolving, connecting, TLS or an unsupported scheme.
+        case failed
+    }
+
+    public var code: Code
+    public var description: String
+
+    init(_ code: Code, _ description: String) {
+        self.code = code
+        self.description = description
+    }
+}
+
+/// A flag the C transfer polls, set from the cancelling task.
+private final class CancelFlag: @unchecked Sendable {
+    // Written once by spectra_fetch_cancel and read by the transfer, both atomically.
+    let pointer: UnsafeMutablePointer<Int32>
+
+    init() {
+        pointer = .allocate(capacity: 1)
+        pointer.initialize(to: 0)
+    }
+
+    deinit { pointer.deallocate() }
+
+    func set() { spectra_fetch_cancel(pointer) }
+}
