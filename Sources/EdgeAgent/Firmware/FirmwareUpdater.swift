@@ -92,7 +92,7 @@ public actor FirmwareUpdater {
         await accepted(document.version, manifest.version)
         await report(FirmwareProgress(version: manifest.version, stage: .received))
         await report(FirmwareProgress(version: manifest.version, stage: .downloading))
-        let image: Data
+        let image: [UInt8]
         do {
             image = try await download(manifest)
         } catch {
@@ -107,11 +107,11 @@ public actor FirmwareUpdater {
         }
         let staged = "\(stagingDirectory)/headband-\(manifest.version).bin"
         try? FileManager.default.createDirectory(atPath: stagingDirectory, withIntermediateDirectories: true)
-        try? image.write(to: URL(fileURLWithPath: staged), options: .atomic)
+        try? Data(image).write(to: URL(fileURLWithPath: staged), options: .atomic)
         await report(FirmwareProgress(version: manifest.version, stage: .verified))
         // Install only between sessions.
         while true {
-            if let installed = await sessions.installFirmware([UInt8](image), version: manifest.version) {
+            if let installed = await sessions.installFirmware(image, version: manifest.version) {
                 if installed {
                     await report(FirmwareProgress(version: manifest.version, stage: .installing))
                     await report(FirmwareProgress(version: manifest.version, stage: .installed))
@@ -128,7 +128,7 @@ public actor FirmwareUpdater {
     }
 
     /// Downloads the image; a body longer than the manifest says is cut off as it arrives.
-    private func download(_ manifest: FirmwareManifest) async throws -> Data {
+    private func download(_ manifest: FirmwareManifest) async throws -> [UInt8] {
         let body: [UInt8]
         do {
             body = try await HTTPDownload.get(manifest.url, maxBytes: manifest.sizeBytes, timeout: .seconds(timeoutSeconds))
@@ -140,7 +140,7 @@ public actor FirmwareUpdater {
         guard body.count == manifest.sizeBytes else {
             throw FirmwareError("download size \(body.count) bytes differs from the manifest's \(manifest.sizeBytes)")
         }
-        return Data(body)
+        return body
     }
 }
 
