@@ -139,16 +139,20 @@ if [ "$what" = ingest ] || [ "$what" = all ]; then
         ref=$(awk -v n=$n -v s="$start" -v e="$end" -v best="$ref" 'BEGIN { r = n / (e - s); printf "%.0f", (r > best ? r : best) }')
     done
     printf 'mosquitto_sub draining a %d-envelope backlog, QoS 1, fastest of 2: %.1f s (%.0f msg/s)\n' "$n" "$(awk -v n=$n -v r="$ref" 'BEGIN { print n / r }')" "$ref"
-    # Same conditions for the aggregator: a fresh broker (no persistence, so a restart starts
-    # empty), as the reference had; not one still holding the heap of the reference runs.
-    kill "$broker_pid"
-    wait "$broker_pid" 2>/dev/null || true
-    start_broker
-    result=$("$bench" ingest --port "$port" --count $n --database "$work/ingest.sqlite")
-    seconds=$(field seconds "$result")
-    rate=$(field perSecond "$result")
-    printf 'Aggregator ingest of the same backlog (parse, dedupe, statistics, commit): %.1f s (%.0f msg/s, %.2fx mosquitto_sub)\n' \
-        "$seconds" "$rate" "$(awk -v a="$rate" -v b="$ref" 'BEGIN { print a / b }')"
+    # Same conditions for the aggregator: the fastest of two as well, each from a fresh broker
+    # (no persistence, so a restart starts empty) and a new database, not a broker still
+    # holding the heap of the runs before.
+    rate=0
+    for _ in 1 2; do
+        kill "$broker_pid"
+        wait "$broker_pid" 2>/dev/null || true
+        start_broker
+        rm -f "$work"/ingest.sqlite*
+        result=$("$bench" ingest --port "$port" --count $n --database "$work/ingest.sqlite")
+        rate=$(awk -v r="$(field perSecond "$result")" -v best="$rate" 'BEGIN { printf "%.0f", (r > best ? r : best) }')
+    done
+    printf 'Aggregator ingest of the same backlog (parse, dedupe, statistics, commit), fastest of 2: %.1f s (%.0f msg/s, %.2fx mosquitto_sub)\n' \
+        "$(awk -v n=$n -v r="$rate" 'BEGIN { print n / r }')" "$rate" "$(awk -v a="$rate" -v b="$ref" 'BEGIN { print a / b }')"
 fi
 
 if [ "$what" = agent ] || [ "$what" = all ]; then
