@@ -81,3 +81,59 @@ struct OutboxDrainBench: AsyncParsableCommand {
         report(["bench": "outbox-drain", "messages": queued, "bytes": bytes, "seconds": seconds, "perSecond": Double(queued) / seconds])
     }
 }
+
+/// A disk that fills up, for the fault tests: this process's file-size limit (RLIMIT_FSIZE)
+/// is lowered until the outbox's writes fail, and raised again.
+///
+/// Prints one JSON line when the writes fail (`"phase":"full"`) and one when everything has
+/// reached the disk again (`"phase":"healed"`), each with the outbox's counters and the seqs
+/// enqueue returned.
+struct OutboxDiskFull: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "outbox-disk-full", abstract: "Fill the outbox's disk with a file-size limit, then lift it (fault tests).")
+
+    @Option(help: "Database file (created).") var path: String
+    @Option(help: "File-size limit while the disk is full, bytes.") var limitBytes = 256 * 1024
+    @Option(help: "Messages enqueued after the first refused write.") var afterFull = 50
+
+    func run() async throws {
+        let outbox = try Outbox(OutboxConfiguration(path: path, maxBytes: 1 << 30, minFreeBytes: 0))
+        let payload = [UInt8](repeating: UInt8(ascii: "x"), count: 300)
+        func enqueue() async -> UInt64 {
+            await outbox.enqueue { _, _ in OutboxMessage(messageClass: .event, topic: "spectra/v1/demo/gw/gw-1/event", payload: payload) }
+        }
+        var seqs: [UInt64] = []
+        for _ in 0..<100 { seqs.append(await enqueue()) }
+        await outbox.flush()
+
+        // A write past the limit fails with EFBIG instead of raising SIGXFSZ.
+        signal(SIGXFSZ, SIG_IGN)
+        let resource = __rlimit_resource_t(RLIMIT_FSIZE.rawValue)
+        var original = rlimit()
+        getrlimit(resource, &original)
+        var full = original
+        full.rlim_cur = rlim_t(limitBytes)
+        guard setrlimit(resource, &full) == 0 else { throw ValidationError("setrlimit failed: errno \(errno)") }
+
+        var refused = 0
+        while refused < afterFull {
+            seqs.append(await enqueue())
+            if await outbox.stats().storageErrors > 0 { refused += 1 }
+            if seqs.count > 1_000_000 { throw ValidationError("no write failed under a \(limitBytes)-byte file-size limit") }
+        }
+        report(["phase": "full", "stats": Self.fields(await outbox.stats()), "seqs": seqs.map(Int.init)])
+
+        guard setrlimit(resource, &original) == 0 else { throw ValidationError("setrlimit failed: errno \(errno)") }
+        let deadline = monotonicSeconds() + 60
+        while await outbox.stats().memoryBuffered > 0 && monotonicSeconds() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        await outbox.flush()
+        report(["phase": "healed", "stats": Self.fields(await outbox.stats()), "seqs": seqs.map(Int.init)])
+        await outbox.close()
+    }
+
+    static func fields(_ stats: OutboxStats) -> [String: Int] {
+        ["depth": stats.depth, "memoryBuffered": stats.memoryBuffered, "storageErrors": stats.storageErrors]
+    }
+}

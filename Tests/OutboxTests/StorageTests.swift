@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 @testable @_spi(Testing) import Outbox
+import SpectraTesting
 import Testing
 
 @Suite("Outbox storage")
@@ -166,6 +167,42 @@ struct StorageTests {
         #expect(healed.depth == 51)
         let stored = try await DatabaseQueue(path: folder.path("o.sqlite")).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message") }
         #expect(stored == 51)
+    }
+}
+
+extension StorageTests {
+    @Test("a file-size limit the kernel enforces: writes fail with EFBIG, nothing accepted is lost, all of it reaches the disk once lifted")
+    func fileSizeLimit() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("o.sqlite")
+        // The limit is set by the child on itself (RLIMIT_FSIZE), so it touches no other test.
+        let (status, stdout, stderr) = try await ChildProcess.run(
+            TestEnvironment.product("spectra-bench"), ["outbox-disk-full", "--path", path, "--limit-bytes", "262144"], timeout: 120)
+        #expect(status == 0, "\(stderr)")
+        struct Report: Decodable {
+            var phase: String
+            var stats: [String: Int]
+            var seqs: [UInt64]
+        }
+        let reports = stdout.split(separator: "\n").compactMap { try? JSONDecoder().decode(Report.self, from: Data($0.utf8)) }
+        let full = try #require(reports.first { $0.phase == "full" }, "\(stdout)")
+        let healed = try #require(reports.first { $0.phase == "healed" }, "\(stdout)")
+        // While the disk was full, enqueue kept returning and the messages waited in memory.
+        #expect(full.stats["storageErrors", default: 0] > 0)
+        #expect(full.stats["memoryBuffered", default: 0] >= 50)
+        #expect(full.stats["depth"] == full.seqs.count)
+        // Every seq enqueue returned is distinct, and all of them are in the database afterwards.
+        #expect(Set(healed.seqs).count == healed.seqs.count)
+        #expect(healed.stats["memoryBuffered"] == 0)
+        #expect(healed.stats["depth"] == healed.seqs.count)
+        let queue = try DatabaseQueue(path: path)
+        let (check, stored) = try await queue.read { db in
+            (try String.fetchOne(db, sql: "PRAGMA integrity_check"),
+             try Int64.fetchAll(db, sql: "SELECT seq FROM message ORDER BY seq").map(UInt64.init))
+        }
+        #expect(check == "ok")
+        #expect(stored == healed.seqs.sorted(), "the database does not hold exactly what enqueue returned")
     }
 }
 
