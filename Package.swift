@@ -138,7 +138,7 @@ let package = Package(
         .executableTarget(
             name: "spectra-fleetsim",
             dependencies: [
-                "FleetSim", "SpectraConfig", "SpectraProtocol", "MQTT", "Waveform",
+                "EdgeAgent", "FleetSim", "SpectraConfig", "SpectraProtocol", "MQTT", "Waveform",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

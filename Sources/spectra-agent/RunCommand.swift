@@ -26,6 +26,7 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
+        AllocatorTuning.apply()
         let configuration = await loadAgentConfiguration(options)
         let profile: CalibrationProfileBox
         do {

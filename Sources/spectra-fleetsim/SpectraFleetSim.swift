@@ -1,4 +1,5 @@
 import ArgumentParser
+import EdgeAgent
 import FleetSim
 import Foundation
 import Logging
@@ -51,6 +52,7 @@ struct SpectraFleetSim: AsyncParsableCommand {
         guard let endpoint = BrokerConfiguration.parseURL(broker), !endpoint.tls else {
             throw ValidationError("--broker must be mqtt://host:port (the simulator speaks plain MQTT), got '\(broker)'")
         }
+        AllocatorTuning.apply()
         do {
             try FleetSimulator.reserveOpenFiles(gateways: gateways)
         } catch {
