@@ -37,7 +37,7 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var trustedKeyFiles: [String]
     /// How much faster than real time sessions run: 1 on a gateway; more for demos and tests.
     public var timeScale: Double
-    /// Faults the simulated headband plays (see `HeadbandFault(script:)`), for tests and demos.
+    /// Faults the simulated headband plays (see `ScriptedFault(script:)`), for tests and demos.
     public var headbandFaults: [String]
 
     /// Creates a configuration; every parameter but the identity has a default.
@@ -76,10 +76,10 @@ public struct AgentConfiguration: Sendable, Equatable {
 
     static func faults(_ fields: ConfigFields) throws(ConfigurationError) -> [String] {
         let list = fields.stringList("headband.faults", default: [])
-        for item in list where HeadbandFault(script: item) == nil {
+        for item in list where ScriptedFault(script: item) == nil {
             throw ConfigurationError(
                 file: fields.source, key: "headband.faults",
-                problem: "'\(item)' is not a fault such as liftoff@120+3, short@200, battery@300:4, stall@60+10, press@30, longpress@400")
+                problem: "'\(item)' is not a fault such as liftoff@120+3, short@200, battery@300:4, stall@60+10, press@30, longpress@400, or one timed from each session's start such as liftoff@session+400+3")
         }
         return list
     }

@@ -18,14 +18,14 @@ public struct SessionRunner: Sendable {
     /// How long a paused step idles, seconds.
     public var idleStepS = 0.1
 
-    /// Creates a runner; the headband's watchdog restarts for the session.
+    /// Creates a runner; the headband begins a session (its watchdog restarts).
     /// - Throws: ``WaveformError`` when the profile breaks a hard rule.
     public init(engine: SessionEngine, headband: SimulatedHeadband) throws(WaveformError) {
         self.engine = engine
         self.monitor = try SafetyMonitor(profile: engine.profile)
         self.headband = headband
         self.headband.watchdogS = engine.profile.sessionSeconds
-        self.headband.resetWatchdog()
+        self.headband.beginSession()
     }
 
     /// Runs one step and returns what happened; read the engine's events with `engine.takeEvents()`.

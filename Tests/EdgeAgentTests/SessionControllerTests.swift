@@ -50,6 +50,30 @@ struct SessionControllerTests {
         #expect(await sessions.status().allowedLevel == 2)
     }
 
+    @Test("a fault scripted per session plays in every session at its offset, however long the headband idled first")
+    func perSessionFault() async throws {
+        #expect(ScriptedFault(script: "liftoff@session+100+2") == ScriptedFault(script: "liftoff@100+2").map { ScriptedFault(fault: $0.fault, perSession: true) })
+        #expect(ScriptedFault(script: "liftoff@120+3")?.perSession == false)
+        #expect(ScriptedFault(script: "liftoff@session+") == nil && ScriptedFault(script: "melt@session+5") == nil)
+        let log = EventLog()
+        let fault = try #require(ScriptedFault(script: "liftoff@session+100+2"))
+        let sessions = SessionController(
+            profile: Self.profile, headband: SimulatedHeadband(channels: 2, seed: 5, sessionFaults: [fault.fault]), regimen: Regimen(maxPerDay: 2),
+            journal: nil, timeScale: 5000, emit: { log.add($0) })
+        // Far past the offset on the headband's own clock: a once-only lift-off at 100 s would be over.
+        await sessions.idleTick(seconds: 5000)
+        for _ in 0..<2 {
+            try await sessions.start(level: 1)
+            await sessions.waitUntilIdle()
+        }
+        #expect(log.types == [
+            "session.started", "session.paused", "session.resumed", "session.completed",
+            "session.started", "session.paused", "session.resumed", "session.completed",
+        ])
+        let pauses = log.events.compactMap { if case .sessionPaused(let pause) = $0 { pause.reason } else { nil } }
+        #expect(pauses == ["contact_lost", "contact_lost"])
+    }
+
     @Test("stop ends the session as user_stop; a second start while one runs is refused")
     func stopAndRefuse() async throws {
         let log = EventLog()

@@ -126,7 +126,9 @@ struct AgentTests {
         try String(contentsOfFile: "\(root)/Config/calibration/default.yaml", encoding: .utf8)
             .replacingOccurrences(of: "level2AfterSessions: 7, level3AfterSessions: 21", with: "level2AfterSessions: 0, level3AfterSessions: 0")
             .write(toFile: profilePath, atomically: true, encoding: .utf8)
-        let harness = try await Harness(timeScale: 100, extra: "headband:\n  faults: [liftoff@700+3]\n", profile: profilePath)
+        // The lift-off is timed from the session's start, so a slow agent start-up cannot move it
+        // out of the session.
+        let harness = try await Harness(timeScale: 100, extra: "headband:\n  faults: [liftoff@session+700+3]\n", profile: profilePath)
         try await harness.startAgent()
         #expect(try await harness.control(["session", "start", "--level", "1"]).0 == 0)
         try await Task.sleep(for: .seconds(1))
@@ -139,7 +141,7 @@ struct AgentTests {
         try await harness.broker.start()
         #expect(await eventually(timeout: 30) { harness.eventTypes().contains("session.completed") })
         // The level change lands whenever the control command gets through: on a loaded machine
-        // that can be after the lift-off (sim 700 s is 7 s here), so its place is not fixed.
+        // that can be after the lift-off (700 s into the session is 7 s here), so its place is not fixed.
         let types = harness.eventTypes()
         #expect(
             types.filter { $0 != "session.level_changed" } == ["session.started", "session.paused", "session.resumed", "session.completed"]

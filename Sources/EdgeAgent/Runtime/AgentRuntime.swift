@@ -63,11 +63,12 @@ public actor AgentRuntime: Service {
         }
         var regimen = state.regimen
         regimen.maxPerDay = configuration.maxSessionsPerDay
+        let scripted = configuration.headbandFaults.compactMap(ScriptedFault.init(script:))
         let sessions = SessionController(
             profile: (try? desired.profile(applyingTo: baseProfile)) ?? baseProfile,
             headband: SimulatedHeadband(
                 channels: baseProfile.channels.count, complianceVolts: baseProfile.complianceVolts, seed: 1,
-                faults: configuration.headbandFaults.compactMap(HeadbandFault.init(script:))),
+                faults: scripted.filter { !$0.perSession }.map(\.fault), sessionFaults: scripted.filter(\.perSession).map(\.fault)),
             regimen: regimen, journal: SessionJournal(path: "\(configuration.dataDirectory)/session.json"),
             timeScale: configuration.timeScale,
             emit: { [weak self] event in await self?.sessionEvent(event) })

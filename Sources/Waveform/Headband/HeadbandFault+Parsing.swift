@@ -1,3 +1,32 @@
+/// A fault from a test or demo script, and which clock its time is on.
+public struct ScriptedFault: Sendable, Hashable {
+    public var fault: HeadbandFault
+    /// Whether the time counts from the start of each session (`liftoff@session+400+3`), so the
+    /// fault plays in every session, rather than once on the headband's own clock.
+    public var perSession: Bool
+
+    public init(fault: HeadbandFault, perSession: Bool = false) {
+        self.fault = fault
+        self.perSession = perSession
+    }
+
+    /// Parses `KIND@SECONDS[+DURATION][:VALUE]` (see ``HeadbandFault/init(script:)``), or
+    /// `KIND@session+SECONDS[+DURATION][:VALUE]` for a fault timed from each session's start.
+    /// - Returns: nil when the text is neither.
+    public init?(script text: String) {
+        let marker = "@session+"
+        if let range = text.range(of: marker) {
+            guard let fault = HeadbandFault(script: text.replacingCharacters(in: range, with: "@")) else { return nil }
+            self.fault = fault
+            self.perSession = true
+        } else {
+            guard let fault = HeadbandFault(script: text) else { return nil }
+            self.fault = fault
+            self.perSession = false
+        }
+    }
+}
+
 extension HeadbandFault {
     /// Parses a scripted fault for the simulated headband, `KIND@SECONDS[+DURATION][:VALUE]`, times on
     /// the headband's own clock:
@@ -32,6 +61,21 @@ extension HeadbandFault {
         case "imbalance": self = .imbalance(atS: at, fraction: value ?? 0.2)
         case "fwfail": self = .firmwareFailure(atS: at)
         default: return nil
+        }
+    }
+
+    /// The same fault `seconds` later.
+    public func shifted(by seconds: Double) -> HeadbandFault {
+        switch self {
+        case .liftOff(let channel, let at, let duration): .liftOff(channel: channel, atS: at + seconds, durationS: duration)
+        case .short(let channel, let at): .short(channel: channel, atS: at + seconds)
+        case .batteryDrop(let at, let pct): .batteryDrop(atS: at + seconds, pct: pct)
+        case .motorStall(let at, let duration): .motorStall(atS: at + seconds, durationS: duration)
+        case .button(let at, let press): .button(atS: at + seconds, press)
+        case .disconnect(let at): .disconnect(atS: at + seconds)
+        case .invalidReadings(let at): .invalidReadings(atS: at + seconds)
+        case .imbalance(let at, let fraction): .imbalance(atS: at + seconds, fraction: fraction)
+        case .firmwareFailure(let at): .firmwareFailure(atS: at + seconds)
         }
     }
 }

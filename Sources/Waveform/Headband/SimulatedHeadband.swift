@@ -31,7 +31,7 @@ public struct SimulatedHeadband: Sendable {
     public private(set) var vibrationRpm: Double = 0
     /// The headband's own session watchdog (rule 6): no pulse past this much stimulation.
     public var watchdogS: Double
-    /// Stimulation delivered since ``resetWatchdog()``, seconds.
+    /// Stimulation delivered since ``beginSession()``, seconds.
     public private(set) var stimulatedS: Double = 0
     public var firmware: String
     public private(set) var connected = true
@@ -39,6 +39,8 @@ public struct SimulatedHeadband: Sendable {
     private let complianceVolts: Double
     private var electrodes: [ElectrodeModel]
     private var faults: [HeadbandFault]
+    /// Faults timed from each session's start, added to `faults` when a session begins.
+    private let sessionFaults: [HeadbandFault]
     private var random: SeededRandom
     private var pendingButtons: [ButtonPress] = []
     private var firedButtons: Set<Int> = []
@@ -47,9 +49,10 @@ public struct SimulatedHeadband: Sendable {
     /// Relative deviation of the delivered amplitude (common to both phases of a pair).
     public var noise: Double
 
-    /// Creates a headband for `channels` electrode pairs.
+    /// Creates a headband for `channels` electrode pairs. `faults` play once, on the headband's
+    /// clock; `sessionFaults` play in every session, timed from its start.
     public init(
-        channels: Int, complianceVolts: Double = 11, seed: UInt64 = 1, faults: [HeadbandFault] = [],
+        channels: Int, complianceVolts: Double = 11, seed: UInt64 = 1, faults: [HeadbandFault] = [], sessionFaults: [HeadbandFault] = [],
         batteryPct: Double = 90, firmware: String = "2.4.0", watchdogS: Double = HardLimits.maxSessionSeconds,
         dryingPerMinute: Double = 0.04, noise: Double = 0.005
     ) {
@@ -63,6 +66,7 @@ public struct SimulatedHeadband: Sendable {
         self.random = random
         self.complianceVolts = complianceVolts
         self.faults = faults
+        self.sessionFaults = sessionFaults
         self.batteryPct = batteryPct
         self.firmware = firmware
         self.watchdogS = min(watchdogS, HardLimits.maxSessionSeconds)
@@ -90,8 +94,11 @@ public struct SimulatedHeadband: Sendable {
     /// Adds faults to the script.
     public mutating func script(_ more: [HeadbandFault]) { faults += more }
 
-    /// Starts a new session's watchdog count.
-    public mutating func resetWatchdog() { stimulatedS = 0 }
+    /// Starts a new session: its watchdog count, and the faults scripted per session from now.
+    public mutating func beginSession() {
+        stimulatedS = 0
+        faults += sessionFaults.map { $0.shifted(by: timeS) }
+    }
 
     /// Executes a segment: advances the clock by its duration and reports each pulse pair.
     /// Pulses past the watchdog are not delivered (an empty tail).
