@@ -161,7 +161,7 @@ let package = Package(
             dependencies: ["SpectraProtocol", "SpectraTesting"],
             resources: [.copy("Fixtures")]
         ),
-        .testTarget(name: "SpectraConfigTests", dependencies: ["SpectraConfig", "EdgeAgent", "Aggregator"]),
+        .testTarget(name: "SpectraConfigTests", dependencies: ["SpectraConfig", "EdgeAgent", "Aggregator", "Waveform"]),
         .testTarget(name: "SpectraTestingTests", dependencies: ["SpectraTesting"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "SpectraTesting"]),
         .testTarget(name: "WaveformTests", dependencies: ["Waveform"]),

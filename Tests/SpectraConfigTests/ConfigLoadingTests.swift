@@ -3,6 +3,7 @@ import Aggregator
 import Foundation
 import SpectraConfig
 import Testing
+import Waveform
 
 @Suite("Configuration loading")
 struct ConfigLoadingTests {
@@ -64,6 +65,17 @@ struct ConfigLoadingTests {
         #expect(fromCommandLine.groups.map(\.rawValue) == ["a", "b"])
     }
 
+    @Test("headband faults load on either clock: the headband's own, or from each session's start")
+    func headbandFaults() async throws {
+        let file = try write("fleet: demo\ngateway: gw-1\nheadband:\n  faults: [press@30, liftoff@session+400+3]\n")
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let faults = try await agent(file: file).headbandFaults.compactMap(ScriptedFault.init(script:))
+        #expect(faults == [
+            ScriptedFault(fault: .button(atS: 30, .short)),
+            ScriptedFault(fault: .liftOff(channel: nil, atS: 400, durationS: 3), perSession: true),
+        ])
+    }
+
     static let badFiles: [(String, String, String)] = [
         ("fleet: demo\n", "gateway", "is required"),
         ("fleet: demo\ngateway: gw/1\n", "gateway", "not a valid id"),
@@ -73,6 +85,8 @@ struct ConfigLoadingTests {
         ("fleet: demo\ngateway: gw-1\ntelemetry:\n  intervalS: fast\n", "telemetry.intervalS", "is not a number"),
         ("fleet: demo\ngateway: gw-1\ntelemtry:\n  intervalS: 1\n", "telemtry.intervalS", "unknown key"),
         ("fleet: demo\ngateway: gw-1\nmqtt:\n  tls:\n    certFile: a.pem\n", "mqtt.tls.keyFile", "needs both"),
+        ("fleet: demo\ngateway: gw-1\nheadband:\n  faults: [liftoff@session400]\n", "headband.faults", "liftoff@session+400+3"),
+        ("fleet: demo\ngateway: gw-1\nheadband:\n  faults: [melt@30]\n", "headband.faults", "'melt@30' is not a fault"),
     ]
 
     @Test("a bad file gives one error naming the file, the key and the problem", arguments: badFiles.indices)
