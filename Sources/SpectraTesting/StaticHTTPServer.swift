@@ -23,6 +23,11 @@ public final class StaticHTTPServer: Sendable {
 
     public let port: Int
     private let fd: Int32
+    private let tally = BodyTally()
+
+    /// Body bytes the server has handed to the kernel for `path` so far, over all requests:
+    /// how far a client read before it hung up (plus what the socket buffers took).
+    public func bodyBytesSent(_ path: String) -> Int { tally.bytes.withLock { $0[path, default: 0] } }
 
     /// Starts serving `files` (path -> bytes).
     public convenience init(files: [String: [UInt8]]) throws {
@@ -49,11 +54,12 @@ public final class StaticHTTPServer: Sendable {
         }
         port = Int(UInt16(bigEndian: address.sin_port))
         self.fd = fd
+        let tally = self.tally
         Thread.detachNewThread {
             while true {
                 let client = accept(fd, nil, nil)
                 if client < 0 { return }
-                Thread.detachNewThread { Self.serve(client, routes: routes) }
+                Thread.detachNewThread { Self.serve(client, routes: routes, tally: tally) }
             }
         }
     }
@@ -66,7 +72,7 @@ public final class StaticHTTPServer: Sendable {
     /// The URL of `path` on this server.
     public func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
 
-    private static func serve(_ client: Int32, routes: [String: Route]) {
+    private static func serve(_ client: Int32, routes: [String: Route], tally: BodyTally) {
         defer { close(client) }
         var request = [UInt8](repeating: 0, count: 4096)
         let count = read(client, &request, request.count)
@@ -76,7 +82,14 @@ public final class StaticHTTPServer: Sendable {
         let ok = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n"
         switch routes[path] {
         case .body(let body):
-            send(client, Array("\(ok)Content-Length: \(body.count)\r\n\r\n".utf8) + body)
+            guard send(client, Array("\(ok)Content-Length: \(body.count)\r\n\r\n".utf8)) else { return }
+            var offset = 0
+            while offset < body.count {
+                let piece = body[offset..<min(body.count, offset + 16_384)]
+                guard send(client, Array(piece)) else { return }
+                offset += piece.count
+                tally.add(piece.count, for: path)
+            }
         case .chunked(let body):
             guard send(client, Array("\(ok)Transfer-Encoding: chunked\r\n\r\n".utf8)) else { return }
             var offset = 0
@@ -84,6 +97,7 @@ public final class StaticHTTPServer: Sendable {
                 let chunk = body[offset..<min(body.count, offset + 16_384)]
                 guard send(client, Array("\(String(chunk.count, radix: 16))\r\n".utf8) + chunk + Array("\r\n".utf8)) else { return }
                 offset += chunk.count
+                tally.add(chunk.count, for: path)
             }
             send(client, Array("0\r\n\r\n".utf8))
         case .stall(let announced):
@@ -107,4 +121,11 @@ public final class StaticHTTPServer: Sendable {
         }
         return true
     }
+}
+
+/// Body bytes sent per path, shared by the connection threads.
+private final class BodyTally: Sendable {
+    let bytes = Mutex<[String: Int]>([:])
+
+    func add(_ count: Int, for path: String) { bytes.withLock { $0[path, default: 0] += count } }
 }

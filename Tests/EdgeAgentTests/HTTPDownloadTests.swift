@@ -23,14 +23,16 @@ struct HTTPDownloadTests {
         let huge = [UInt8](repeating: 7, count: 64 << 20)
         let server = try StaticHTTPServer(routes: ["/announced.bin": .body(image), "/unannounced.bin": .chunked(huge)])
         for path in ["/announced.bin", "/unannounced.bin"] {
-            let started = ContinuousClock.now
             let error = await #expect(throws: HTTPDownloadError.self) {
                 try await HTTPDownload.get(server.url(path), maxBytes: 1_000, timeout: .seconds(30))
             }
             #expect(error?.code == .tooLarge, "\(path): \(String(describing: error))")
             #expect(error?.description.contains("more than 1000 bytes") == true)
-            #expect(ContinuousClock.now - started < .seconds(5), "\(path): stopped early, not after 64 MiB")
         }
+        // The announced one is refused from its Content-Length; the unannounced one is cut off
+        // once past the limit. The server got rid of no more of its 64 MiB than the socket
+        // buffers hold (a few MiB), however slow the machine.
+        #expect(server.bodyBytesSent("/unannounced.bin") < 16 << 20, "stopped early, not after 64 MiB")
     }
 
     @Test("a server that stops sending times out; a missing file, a closed port and other schemes fail with the reason")
