@@ -83,22 +83,12 @@ public final class StaticHTTPServer: Sendable {
         switch routes[path] {
         case .body(let body):
             guard send(client, Array("\(ok)Content-Length: \(body.count)\r\n\r\n".utf8)) else { return }
-            var offset = 0
-            while offset < body.count {
-                let piece = body[offset..<min(body.count, offset + 16_384)]
-                guard send(client, Array(piece)) else { return }
-                offset += piece.count
-                tally.add(piece.count, for: path)
-            }
+            sendBody(client, body, countedAs: path, in: tally, framing: { Array($0) })
         case .chunked(let body):
             guard send(client, Array("\(ok)Transfer-Encoding: chunked\r\n\r\n".utf8)) else { return }
-            var offset = 0
-            while offset < body.count {
-                let chunk = body[offset..<min(body.count, offset + 16_384)]
-                guard send(client, Array("\(String(chunk.count, radix: 16))\r\n".utf8) + chunk + Array("\r\n".utf8)) else { return }
-                offset += chunk.count
-                tally.add(chunk.count, for: path)
-            }
+            guard sendBody(client, body, countedAs: path, in: tally, framing: { piece in
+                Array("\(String(piece.count, radix: 16))\r\n".utf8) + piece + Array("\r\n".utf8)
+            }) else { return }
             send(client, Array("0\r\n\r\n".utf8))
         case .stall(let announced):
             send(client, Array("\(ok)Content-Length: \(announced)\r\n\r\n".utf8))
@@ -108,6 +98,22 @@ public final class StaticHTTPServer: Sendable {
         case nil:
             send(client, Array("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
         }
+    }
+
+    /// Writes `body` in 16 KiB pieces, each as `framing` wraps it, and counts each piece under
+    /// `path` once it is written; false when the peer went away.
+    @discardableResult
+    private static func sendBody(
+        _ client: Int32, _ body: [UInt8], countedAs path: String, in tally: BodyTally, framing: (ArraySlice<UInt8>) -> [UInt8]
+    ) -> Bool {
+        var offset = 0
+        while offset < body.count {
+            let piece = body[offset..<min(body.count, offset + 16_384)]
+            guard send(client, framing(piece)) else { return false }
+            offset += piece.count
+            tally.add(piece.count, for: path)
+        }
+        return true
     }
 
     /// Writes all of `bytes`; false when the peer went away.
