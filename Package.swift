@@ -43,6 +43,8 @@ let package = Package(
         ),
         // libcurl's header only: the library is loaded at run time, on the first download.
         .target(name: "CCurlFetch"),
+        // Process-wide SQLite settings (`sqlite3_config` is variadic: not callable from Swift).
+        .target(name: "CSQLiteSettings", linkerSettings: [.linkedLibrary("sqlite3")]),
 
         // Libraries
         .target(
@@ -67,7 +69,7 @@ let package = Package(
         .target(
             name: "Outbox",
             dependencies: [
-                "MQTT",
+                "MQTT", "CSQLiteSettings",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -85,7 +87,7 @@ let package = Package(
         .target(
             name: "Aggregator",
             dependencies: [
-                "SpectraProtocol", "SpectraConfig", "MQTT",
+                "SpectraProtocol", "SpectraConfig", "MQTT", "CSQLiteSettings",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,3 +1,4 @@
+import CSQLiteSettings
 import Foundation
 import GRDB
 
@@ -20,6 +21,7 @@ enum OutboxStore {
     /// Opens (or creates) the database, checking its integrity.
     /// - Returns: the queue, the epoch and the next seq.
     static func open(_ configuration: OutboxConfiguration) throws -> (DatabaseQueue, UUID, UInt64) {
+        _ = spectra_sqlite_configure()
         var config = Configuration()
         config.busyMode = .timeout(5)
         config.targetQueue = configuration.targetQueue

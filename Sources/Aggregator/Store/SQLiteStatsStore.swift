@@ -1,3 +1,4 @@
+import CSQLiteSettings
 import Foundation
 import GRDB
 import SpectraProtocol
@@ -50,6 +51,7 @@ public final class SQLiteStatsStore: StatsStore {
     /// Opens or creates the store at `path` (its folder is created).
     /// - Throws: GRDB's `DatabaseError` when the file cannot be opened or migrated.
     public init(path: String, gapHorizonSeconds: Double = 7 * 86_400) throws {
+        _ = spectra_sqlite_configure()
         let folder = (path as NSString).deletingLastPathComponent
         if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         var config = Configuration()
