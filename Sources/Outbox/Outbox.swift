@@ -408,13 +408,18 @@ public actor Outbox {
 
     /// Stops dispatching, and commits what is waiting, the deletes of the rows acknowledged so
     /// far included (up to two seconds for the disk), so that the next start does not send
-    /// them again.
+    /// them again. Then gives up the file's locks, which an open outbox holds.
     public func close() async {
         for task in tasks { task.cancel() }
         tasks.removeAll()
         client = nil
         connected = false
         await flush(until: .now + .seconds(2))
+        do {
+            try OutboxStore.release(queue)
+        } catch {
+            logger.warning("outbox could not give up its database locks", metadata: ["error": "\(error)"])
+        }
     }
 
     // MARK: Dispatch
@@ -591,6 +596,12 @@ public actor Outbox {
 }
 
 extension Outbox {
+    /// Reads the database through the outbox's own connection: while the outbox is open, it
+    /// holds the file's locks and no other connection can. For tests.
+    func readDatabase<T: Sendable>(_ body: @Sendable (Database) throws -> T) throws -> T {
+        try queue.read(body)
+    }
+
     /// Changes the database's page limit, to simulate a disk filling up and freeing again. For tests.
     @_spi(Testing)
     public func setMaxPageCount(_ pages: Int) throws {

@@ -37,6 +37,13 @@ enum OutboxStore {
                 throw DatabaseError(message: "the outbox needs WAL journaling, and SQLite gave \(journal ?? "nothing")")
             }
             try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+            // One process owns an outbox: its locks are taken once and held, not taken and given
+            // back with every transaction (seven `fcntl` calls per message in a trickle). A second
+            // agent on the same data directory then cannot open it. ``release(_:)`` gives them up:
+            // the read before keeps the WAL index in shared memory, without which SQLite holds
+            // the locks until the connection closes.
+            _ = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sqlite_master")
+            _ = try String.fetchOne(db, sql: "PRAGMA locking_mode = EXCLUSIVE")
             if let maxPageCount { try db.execute(sql: "PRAGMA max_page_count = \(maxPageCount)") }
         }
         let queue = try DatabaseQueue(path: configuration.path, configuration: config)
@@ -161,6 +168,16 @@ enum OutboxStore {
         try messages(
             db.cachedStatement(sql: "SELECT seq, class, topic, payload, qos, retain, createdAt FROM message WHERE class = ? ORDER BY seq LIMIT ?"),
             arguments: [messageClass.rawValue, limit])
+    }
+
+    /// Gives up the locks an open outbox holds, so that other connections can read and write
+    /// the file; the next transaction takes them again, each time.
+    static func release(_ queue: DatabaseQueue) throws {
+        try queue.writeWithoutTransaction { db in
+            _ = try String.fetchOne(db, sql: "PRAGMA locking_mode = NORMAL")
+            // The locks go at the end of the next transaction.
+            _ = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM meta")
+        }
     }
 
     /// Gives space back to the file system after a drain.

@@ -123,6 +123,7 @@ struct DeliveryTests {
         }
         #expect(count == Int(returned), "an enqueue that returned is missing")
         #expect(maxSeq >= Int64(returned))
+        try queue.close()
         // The reopened outbox continues after the highest committed seq, and delivers everything.
         let outbox = try Outbox(OutboxConfiguration(path: path, window: 2000))
         #expect(await outbox.enqueue { numbered($0, $1) } == UInt64(maxSeq) + 1)
@@ -217,6 +218,7 @@ struct DeliveryTests {
         let path = folder.path("o.sqlite")
         let broker = try await MosquittoBroker()
         let (_, witness) = try await broker.witness()
+        // Another connection, once the outbox has closed.
         func storedRows() async throws -> Int {
             try await DatabaseQueue(path: path).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message") ?? -1 }
         }
@@ -236,7 +238,10 @@ struct DeliveryTests {
                 let stats = await outbox.stats()
                 return stats.depth == 0 && stats.bytes == 0
             })
-            #expect(try await eventually(timeout: 3) { try await storedRows() == 0 }, "acknowledged rows stayed in the database")
+            #expect(
+                try await eventually(timeout: 3) {
+                    try await outbox.readDatabase { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message") } == 0
+                }, "acknowledged rows stayed in the database")
             await outbox.close()
             await client.disconnect()
         }

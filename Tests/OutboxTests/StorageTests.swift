@@ -75,36 +75,33 @@ struct StorageTests {
         #expect(left == [1, 5, 6, 8])
     }
 
-    @Test("a database another process holds locked is one clear error, and is not moved aside")
+    @Test("an open outbox holds its file: a second one on the same path (another agent on the same data directory) is one clear error, nothing is moved aside, and after a close the file opens again")
     func locked() async throws {
         let folder = try TempFolder()
         defer { folder.remove() }
         let path = folder.path("o.sqlite")
-        let first = try Outbox(OutboxConfiguration(path: path))
-        await first.enqueue { numbered($0, $1) }
-        // Another connection holds the write lock past the outbox's 5 s busy timeout.
-        var config = Configuration()
-        config.busyMode = .timeout(1)
-        let holder = try DatabaseQueue(path: path, configuration: config)
-        let hold = Task {
-            try await holder.writeWithoutTransaction { db in
-                try db.execute(sql: "BEGIN IMMEDIATE")
-                Thread.sleep(forTimeInterval: 7)
-                try db.execute(sql: "ROLLBACK")
-            }
-        }
-        try await Task.sleep(for: .milliseconds(300))
         do {
-            _ = try Outbox(OutboxConfiguration(path: path))
-            Issue.record("a locked outbox opened")
-        } catch {
-            #expect(error.code == .unavailable)
-            #expect(error.message.contains("locked by another process"), "\(error)")
+            let first = try Outbox(OutboxConfiguration(path: path))
+            await first.enqueue { numbered($0, $1) }
+            // Refused after the 5 s busy timeout.
+            do {
+                _ = try Outbox(OutboxConfiguration(path: path))
+                Issue.record("a second outbox opened a file the first one holds")
+            } catch {
+                #expect(error.code == .unavailable)
+                #expect(error.message.contains("locked by another process"), "\(error)")
+            }
+            let files = try FileManager.default.contentsOfDirectory(atPath: folder.url.path)
+            #expect(!files.contains { $0.contains("corrupt") }, "moved aside: \(files)")
+            #expect(await first.enqueue { numbered($0, $1) } == 2)
+            // Closed, it lets other connections read.
+            await first.close()
+            let stored = try await DatabaseQueue(path: path).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message") }
+            #expect(stored == 2)
         }
-        try await hold.value
-        let files = try FileManager.default.contentsOfDirectory(atPath: folder.url.path)
-        #expect(!files.contains { $0.contains("corrupt") }, "moved aside: \(files)")
-        #expect(await first.enqueue { numbered($0, $1) } == 2)
+        let next = try Outbox(OutboxConfiguration(path: path))
+        #expect(await next.stats().depth == 2)
+        #expect(await next.enqueue { numbered($0, $1) } == 3)
     }
 
     @Test("a folder that cannot hold a database is one clear error")
@@ -134,7 +131,7 @@ struct StorageTests {
         await outbox.flush()
         let stats = await outbox.stats()
         #expect(stats.bytes <= 60_000 + 300 * 2)
-        let stored = try await DatabaseQueue(path: folder.path("o.sqlite")).read { db in
+        let stored = try await outbox.readDatabase { db in
             try Int64.fetchAll(db, sql: "SELECT seq FROM message WHERE class = 0").map(UInt64.init)
         }
         #expect(Set(events).isSubset(of: Set(stored)), "an event was evicted below the hard cap")
@@ -165,6 +162,7 @@ struct StorageTests {
         let healed = await outbox.stats()
         #expect(healed.memoryBuffered == 0)
         #expect(healed.depth == 51)
+        await outbox.close()
         let stored = try await DatabaseQueue(path: folder.path("o.sqlite")).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM message") }
         #expect(stored == 51)
     }
