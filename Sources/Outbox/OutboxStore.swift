@@ -104,18 +104,21 @@ enum OutboxStore {
     @discardableResult
     static func delete(_ seqs: [UInt64], db: Database) throws -> (rows: Int, bytes: Int) {
         guard !seqs.isEmpty else { return (0, 0) }
-        let statement = try db.cachedStatement(sql: "DELETE FROM message WHERE seq BETWEEN ? AND ? RETURNING LENGTH(payload)")
+        // What goes is counted first, then deleted: a `RETURNING` clause would build an
+        // ephemeral table (a pager of its own) for every run, and a trickle deletes a run per message.
+        let measure = try db.cachedStatement(sql: "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM message WHERE seq BETWEEN ? AND ?")
+        let delete = try db.cachedStatement(sql: "DELETE FROM message WHERE seq BETWEEN ? AND ?")
         var rows = 0
         var bytes = 0
         let sorted = seqs.sorted()
         var start = sorted[0]
         var end = start
         func flush() throws {
-            let lengths = try Int.fetchCursor(statement, arguments: [Int64(start), Int64(end)])
-            while let length = try lengths.next() {
-                rows += 1
-                bytes += length
-            }
+            let arguments: StatementArguments = [Int64(start), Int64(end)]
+            guard let row = try Row.fetchOne(measure, arguments: arguments), let count = row[0] as Int?, count > 0 else { return }
+            try delete.execute(arguments: arguments)
+            rows += count
+            bytes += row[1] as Int
         }
         for seq in sorted.dropFirst() where seq != end {
             if seq == end + 1 {
