@@ -200,29 +200,31 @@ public actor Outbox {
             let knownOldest = oldestCreatedAt
             let rowsBefore = storedRows
             do {
-                let (outcome, deletedRows, oldest) = try await queue.write { db in
-                    let deleted = try OutboxStore.delete(deletes, db: db)
-                    try OutboxStore.insert(rows, db: db)
-                    let bounds = try OutboxBounds.enforce(bytes: before - deleted.bytes + added, limits: limits, rollup: rollup, db: db)
-                    // Rows just inserted are the newest: `MAX(seq)` stays right unless nothing was
-                    // inserted and rows went, or eviction ran. (A trickle inserts with every
-                    // delete: one page less written per commit.)
-                    if bounds.removedRows > 0 || (rows.isEmpty && deleted.rows > 0) {
-                        try OutboxStore.saveNextSeq(next, db: db)
+                let (outcome, deletedRows, oldest) = try await queue.writeWithoutTransaction { db in
+                    try OutboxStore.transaction(db) {
+                        let deleted = try OutboxStore.delete(deletes, db: db)
+                        try OutboxStore.insert(rows, db: db)
+                        let bounds = try OutboxBounds.enforce(bytes: before - deleted.bytes + added, limits: limits, rollup: rollup, db: db)
+                        // Rows just inserted are the newest: `MAX(seq)` stays right unless nothing was
+                        // inserted and rows went, or eviction ran. (A trickle inserts with every
+                        // delete: one page less written per commit.)
+                        if bounds.removedRows > 0 || (rows.isEmpty && deleted.rows > 0) {
+                            try OutboxStore.saveNextSeq(next, db: db)
+                        }
+                        let removed = deleted.rows > 0 || bounds.removedRows > 0
+                        let oldest: Double?
+                        if !removed && knownOldest != nil {
+                            oldest = knownOldest
+                        } else if bounds.removedRows == 0 && rowsBefore == deleted.rows {
+                            // Every older row went: the oldest is one of those just inserted.
+                            oldest = rows.lazy.map(\.createdAt).min()
+                        } else if rowsBefore + rows.count - deleted.rows - bounds.removedRows == 0 {
+                            oldest = nil
+                        } else {
+                            oldest = try OutboxStore.oldestCreatedAt(db: db)
+                        }
+                        return (bounds, deleted.rows, oldest)
                     }
-                    let removed = deleted.rows > 0 || bounds.removedRows > 0
-                    let oldest: Double?
-                    if !removed && knownOldest != nil {
-                        oldest = knownOldest
-                    } else if bounds.removedRows == 0 && rowsBefore == deleted.rows {
-                        // Every older row went: the oldest is one of those just inserted.
-                        oldest = rows.lazy.map(\.createdAt).min()
-                    } else if rowsBefore + rows.count - deleted.rows - bounds.removedRows == 0 {
-                        oldest = nil
-                    } else {
-                        oldest = try OutboxStore.oldestCreatedAt(db: db)
-                    }
-                    return (bounds, deleted.rows, oldest)
                 }
                 oldestCreatedAt = oldest
                 memoryBuffer.removeAll()
