@@ -22,6 +22,7 @@ bin=.build/release
 
 work=$(mktemp -d)
 pids=()
+sim_pids=()
 cleanup() { trap - EXIT INT TERM; for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; sleep 20; for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 free_port() { local p; while :; do p=$(( 20000 + RANDOM % 20000 )); ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && { echo $p; return; }; done; }
@@ -41,7 +42,8 @@ start_broker
 "$bin/spectra-aggregator" run --set "mqtt.url=mqtt://127.0.0.1:$broker_port" --set "http.port=$http_port" \
     --set "database=$work/aggregator.sqlite" --set "clientId=scale-aggregator" --set "shareGroup=${SHARE_GROUP-}" \
     >"$work/aggregator.log" 2>&1 &
-pids+=($!)
+aggregator_pid=$!
+pids+=($aggregator_pid)
 sleep 2
 metric() { curl -s "http://127.0.0.1:$http_port/metrics" | awk -v name="$1" '$1 == name { print $2 }' | head -1; }
 summary() { curl -s "http://127.0.0.1:$http_port/api/v1/fleet/summary"; }
@@ -61,6 +63,7 @@ for i in $(seq "$processes"); do
         --idle-telemetry-interval 1 --broker "mqtt://127.0.0.1:$broker_port" --data-dir "$work/fleet" --live \
         >"$work/fleetsim-$i.log" 2>&1 &
     pids+=($!)
+    sim_pids+=($!)
     first=$(( first + count ))
 done
 # Wait until every gateway is online.
@@ -70,10 +73,14 @@ for _ in $(seq 600); do
     sleep 1
 done
 echo "online: $online of $gateways"
+# CPU time (user + system, clock ticks) of the given processes together.
+ticks() { local total=0 pid; for pid in "$@"; do total=$(( total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat") )); done; echo "$total"; }
 start_count=$(( $(metric 'spectra_aggregator_ingested_total{kind="telemetry"}' | cut -d. -f1) + 0 ))
+start_ticks="$(ticks "${sim_pids[@]}") $(ticks "$aggregator_pid") $(ticks "$broker_pid")"
 start_time=$(date +%s.%N)
 sleep "$seconds"
 end_count=$(( $(metric 'spectra_aggregator_ingested_total{kind="telemetry"}' | cut -d. -f1) + 0 ))
+end_ticks="$(ticks "${sim_pids[@]}") $(ticks "$aggregator_pid") $(ticks "$broker_pid")"
 end_time=$(date +%s.%N)
 rate=$(awk -v a="$start_count" -v b="$end_count" -v s="$start_time" -v e="$end_time" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
 curl -s "http://127.0.0.1:$http_port/metrics" > "$work/metrics.txt"
@@ -91,6 +98,13 @@ pending = re.search(r'spectra_aggregator_pending_messages ([0-9.e+]+)', text)
 print(f"steady state: {sys.argv[2]} gateways x 1 msg/s -> aggregator ingest {sys.argv[3]} msg/s; "
       f"latency gateway->commit p50 <= {quantile(0.5)} s, p99 <= {quantile(0.99)} s; aggregator pending {pending.group(1) if pending else '?'}")
 PY
+read -r sim0 agg0 broker0 <<<"$start_ticks"
+read -r sim1 agg1 broker1 <<<"$end_ticks"
+awk -v n="$(( end_count - start_count ))" -v hz="$(getconf CLK_TCK)" -v s="$(( sim1 - sim0 ))" -v a="$(( agg1 - agg0 ))" \
+    -v b="$(( broker1 - broker0 ))" -v t0="$start_time" -v t1="$end_time" 'BEGIN {
+    if (n <= 0) exit
+    printf "CPU per message ingested: simulator %.3f ms, aggregator %.3f ms, mosquitto %.3f ms (cores busy: %.2f, %.2f, %.2f)\n",
+        s * 1000 / hz / n, a * 1000 / hz / n, b * 1000 / hz / n, s / hz / (t1 - t0), a / hz / (t1 - t0), b / hz / (t1 - t0) }'
 
 echo "reconnect storm: the broker goes away for $outage s ..."
 kill -TERM "$broker_pid"; wait "$broker_pid" 2>/dev/null || true
