@@ -64,3 +64,39 @@ extension CompactionTests {
         #expect(again.duplicates == 50)
     }
 }
+
+extension CompactionTests {
+    @Test("a batch whose commit fails counts nothing, and counts in full when it is written again")
+    func failedCommit() async throws {
+        let folder = try TestEnvironment.temporaryDirectory("failed-commit")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = try SQLiteStatsStore(path: folder.appendingPathComponent("agg.sqlite").path)
+        var feed = GatewayFeed("gw-3")
+        let first = (0..<10).map { i in feed.telemetry(at: testNow.addingTimeInterval(Double(i))) }
+        #expect(try await store.apply(first.map { record($0) }).accepted == 10)
+
+        // The next batch (in order, above a gap, and sessions with their raw events) needs
+        // pages the full disk does not have: its commit fails and rolls back.
+        var batch = (0..<200).map { i in feed.telemetry(at: testNow.addingTimeInterval(10 + Double(i))) }
+        feed.skip()
+        batch += (0..<5).map { i in feed.telemetry(at: testNow.addingTimeInterval(300 + Double(i))) }
+        for index in 0..<40 {
+            batch += feed.session(SessionTruth(gateway: "gw-3", id: "s-\(index)", start: testNow.addingTimeInterval(400 + Double(index) * 1000), regimenDay: 2))
+        }
+        try await store.setMaxPageCount(try await store.pageCount())
+        await #expect(throws: (any Error).self) { try await store.apply(batch.map { record($0) }) }
+
+        // Room again: the same batch counts in full, once.
+        try await store.setMaxPageCount(1 << 30)
+        let retried = try await store.apply(batch.map { record($0) })
+        #expect(retried.accepted == batch.count)
+        #expect(retried.duplicates == 0)
+        let summary = try await store.summary(fleet: "demo", now: testNow)
+        #expect(summary.completeness == Completeness(received: 10 + batch.count, expected: 11 + batch.count))
+        #expect(summary.sessions.started == 40)
+        #expect(summary.sessions.completed == 40)
+        let again = try await store.apply((first + batch).map { record($0, historical: true) })
+        #expect(again.accepted == 0)
+        #expect(again.duplicates == 10 + batch.count)
+    }
+}

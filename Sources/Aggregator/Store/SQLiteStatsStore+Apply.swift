@@ -21,16 +21,29 @@ extension SQLiteStatsStore {
     }
 
     public func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
-        try await pool.write { db in try self.apply(records, db) }
+        try await pool.writeWithoutTransaction { db in
+            var outcome = ApplyOutcome()
+            var streams: [StreamKey: Stream] = [:]
+            try db.inTransaction {
+                (outcome, streams) = try self.apply(records, db)
+                return .commit
+            }
+            // Only a committed batch moves the watermarks later batches dedupe against: after a
+            // rollback (a full disk), the same records come again and must count again.
+            self.withCaches { caches in caches.streams.merge(streams) { _, committed in committed } }
+            return outcome
+        }
     }
 
-    private func apply(_ records: [IngestRecord], _ db: Database) throws -> ApplyOutcome {
+    /// Applies `records` in `db`'s open transaction; returns the outcome and the streams it
+    /// moved, for the caches once the transaction commits.
+    private func apply(_ records: [IngestRecord], _ db: Database) throws -> (ApplyOutcome, [StreamKey: Stream]) {
         var outcome = ApplyOutcome()
         var daily: [DailyKey: DailyDelta] = [:]
         var aborts: [DailyKey: [String: Int]] = [:]
         var telemetry: [GatewayKey: LatestTelemetry] = [:]
         var seen: [GatewayKey: Double] = [:]
-        var dirtyStreams: Set<StreamKey> = []
+        var streams: [StreamKey: Stream] = [:]
         let commitTime = Date().timeIntervalSince1970
         let insertKey = try db.cachedStatement(sql: "INSERT OR IGNORE INTO received (fleet, gw, epoch, seq) VALUES (?, ?, ?, ?)")
         let deleteKey = try db.cachedStatement(sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq = ?")
@@ -41,7 +54,7 @@ extension SQLiteStatsStore {
                 case .envelope(let envelope, let receivedAt, let historical, let payload):
                     let gateway = GatewayKey(fleet: envelope.fleet.rawValue, gateway: envelope.gateway.rawValue)
                     let streamKey = StreamKey(fleet: gateway.fleet, gateway: gateway.gateway, epoch: envelope.epoch.wireString)
-                    var stream = caches.streams[streamKey]
+                    var stream = streams[streamKey] ?? caches.streams[streamKey]
                         ?? Stream(minSeq: envelope.seq, maxSeq: envelope.seq, count: 0, evicted: 0, contiguous: 0, gapSince: nil)
                     if envelope.seq <= stream.contiguous {
                         outcome.duplicates += 1
@@ -95,8 +108,7 @@ extension SQLiteStatsStore {
                             ])
                         try apply(event, gateway: gateway, day: dayKey, at: at, daily: &daily, aborts: &aborts, stream: &stream, db)
                     }
-                    caches.streams[streamKey] = stream
-                    dirtyStreams.insert(streamKey)
+                    streams[streamKey] = stream
 
                 case .status(let fleet, let gw, let status, let receivedAt):
                     let gateway = GatewayKey(fleet: fleet.rawValue, gateway: gw.rawValue)
@@ -168,9 +180,8 @@ extension SQLiteStatsStore {
                     latest.agent.reconnects, latest.at, gateway.fleet, gateway.gateway, latest.at,
                 ])
         }
-        let streams = withCaches { caches in dirtyStreams.compactMap { key in caches.streams[key].map { (key, $0) } } }
         for (key, stream) in streams { try Self.save(stream, key, db) }
-        return outcome
+        return (outcome, streams)
     }
 
     /// When an envelope happened, for putting it on a day: `ts` when the gateway's clock was

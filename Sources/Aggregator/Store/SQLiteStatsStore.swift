@@ -133,38 +133,50 @@ public final class SQLiteStatsStore: StatsStore {
     /// keys it covers. A gap still open after ``gapHorizonSeconds`` is stepped over.
     public func compact(now: Date) async throws {
         let horizon = gapHorizonSeconds
-        try await pool.write { db in
-            var streams = self.withCaches { $0.streams }
-            for (key, var stream) in streams where stream.pendingAbove > 0 {
-                let seqs = try Int64.fetchAll(
-                    db, sql: "SELECT seq FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq > ? ORDER BY seq",
-                    arguments: [key.fleet, key.gateway, key.epoch, Int64(stream.contiguous)]).map { UInt64($0) }
-                var contiguous = stream.contiguous
-                for seq in seqs {
-                    if seq == contiguous + 1 {
+        try await pool.writeWithoutTransaction { db in
+            let waiting = self.withCaches { caches in caches.streams.filter { $0.value.pendingAbove > 0 } }
+            var streams: [StreamKey: Stream] = [:]
+            try db.inTransaction {
+                streams = try Self.compact(waiting, now: now, horizon: horizon, db)
+                return .commit
+            }
+            // As in `apply`: the caches follow only what committed.
+            self.withCaches { caches in caches.streams.merge(streams) { _, committed in committed } }
+        }
+    }
+
+    /// Advances the watermarks of `waiting` in `db`'s open transaction; returns them moved.
+    private static func compact(_ waiting: [StreamKey: Stream], now: Date, horizon: Double, _ db: Database) throws -> [StreamKey: Stream] {
+        var streams = waiting
+        for (key, var stream) in waiting {
+            let seqs = try Int64.fetchAll(
+                db, sql: "SELECT seq FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq > ? ORDER BY seq",
+                arguments: [key.fleet, key.gateway, key.epoch, Int64(stream.contiguous)]).map { UInt64($0) }
+            var contiguous = stream.contiguous
+            for seq in seqs {
+                if seq == contiguous + 1 {
+                    contiguous = seq
+                } else if seq > contiguous + 1 {
+                    if contiguous == stream.contiguous, let since = stream.gapSince, now.timeIntervalSince1970 - since > horizon {
                         contiguous = seq
-                    } else if seq > contiguous + 1 {
-                        if contiguous == stream.contiguous, let since = stream.gapSince, now.timeIntervalSince1970 - since > horizon {
-                            contiguous = seq
-                        } else {
-                            break
-                        }
+                    } else {
+                        break
                     }
                 }
-                if contiguous != stream.contiguous {
-                    try db.execute(
-                        sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq <= ?",
-                        arguments: [key.fleet, key.gateway, key.epoch, Int64(contiguous)])
-                    stream.contiguous = contiguous
-                    stream.gapSince = nil
-                    stream.pendingAbove = seqs.filter { $0 > contiguous }.count
-                }
-                if stream.pendingAbove > 0, stream.gapSince == nil { stream.gapSince = now.timeIntervalSince1970 }
-                streams[key] = stream
-                try Self.save(stream, key, db)
             }
-            self.withCaches { $0.streams = streams }
+            if contiguous != stream.contiguous {
+                try db.execute(
+                    sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq <= ?",
+                    arguments: [key.fleet, key.gateway, key.epoch, Int64(contiguous)])
+                stream.contiguous = contiguous
+                stream.gapSince = nil
+                stream.pendingAbove = seqs.filter { $0 > contiguous }.count
+            }
+            if stream.pendingAbove > 0, stream.gapSince == nil { stream.gapSince = now.timeIntervalSince1970 }
+            streams[key] = stream
+            try save(stream, key, db)
         }
+        return streams
     }
 
     static func save(_ stream: Stream, _ key: StreamKey, _ db: Database) throws {
@@ -188,5 +200,17 @@ extension SQLiteStatsStore {
     /// How many dedupe keys are stored above the streams' watermarks (for tests).
     @_spi(Testing) public func storedDedupeKeys() async throws -> Int {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM received") ?? 0 }
+    }
+}
+
+extension SQLiteStatsStore {
+    /// The database's size in pages (for tests).
+    @_spi(Testing) public func pageCount() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0 }
+    }
+
+    /// Limits the database's size in pages on the writer's connection, as a full disk would (for tests).
+    @_spi(Testing) public func setMaxPageCount(_ pages: Int) async throws {
+        try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA max_page_count = \(pages)") }
     }
 }
