@@ -23,27 +23,38 @@ extension SQLiteStatsStore {
     public func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
         try await pool.writeWithoutTransaction { db in
             var outcome = ApplyOutcome()
-            var streams: [StreamKey: Stream] = [:]
+            var staged = Staged()
             try db.inTransaction {
-                (outcome, streams) = try self.apply(records, db)
+                (outcome, staged) = try self.apply(records, db)
                 return .commit
             }
             // Only a committed batch moves the watermarks later batches dedupe against: after a
             // rollback (a full disk), the same records come again and must count again.
-            self.withCaches { caches in caches.streams.merge(streams) { _, committed in committed } }
+            self.withCaches { caches in
+                caches.streams.merge(staged.streams) { _, committed in committed }
+                caches.regimenStarts.merge(staged.regimenStarts) { _, committed in committed }
+            }
             return outcome
         }
     }
 
-    /// Applies `records` in `db`'s open transaction; returns the outcome and the streams it
-    /// moved, for the caches once the transaction commits.
-    private func apply(_ records: [IngestRecord], _ db: Database) throws -> (ApplyOutcome, [StreamKey: Stream]) {
+    /// What a batch changes in the caches, handed over once its transaction commits.
+    struct Staged {
+        var streams: [StreamKey: Stream] = [:]
+        var regimenStarts: [GatewayKey: Int] = [:]
+    }
+
+    /// Applies `records` in `db`'s open transaction; returns the outcome and the cached state
+    /// it moved, for the caches once the transaction commits.
+    private func apply(_ records: [IngestRecord], _ db: Database) throws -> (ApplyOutcome, Staged) {
         var outcome = ApplyOutcome()
         var daily: [DailyKey: DailyDelta] = [:]
         var aborts: [DailyKey: [String: Int]] = [:]
         var telemetry: [GatewayKey: LatestTelemetry] = [:]
         var seen: [GatewayKey: Double] = [:]
-        var streams: [StreamKey: Stream] = [:]
+        /// The earliest regimen start each gateway's events in this batch imply.
+        var regimen: [GatewayKey: Int] = [:]
+        var staged = Staged()
         let commitTime = Date().timeIntervalSince1970
         let insertKey = try db.cachedStatement(sql: "INSERT OR IGNORE INTO received (fleet, gw, epoch, seq) VALUES (?, ?, ?, ?)")
         let deleteKey = try db.cachedStatement(sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq = ?")
@@ -54,7 +65,7 @@ extension SQLiteStatsStore {
                 case .envelope(let envelope, let receivedAt, let historical, let payload):
                     let gateway = GatewayKey(fleet: envelope.fleet.rawValue, gateway: envelope.gateway.rawValue)
                     let streamKey = StreamKey(fleet: gateway.fleet, gateway: gateway.gateway, epoch: envelope.epoch.wireString)
-                    var stream = streams[streamKey] ?? caches.streams[streamKey]
+                    var stream = staged.streams[streamKey] ?? caches.streams[streamKey]
                         ?? Stream(minSeq: envelope.seq, maxSeq: envelope.seq, count: 0, evicted: 0, contiguous: 0, gapSince: nil)
                     if envelope.seq <= stream.contiguous {
                         outcome.duplicates += 1
@@ -106,9 +117,10 @@ extension SQLiteStatsStore {
                                 gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq), dayKey.day, at,
                                 event.type.rawValue, payload ?? envelope.encoded(), receivedAt.timeIntervalSince1970,
                             ])
-                        try apply(event, gateway: gateway, day: dayKey, at: at, daily: &daily, aborts: &aborts, stream: &stream, db)
+                        try apply(
+                            event, gateway: gateway, day: dayKey, at: at, daily: &daily, aborts: &aborts, regimen: &regimen, stream: &stream, db)
                     }
-                    streams[streamKey] = stream
+                    staged.streams[streamKey] = stream
 
                 case .status(let fleet, let gw, let status, let receivedAt):
                     let gateway = GatewayKey(fleet: fleet.rawValue, gateway: gw.rawValue)
@@ -165,23 +177,38 @@ extension SQLiteStatsStore {
                     """).execute(arguments: [key.gateway.fleet, key.gateway.gateway, key.day, reason, count])
             }
         }
+        // One statement per gateway: when it was last heard from and, from its newest live
+        // telemetry (unless the row holds newer), its agent's health.
+        let activity = try db.cachedStatement(sql: """
+            INSERT INTO gateway (fleet, gw, lastSeen, outboxDepth, outboxBytes, batteryPct, rssKiB, reconnects, telemetryAt)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (fleet, gw) DO UPDATE SET lastSeen = MAX(COALESCE(lastSeen, 0), excluded.lastSeen),
+                outboxDepth = iif(excluded.telemetryAt >= COALESCE(telemetryAt, 0), excluded.outboxDepth, outboxDepth),
+                outboxBytes = iif(excluded.telemetryAt >= COALESCE(telemetryAt, 0), excluded.outboxBytes, outboxBytes),
+                batteryPct = iif(excluded.telemetryAt >= COALESCE(telemetryAt, 0), excluded.batteryPct, batteryPct),
+                rssKiB = iif(excluded.telemetryAt >= COALESCE(telemetryAt, 0), excluded.rssKiB, rssKiB),
+                reconnects = iif(excluded.telemetryAt >= COALESCE(telemetryAt, 0), excluded.reconnects, reconnects),
+                telemetryAt = iif(excluded.telemetryAt >= COALESCE(telemetryAt, 0), excluded.telemetryAt, telemetryAt)
+            """)
         for (gateway, at) in seen {
-            try db.cachedStatement(sql: """
-                INSERT INTO gateway (fleet, gw, lastSeen) VALUES (?, ?, ?)
-                ON CONFLICT (fleet, gw) DO UPDATE SET lastSeen = MAX(COALESCE(lastSeen, 0), excluded.lastSeen)
-                """).execute(arguments: [gateway.fleet, gateway.gateway, at])
+            let latest = telemetry[gateway]
+            try activity.execute(arguments: [
+                gateway.fleet, gateway.gateway, at, latest?.agent.outboxDepth, latest?.agent.outboxBytes, latest?.batteryPct,
+                latest?.agent.rssKiB, latest?.agent.reconnects, latest?.at,
+            ])
         }
-        for (gateway, latest) in telemetry {
+        // Day 1 of each wearer's regimen: the earliest any event implies, written only when
+        // earlier than what is committed.
+        let committedStarts = withCaches { caches in regimen.filter { key, start in caches.regimenStarts[key].map { start < $0 } ?? true } }
+        for (gateway, start) in committedStarts {
             try db.cachedStatement(sql: """
-                UPDATE gateway SET outboxDepth = ?, outboxBytes = ?, batteryPct = ?, rssKiB = ?, reconnects = ?, telemetryAt = ?
-                WHERE fleet = ? AND gw = ? AND COALESCE(telemetryAt, 0) <= ?
-                """).execute(arguments: [
-                    latest.agent.outboxDepth, latest.agent.outboxBytes, latest.batteryPct, latest.agent.rssKiB,
-                    latest.agent.reconnects, latest.at, gateway.fleet, gateway.gateway, latest.at,
-                ])
+                INSERT INTO gateway (fleet, gw, regimenStart) VALUES (?, ?, ?)
+                ON CONFLICT (fleet, gw) DO UPDATE SET regimenStart = MIN(COALESCE(regimenStart, excluded.regimenStart), excluded.regimenStart)
+                """).execute(arguments: [gateway.fleet, gateway.gateway, start])
+            staged.regimenStarts[gateway] = start
         }
-        for (key, stream) in streams { try Self.save(stream, key, db) }
-        return (outcome, streams)
+        for (key, stream) in staged.streams { try Self.save(stream, key, db) }
+        return (outcome, staged)
     }
 
     /// When an envelope happened, for putting it on a day: `ts` when the gateway's clock was
@@ -201,8 +228,14 @@ extension SQLiteStatsStore {
 
     private func apply(
         _ event: Event, gateway: GatewayKey, day: DailyKey, at: Double, daily: inout [DailyKey: DailyDelta],
-        aborts: inout [DailyKey: [String: Int]], stream: inout Stream, _ db: Database
+        aborts: inout [DailyKey: [String: Int]], regimen: inout [GatewayKey: Int], stream: inout Stream, _ db: Database
     ) throws {
+        /// Day 1 of the wearer's regimen: the earliest implied by any event's `regimenDay`.
+        func noteRegimen(_ regimenDay: Int?) {
+            guard let regimenDay, regimenDay >= 1 else { return }
+            let start = day.day - (regimenDay - 1)
+            regimen[gateway] = min(regimen[gateway] ?? start, start)
+        }
         switch event {
         case .sessionStarted(let body):
             daily[day, default: DailyDelta()].started += 1
@@ -214,12 +247,13 @@ extension SQLiteStatsStore {
                     gateway.fleet, gateway.gateway, body.sessionId.rawValue, day.day, at, body.level, body.regimenPhase?.rawValue,
                     body.regimenDay,
                 ])
-            try noteRegimen(gateway, day: day.day, regimenDay: body.regimenDay, db)
+            noteRegimen(body.regimenDay)
         case .sessionLevelChanged(let body):
-            try touchSession(gateway, body.sessionId, day: day.day, db)
-            try db.execute(
-                sql: "UPDATE session SET levelChanges = levelChanges + 1 WHERE fleet = ? AND gw = ? AND sessionId = ?",
-                arguments: [gateway.fleet, gateway.gateway, body.sessionId.rawValue])
+            // The session's row is made if its start has not arrived yet (an end may come first).
+            try db.cachedStatement(sql: """
+                INSERT INTO session (fleet, gw, sessionId, day, levelChanges) VALUES (?, ?, ?, ?, 1)
+                ON CONFLICT (fleet, gw, sessionId) DO UPDATE SET levelChanges = levelChanges + 1
+                """).execute(arguments: [gateway.fleet, gateway.gateway, body.sessionId.rawValue, day.day])
         case .sessionCompleted(let summary), .sessionAborted(let summary):
             let completed: Bool
             if case .sessionCompleted = event { completed = true } else { completed = false }
@@ -229,46 +263,33 @@ extension SQLiteStatsStore {
             for level in 1...3 { delta.levelSeconds[level - 1] += summary.levelSeconds["\(level)"] ?? 0 }
             daily[day] = delta
             if !completed { aborts[day, default: [:]][summary.reason?.rawValue ?? "unknown", default: 0] += 1 }
-            try touchSession(gateway, summary.sessionId, day: day.day, db)
             try db.cachedStatement(sql: """
-                UPDATE session SET outcome = ?, reason = ?, endedAt = ?, endDay = ?, durationS = ?, stimulatingS = ?,
-                    l1 = ?, l2 = ?, l3 = ?, pauses = ?, phase = COALESCE(?, phase), regimenDay = COALESCE(?, regimenDay)
-                WHERE fleet = ? AND gw = ? AND sessionId = ?
+                INSERT INTO session (fleet, gw, sessionId, day, outcome, reason, endedAt, endDay, durationS, stimulatingS,
+                    l1, l2, l3, pauses, phase, regimenDay)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (fleet, gw, sessionId) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason,
+                    endedAt = excluded.endedAt, endDay = excluded.endDay, durationS = excluded.durationS,
+                    stimulatingS = excluded.stimulatingS, l1 = excluded.l1, l2 = excluded.l2, l3 = excluded.l3,
+                    pauses = excluded.pauses, phase = COALESCE(excluded.phase, phase), regimenDay = COALESCE(excluded.regimenDay, regimenDay)
                 """).execute(arguments: [
+                    gateway.fleet, gateway.gateway, summary.sessionId.rawValue, day.day,
                     completed ? "completed" : "aborted", summary.reason?.rawValue, at, day.day, summary.durationS,
                     summary.stimulatingS, summary.levelSeconds["1"] ?? 0, summary.levelSeconds["2"] ?? 0,
                     summary.levelSeconds["3"] ?? 0, summary.pauses, summary.regimenPhase?.rawValue, summary.regimenDay,
-                    gateway.fleet, gateway.gateway, summary.sessionId.rawValue,
                 ])
-            try noteRegimen(gateway, day: day.day, regimenDay: summary.regimenDay, db)
+            noteRegimen(summary.regimenDay)
         case .safetyTrip(let trip):
             daily[day, default: DailyDelta()].trips += 1
             if let sessionId = trip.sessionId {
-                try touchSession(gateway, sessionId, day: day.day, db)
-                try db.execute(
-                    sql: "UPDATE session SET trips = trips + 1 WHERE fleet = ? AND gw = ? AND sessionId = ?",
-                    arguments: [gateway.fleet, gateway.gateway, sessionId.rawValue])
+                try db.cachedStatement(sql: """
+                    INSERT INTO session (fleet, gw, sessionId, day, trips) VALUES (?, ?, ?, ?, 1)
+                    ON CONFLICT (fleet, gw, sessionId) DO UPDATE SET trips = trips + 1
+                    """).execute(arguments: [gateway.fleet, gateway.gateway, sessionId.rawValue, day.day])
             }
         case .outboxEvicted(let eviction):
             stream.evicted += eviction.count
         case .sessionPaused, .sessionResumed, .configApplied, .configRejected, .firmwareProgress, .outboxReset:
             break
         }
-    }
-
-    /// Makes sure a session row exists (its end may arrive before its start).
-    private func touchSession(_ gateway: GatewayKey, _ sessionId: Identifier, day: Int, _ db: Database) throws {
-        try db.cachedStatement(sql: "INSERT OR IGNORE INTO session (fleet, gw, sessionId, day) VALUES (?, ?, ?, ?)")
-            .execute(arguments: [gateway.fleet, gateway.gateway, sessionId.rawValue, day])
-    }
-
-    /// Day 1 of the wearer's regimen: the earliest implied by any event's `regimenDay`.
-    private func noteRegimen(_ gateway: GatewayKey, day: Int, regimenDay: Int?, _ db: Database) throws {
-        guard let regimenDay, regimenDay >= 1 else { return }
-        let start = day - (regimenDay - 1)
-        try db.cachedStatement(sql: """
-            INSERT INTO gateway (fleet, gw, regimenStart) VALUES (?, ?, ?)
-            ON CONFLICT (fleet, gw) DO UPDATE SET regimenStart = MIN(COALESCE(regimenStart, excluded.regimenStart), excluded.regimenStart)
-            """).execute(arguments: [gateway.fleet, gateway.gateway, start])
     }
 }

@@ -46,6 +46,9 @@ public final class SQLiteStatsStore: StatsStore {
         var streams: [StreamKey: Stream] = [:]
         /// Observed wall-clock offset (receive time minus `ts`) of unsynced gateways, per boot.
         var clockOffsets: [BootKey: Double] = [:]
+        /// Each gateway's committed `regimenStart` (day number): an event implying the same
+        /// or a later start changes nothing and needs no write.
+        var regimenStarts: [GatewayKey: Int] = [:]
     }
 
     /// Opens or creates the store at `path` (its folder is created).
@@ -62,7 +65,7 @@ public final class SQLiteStatsStore: StatsStore {
         pool = try DatabasePool(path: path, configuration: config)
         self.gapHorizonSeconds = gapHorizonSeconds
         try Self.migrator.migrate(pool)
-        let streams = try pool.read { db in
+        let loaded = try pool.read { db in
             var pending: [StreamKey: Int] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT fleet, gw, epoch, COUNT(*) AS n FROM received GROUP BY fleet, gw, epoch") {
                 pending[StreamKey(fleet: row["fleet"], gateway: row["gw"], epoch: row["epoch"])] = row["n"]
@@ -75,9 +78,13 @@ public final class SQLiteStatsStore: StatsStore {
                     evicted: row["evicted"], contiguous: UInt64(row["contiguous"] as Int64), gapSince: row["gapSince"],
                     pendingAbove: pending[key] ?? 0)
             }
-            return streams
+            var starts: [GatewayKey: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT fleet, gw, regimenStart FROM gateway WHERE regimenStart IS NOT NULL") {
+                starts[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = row["regimenStart"]
+            }
+            return (streams, starts)
         }
-        caches.withLock { $0.streams = streams }
+        caches.withLock { $0.streams = loaded.0; $0.regimenStarts = loaded.1 }
     }
 
     static var migrator: DatabaseMigrator {
