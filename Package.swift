@@ -89,6 +89,7 @@ let package = Package(
             dependencies: [
                 "SpectraProtocol", "SpectraConfig", "MQTT", "CSQLiteSettings",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

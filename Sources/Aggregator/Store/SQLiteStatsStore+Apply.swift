@@ -76,13 +76,13 @@ extension SQLiteStatsStore {
                         // waiting above it.
                         stream.contiguous += 1
                         while stream.pendingAbove > 0 {
-                            try deleteKey.execute(arguments: [gateway.fleet, gateway.gateway, streamKey.epoch, Int64(stream.contiguous + 1)])
+                            try deleteKey.run(gateway.fleet, gateway.gateway, streamKey.epoch, Int64(stream.contiguous + 1))
                             guard db.changesCount == 1 else { break }
                             stream.contiguous += 1
                             stream.pendingAbove -= 1
                         }
                     } else {
-                        try insertKey.execute(arguments: [gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq)])
+                        try insertKey.run(gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq))
                         if db.changesCount == 0 {
                             outcome.duplicates += 1
                             continue
@@ -113,10 +113,9 @@ extension SQLiteStatsStore {
                         try db.cachedStatement(sql: """
                             INSERT OR IGNORE INTO event (fleet, gw, epoch, seq, day, ts, type, body, receivedAt)
                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                            """).execute(arguments: [
+                            """).run(
                                 gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq), dayKey.day, at,
-                                event.type.rawValue, payload ?? envelope.encoded(), receivedAt.timeIntervalSince1970,
-                            ])
+                                event.type.rawValue, payload ?? envelope.encoded(), receivedAt.timeIntervalSince1970)
                         try apply(
                             event, gateway: gateway, day: dayKey, at: at, daily: &daily, aborts: &aborts, regimen: &regimen, stream: &stream, db)
                     }
@@ -164,10 +163,9 @@ extension SQLiteStatsStore {
                     completed = completed + excluded.completed, aborted = aborted + excluded.aborted,
                     l1 = l1 + excluded.l1, l2 = l2 + excluded.l2, l3 = l3 + excluded.l3,
                     pauses = pauses + excluded.pauses, trips = trips + excluded.trips
-                """).execute(arguments: [
+                """).run(
                     key.gateway.fleet, key.gateway.gateway, key.day, delta.started, delta.completed, delta.aborted,
-                    delta.levelSeconds[0], delta.levelSeconds[1], delta.levelSeconds[2], delta.pauses, delta.trips,
-                ])
+                    delta.levelSeconds[0], delta.levelSeconds[1], delta.levelSeconds[2], delta.pauses, delta.trips)
         }
         for (key, reasons) in aborts {
             for (reason, count) in reasons {
@@ -192,10 +190,9 @@ extension SQLiteStatsStore {
             """)
         for (gateway, at) in seen {
             let latest = telemetry[gateway]
-            try activity.execute(arguments: [
+            try activity.run(
                 gateway.fleet, gateway.gateway, at, latest?.agent.outboxDepth, latest?.agent.outboxBytes, latest?.batteryPct,
-                latest?.agent.rssKiB, latest?.agent.reconnects, latest?.at,
-            ])
+                latest?.agent.rssKiB, latest?.agent.reconnects, latest?.at)
         }
         // Day 1 of each wearer's regimen: the earliest any event implies, written only when
         // earlier than what is committed.
@@ -243,10 +240,9 @@ extension SQLiteStatsStore {
                 INSERT INTO session (fleet, gw, sessionId, day, startedAt, level, phase, regimenDay) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (fleet, gw, sessionId) DO UPDATE SET day = excluded.day, startedAt = excluded.startedAt,
                     level = excluded.level, phase = COALESCE(phase, excluded.phase), regimenDay = COALESCE(regimenDay, excluded.regimenDay)
-                """).execute(arguments: [
+                """).run(
                     gateway.fleet, gateway.gateway, body.sessionId.rawValue, day.day, at, body.level, body.regimenPhase?.rawValue,
-                    body.regimenDay,
-                ])
+                    body.regimenDay)
             noteRegimen(body.regimenDay)
         case .sessionLevelChanged(let body):
             // The session's row is made if its start has not arrived yet (an end may come first).
@@ -271,12 +267,11 @@ extension SQLiteStatsStore {
                     endedAt = excluded.endedAt, endDay = excluded.endDay, durationS = excluded.durationS,
                     stimulatingS = excluded.stimulatingS, l1 = excluded.l1, l2 = excluded.l2, l3 = excluded.l3,
                     pauses = excluded.pauses, phase = COALESCE(excluded.phase, phase), regimenDay = COALESCE(excluded.regimenDay, regimenDay)
-                """).execute(arguments: [
+                """).run(
                     gateway.fleet, gateway.gateway, summary.sessionId.rawValue, day.day,
                     completed ? "completed" : "aborted", summary.reason?.rawValue, at, day.day, summary.durationS,
                     summary.stimulatingS, summary.levelSeconds["1"] ?? 0, summary.levelSeconds["2"] ?? 0,
-                    summary.levelSeconds["3"] ?? 0, summary.pauses, summary.regimenPhase?.rawValue, summary.regimenDay,
-                ])
+                    summary.levelSeconds["3"] ?? 0, summary.pauses, summary.regimenPhase?.rawValue, summary.regimenDay)
             noteRegimen(summary.regimenDay)
         case .safetyTrip(let trip):
             daily[day, default: DailyDelta()].trips += 1

@@ -192,10 +192,9 @@ public final class SQLiteStatsStore: StatsStore {
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (fleet, gw, epoch) DO UPDATE SET minSeq = excluded.minSeq, maxSeq = excluded.maxSeq,
                 count = excluded.count, evicted = excluded.evicted, contiguous = excluded.contiguous, gapSince = excluded.gapSince
-            """).execute(arguments: [
+            """).run(
                 key.fleet, key.gateway, key.epoch, Int64(stream.minSeq), Int64(stream.maxSeq), stream.count, stream.evicted,
-                Int64(stream.contiguous), stream.gapSince,
-            ])
+                Int64(stream.contiguous), stream.gapSince)
     }
 
     func withCaches<T>(_ body: (inout Caches) throws -> T) rethrows -> T {
