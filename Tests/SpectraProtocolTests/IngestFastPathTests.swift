@@ -113,6 +113,44 @@ struct IngestFastPathTests {
         Self.expectSameOutcome(json)
     }
 
+    @Test("strings are read eight bytes at a time: a quote, escape, control or non-ASCII byte at any position of any length is seen")
+    func stringsAcrossWords() {
+        // Escapes and control characters make the fast path give up (the reference reads the
+        // first and refuses the second); anything else it reads itself.
+        let givesUp = ["\\\"", "\\n", "\\u0041", "\\\\", "\u{1}", "\u{1F}"]
+        let reads = ["\u{7F}", "é", "\u{2028}", "😀", " ", "~", "-"]
+        for length in 0..<34 {
+            for position in 0..<max(1, length) {
+                for special in givesUp + reads {
+                    var characters = Array(repeating: "a", count: length)
+                    if length > 0 { characters[position] = special }
+                    let text = characters.joined()
+                    // In a skipped channel (the string scanner alone) and in a field read.
+                    for json in [
+                        Self.variant(#""channels":[]"#, #""channels":[{"id":""# + text + #""}]"#),
+                        Self.variant(#""batteryPct":76"#, #""batteryPct":76,"sessionId":"s"# + text + #"""#),
+                    ] {
+                        Self.expectSameOutcome(json)
+                        let fast = IngestFastPath.read(Data(json.utf8))
+                        if length > 0 && givesUp.contains(special) {
+                            #expect(fast == nil, "the fast path read \(json)")
+                        } else if !json.contains("sessionId") || (special == "-" || length == 0) {
+                            #expect(fast != nil, "the fast path gave up on \(json)")
+                        }
+                    }
+                }
+            }
+        }
+        // Invalid UTF-8 beyond the first word.
+        var bytes = Array(Self.variant(#""channels":[]"#, #""channels":[{"id":"abcdefghijklmnop"}]"#).utf8)
+        let at = bytes.firstIndex(of: UInt8(ascii: "k"))!
+        bytes[at] = 0xC3
+        bytes[at + 1] = 0x28
+        let data = Data(bytes)
+        #expect(IngestFastPath.read(data) == nil)
+        #expect(throws: ProtocolError.self) { try Envelope.decodeSkippingChannels(data) }
+    }
+
     @Test("session events the agent writes are read by the fast path, equal to the reference; other events are left to it")
     func events() throws {
         for (type, event) in Samples.events {
