@@ -20,6 +20,12 @@ extension SQLiteStatsStore {
         var batteryPct: Double
     }
 
+    /// What a batch saw of one gateway: when it was last heard from, its newest live telemetry.
+    struct GatewayActivity {
+        var lastSeen = 0.0
+        var telemetry: LatestTelemetry?
+    }
+
     public func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
         try await pool.writeWithoutTransaction { db in
             var outcome = ApplyOutcome()
@@ -50,23 +56,28 @@ extension SQLiteStatsStore {
         var outcome = ApplyOutcome()
         var daily: [DailyKey: DailyDelta] = [:]
         var aborts: [DailyKey: [String: Int]] = [:]
-        var telemetry: [GatewayKey: LatestTelemetry] = [:]
-        var seen: [GatewayKey: Double] = [:]
+        var activity: [GatewayKey: GatewayActivity] = [:]
         /// The earliest regimen start each gateway's events in this batch imply.
         var regimen: [GatewayKey: Int] = [:]
         var staged = Staged()
         let commitTime = Date().timeIntervalSince1970
         let insertKey = try db.cachedStatement(sql: "INSERT OR IGNORE INTO received (fleet, gw, epoch, seq) VALUES (?, ?, ?, ?)")
         let deleteKey = try db.cachedStatement(sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq = ?")
+        let insertEvent = try db.cachedStatement(sql: """
+            INSERT OR IGNORE INTO event (fleet, gw, epoch, seq, day, ts, type, body, receivedAt)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
 
         try withCaches { caches in
             for record in records {
                 switch record {
                 case .envelope(let envelope, let receivedAt, let historical, let payload):
                     let gateway = GatewayKey(fleet: envelope.fleet.rawValue, gateway: envelope.gateway.rawValue)
-                    let streamKey = StreamKey(fleet: gateway.fleet, gateway: gateway.gateway, epoch: envelope.epoch.wireString)
+                    let streamKey = StreamKey(fleet: gateway.fleet, gateway: gateway.gateway, epoch: envelope.epoch)
                     var stream = staged.streams[streamKey] ?? caches.streams[streamKey]
-                        ?? Stream(minSeq: envelope.seq, maxSeq: envelope.seq, count: 0, evicted: 0, contiguous: 0, gapSince: nil)
+                        ?? Stream(
+                            epochText: envelope.epoch.wireString, minSeq: envelope.seq, maxSeq: envelope.seq, count: 0, evicted: 0,
+                            contiguous: 0, gapSince: nil)
                     if envelope.seq <= stream.contiguous {
                         outcome.duplicates += 1
                         continue
@@ -76,13 +87,13 @@ extension SQLiteStatsStore {
                         // waiting above it.
                         stream.contiguous += 1
                         while stream.pendingAbove > 0 {
-                            try deleteKey.run(gateway.fleet, gateway.gateway, streamKey.epoch, Int64(stream.contiguous + 1))
+                            try deleteKey.run(gateway.fleet, gateway.gateway, stream.epochText, Int64(stream.contiguous + 1))
                             guard db.changesCount == 1 else { break }
                             stream.contiguous += 1
                             stream.pendingAbove -= 1
                         }
                     } else {
-                        try insertKey.run(gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq))
+                        try insertKey.run(gateway.fleet, gateway.gateway, stream.epochText, Int64(envelope.seq))
                         if db.changesCount == 0 {
                             outcome.duplicates += 1
                             continue
@@ -93,8 +104,6 @@ extension SQLiteStatsStore {
                     stream.maxSeq = max(stream.maxSeq, envelope.seq)
                     stream.count += 1
                     outcome.accepted += 1
-                    outcome.changedGateways.insert(gateway)
-                    seen[gateway] = max(seen[gateway] ?? 0, receivedAt.timeIntervalSince1970)
 
                     let at = effectiveTime(envelope, receivedAt: receivedAt, historical: historical, caches: &caches)
                     if envelope.synced {
@@ -103,19 +112,18 @@ extension SQLiteStatsStore {
                         if !historical { outcome.latenciesSeconds.append(lag) }
                     }
                     let dayKey = DailyKey(gateway: gateway, day: Day(Date(timeIntervalSince1970: at)).number)
-                    switch envelope.message {
-                    case .telemetry(let body):
-                        if at >= telemetry[gateway]?.at ?? -.infinity, !historical {
-                            telemetry[gateway] = LatestTelemetry(at: at, agent: body.agent, batteryPct: body.batteryPct)
-                        }
-                    case .event(let event):
+                    let latest: LatestTelemetry?
+                    if case .telemetry(let body) = envelope.message, !historical {
+                        latest = LatestTelemetry(at: at, agent: body.agent, batteryPct: body.batteryPct)
+                    } else {
+                        latest = nil
+                    }
+                    update(&activity[gateway, default: GatewayActivity()], seen: receivedAt.timeIntervalSince1970, latest)
+                    if case .event(let event) = envelope.message {
                         outcome.acceptedEvents += 1
-                        try db.cachedStatement(sql: """
-                            INSERT OR IGNORE INTO event (fleet, gw, epoch, seq, day, ts, type, body, receivedAt)
-                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                            """).run(
-                                gateway.fleet, gateway.gateway, streamKey.epoch, Int64(envelope.seq), dayKey.day, at,
-                                event.type.rawValue, payload ?? envelope.encoded(), receivedAt.timeIntervalSince1970)
+                        try insertEvent.run(
+                            gateway.fleet, gateway.gateway, stream.epochText, Int64(envelope.seq), dayKey.day, at,
+                            event.type.rawValue, payload ?? envelope.encoded(), receivedAt.timeIntervalSince1970)
                         try apply(
                             event, gateway: gateway, day: dayKey, at: at, daily: &daily, aborts: &aborts, regimen: &regimen, stream: &stream, db)
                     }
@@ -177,7 +185,7 @@ extension SQLiteStatsStore {
         }
         // One statement per gateway: when it was last heard from and, from its newest live
         // telemetry (unless the row holds newer), its agent's health.
-        let activity = try db.cachedStatement(sql: """
+        let saveActivity = try db.cachedStatement(sql: """
             INSERT INTO gateway (fleet, gw, lastSeen, outboxDepth, outboxBytes, batteryPct, rssKiB, reconnects, telemetryAt)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (fleet, gw) DO UPDATE SET lastSeen = MAX(COALESCE(lastSeen, 0), excluded.lastSeen),
@@ -188,12 +196,13 @@ extension SQLiteStatsStore {
                 reconnects = iif(excluded.telemetryAt >= COALESCE(telemetryAt, 0), excluded.reconnects, reconnects),
                 telemetryAt = iif(excluded.telemetryAt >= COALESCE(telemetryAt, 0), excluded.telemetryAt, telemetryAt)
             """)
-        for (gateway, at) in seen {
-            let latest = telemetry[gateway]
-            try activity.run(
-                gateway.fleet, gateway.gateway, at, latest?.agent.outboxDepth, latest?.agent.outboxBytes, latest?.batteryPct,
+        for (gateway, seen) in activity {
+            let latest = seen.telemetry
+            try saveActivity.run(
+                gateway.fleet, gateway.gateway, seen.lastSeen, latest?.agent.outboxDepth, latest?.agent.outboxBytes, latest?.batteryPct,
                 latest?.agent.rssKiB, latest?.agent.reconnects, latest?.at)
         }
+        outcome.changedGateways.formUnion(activity.keys)
         // Day 1 of each wearer's regimen: the earliest any event implies, written only when
         // earlier than what is committed.
         let committedStarts = withCaches { caches in regimen.filter { key, start in caches.regimenStarts[key].map { start < $0 } ?? true } }
@@ -212,6 +221,11 @@ extension SQLiteStatsStore {
     /// synced; otherwise `ts` corrected by the offset observed on that boot's live messages
     /// (receive time minus `ts`), or the receive time when no live message of that boot has
     /// been seen yet.
+    private func update(_ activity: inout GatewayActivity, seen: Double, _ telemetry: LatestTelemetry?) {
+        activity.lastSeen = max(activity.lastSeen, seen)
+        if let telemetry, telemetry.at >= activity.telemetry?.at ?? -.infinity { activity.telemetry = telemetry }
+    }
+
     private func effectiveTime(_ envelope: Envelope, receivedAt: Date, historical: Bool, caches: inout Caches) -> Double {
         let ts = envelope.timestamp.timeIntervalSince1970
         if envelope.synced { return ts }

@@ -22,10 +22,12 @@ public final class SQLiteStatsStore: StatsStore {
     struct StreamKey: Hashable {
         var fleet: String
         var gateway: String
-        var epoch: String
+        var epoch: UUID
     }
 
     struct Stream {
+        /// The epoch as stored (its wire form), made once per stream rather than per envelope.
+        var epochText: String
         var minSeq: UInt64
         var maxSeq: UInt64
         var count: Int
@@ -66,17 +68,21 @@ public final class SQLiteStatsStore: StatsStore {
         self.gapHorizonSeconds = gapHorizonSeconds
         try Self.migrator.migrate(pool)
         let loaded = try pool.read { db in
-            var pending: [StreamKey: Int] = [:]
+            var pending: [[String]: Int] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT fleet, gw, epoch, COUNT(*) AS n FROM received GROUP BY fleet, gw, epoch") {
-                pending[StreamKey(fleet: row["fleet"], gateway: row["gw"], epoch: row["epoch"])] = row["n"]
+                pending[[row["fleet"], row["gw"], row["epoch"]]] = row["n"]
             }
             var streams: [StreamKey: Stream] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT * FROM stream") {
-                let key = StreamKey(fleet: row["fleet"], gateway: row["gw"], epoch: row["epoch"])
-                streams[key] = Stream(
-                    minSeq: UInt64(row["minSeq"] as Int64), maxSeq: UInt64(row["maxSeq"] as Int64), count: row["count"],
+                let fleet: String = row["fleet"], gateway: String = row["gw"], epochText: String = row["epoch"]
+                // Every epoch here was written from a UUID's wire form.
+                guard let epoch = UUID(uuidString: epochText) else {
+                    throw DatabaseError(message: "table stream: epoch \(epochText) of \(fleet)/\(gateway) is not a UUID; the file is damaged")
+                }
+                streams[StreamKey(fleet: fleet, gateway: gateway, epoch: epoch)] = Stream(
+                    epochText: epochText, minSeq: UInt64(row["minSeq"] as Int64), maxSeq: UInt64(row["maxSeq"] as Int64), count: row["count"],
                     evicted: row["evicted"], contiguous: UInt64(row["contiguous"] as Int64), gapSince: row["gapSince"],
-                    pendingAbove: pending[key] ?? 0)
+                    pendingAbove: pending[[fleet, gateway, epochText]] ?? 0)
             }
             var starts: [GatewayKey: Int] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT fleet, gw, regimenStart FROM gateway WHERE regimenStart IS NOT NULL") {
@@ -158,7 +164,7 @@ public final class SQLiteStatsStore: StatsStore {
         for (key, var stream) in waiting {
             let seqs = try Int64.fetchAll(
                 db, sql: "SELECT seq FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq > ? ORDER BY seq",
-                arguments: [key.fleet, key.gateway, key.epoch, Int64(stream.contiguous)]).map { UInt64($0) }
+                arguments: [key.fleet, key.gateway, stream.epochText, Int64(stream.contiguous)]).map { UInt64($0) }
             var contiguous = stream.contiguous
             for seq in seqs {
                 if seq == contiguous + 1 {
@@ -174,7 +180,7 @@ public final class SQLiteStatsStore: StatsStore {
             if contiguous != stream.contiguous {
                 try db.execute(
                     sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq <= ?",
-                    arguments: [key.fleet, key.gateway, key.epoch, Int64(contiguous)])
+                    arguments: [key.fleet, key.gateway, stream.epochText, Int64(contiguous)])
                 stream.contiguous = contiguous
                 stream.gapSince = nil
                 stream.pendingAbove = seqs.filter { $0 > contiguous }.count
@@ -193,7 +199,7 @@ public final class SQLiteStatsStore: StatsStore {
             ON CONFLICT (fleet, gw, epoch) DO UPDATE SET minSeq = excluded.minSeq, maxSeq = excluded.maxSeq,
                 count = excluded.count, evicted = excluded.evicted, contiguous = excluded.contiguous, gapSince = excluded.gapSince
             """).run(
-                key.fleet, key.gateway, key.epoch, Int64(stream.minSeq), Int64(stream.maxSeq), stream.count, stream.evicted,
+                key.fleet, key.gateway, stream.epochText, Int64(stream.minSeq), Int64(stream.maxSeq), stream.count, stream.evicted,
                 Int64(stream.contiguous), stream.gapSince)
     }
 
