@@ -87,57 +87,72 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
         guard topic.utf8.count <= Self.maxLength else {
             throw ProtocolError(.invalidTopic, path: "topic", "topic is longer than \(Self.maxLength) bytes")
         }
-        // Substrings of the received topic, split on the byte '/' as MQTT splits levels (not
-        // on Characters, which costs a grapheme break per character): it is parsed once per
-        // message the aggregator reads.
-        let levels = topic.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).map { Substring($0) }
-        guard levels.count >= 4, levels[0] == "spectra", levels[1] == "v1" else {
+        // The levels are byte ranges of the topic's UTF-8, split on the byte '/' as MQTT splits
+        // them, and compared byte for byte: it is parsed once per message the aggregator reads
+        // (as Substrings, with an array of them and String comparisons, it was a sixth of
+        // parsing a telemetry message).
+        var text = topic
+        let parsed = text.withUTF8 { bytes in Result { () throws(ProtocolError) -> Topic? in try Self.parse(bytes, topic) } }
+        if let parsed = try parsed.get() {
+            self = parsed
+            return
+        }
+        throw ProtocolError(
+            .invalidTopic, path: "topic", "\(Identifier.describe(topic)) is not a topic of the spectra/v1 contract")
+    }
+
+    /// The contract topic `bytes` spell, nil when they spell none; `topic` is for messages.
+    private static func parse(_ bytes: UnsafeBufferPointer<UInt8>, _ topic: String) throws(ProtocolError) -> Topic? {
+        // The contract's topics have seven levels at most (`spectra/v1/{fleet}/gw/{gw}/cmd/config`):
+        // the first seven are kept, the rest only counted.
+        var levels = InlineArray<7, Range<Int>>(repeating: 0..<0)
+        var count = 0
+        var start = 0
+        for position in 0...bytes.count where position == bytes.count || bytes[position] == UInt8(ascii: "/") {
+            if count < levels.count { levels[count] = start..<position }
+            count += 1
+            start = position + 1
+        }
+        func level(_ index: Int) -> UnsafeBufferPointer<UInt8> {
+            UnsafeBufferPointer(rebasing: bytes[levels[index]])
+        }
+        func level(_ index: Int, is word: StaticString) -> Bool {
+            level(index).elementsEqual(UnsafeBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount))
+        }
+        func id(_ index: Int, _ field: String) throws(ProtocolError) -> Identifier {
+            try Identifier(String(decoding: level(index), as: UTF8.self), field: field)
+        }
+        guard count >= 4, level(0, is: "spectra"), level(1, is: "v1") else {
             throw ProtocolError(
                 .invalidTopic, path: "topic",
                 "\(Identifier.describe(topic)) does not start with '\(Self.root)/{fleet}/'")
         }
-        let fleet = try Identifier(String(levels[2]), field: "topic.fleet")
-        let rest = levels[3...]
-        let first = rest.startIndex
-        func id(_ text: Substring, _ field: String) throws(ProtocolError) -> Identifier {
-            try Identifier(String(text), field: field)
-        }
-        switch rest.count {
-        case 2 where rest[first] == "stats" && rest[first + 1] == "summary":
-            self = .statsSummary(fleet: fleet)
-            return
-        case 3 where rest[first] == "all" && rest[first + 1] == "cmd" && rest[first + 2] == "config":
-            self = .fleetConfig(fleet: fleet)
-            return
-        case 3 where rest[first] == "stats" && rest[first + 1] == "gw":
-            self = .statsGateway(fleet: fleet, gateway: try id(rest[first + 2], "topic.gateway"))
-            return
-        case 3 where rest[first] == "gw":
-            let gw = try id(rest[first + 1], "topic.gateway")
-            switch rest[first + 2] {
-            case "status": self = .status(fleet: fleet, gateway: gw); return
-            case "event": self = .event(fleet: fleet, gateway: gw); return
-            case "telemetry": self = .telemetry(fleet: fleet, gateway: gw); return
-            case "state": self = .state(fleet: fleet, gateway: gw); return
-            default: break
-            }
-        case 4 where rest[first] == "gw" && rest[first + 2] == "cmd":
-            let gw = try id(rest[first + 1], "topic.gateway")
-            switch rest[first + 3] {
-            case "config": self = .gatewayConfig(fleet: fleet, gateway: gw); return
-            case "firmware": self = .firmware(fleet: fleet, gateway: gw); return
-            case "stop": self = .stop(fleet: fleet, gateway: gw); return
-            case "rebirth": self = .rebirth(fleet: fleet, gateway: gw); return
-            default: break
-            }
-        case 4 where rest[first] == "group" && rest[first + 2] == "cmd" && rest[first + 3] == "config":
-            self = .groupConfig(fleet: fleet, group: try id(rest[first + 1], "topic.group"))
-            return
+        let fleet = try id(2, "topic.fleet")
+        switch count - 3 {
+        case 2 where level(3, is: "stats") && level(4, is: "summary"):
+            return .statsSummary(fleet: fleet)
+        case 3 where level(3, is: "all") && level(4, is: "cmd") && level(5, is: "config"):
+            return .fleetConfig(fleet: fleet)
+        case 3 where level(3, is: "stats") && level(4, is: "gw"):
+            return .statsGateway(fleet: fleet, gateway: try id(5, "topic.gateway"))
+        case 3 where level(3, is: "gw"):
+            let gw = try id(4, "topic.gateway")
+            if level(5, is: "telemetry") { return .telemetry(fleet: fleet, gateway: gw) }
+            if level(5, is: "event") { return .event(fleet: fleet, gateway: gw) }
+            if level(5, is: "status") { return .status(fleet: fleet, gateway: gw) }
+            if level(5, is: "state") { return .state(fleet: fleet, gateway: gw) }
+        case 4 where level(3, is: "gw") && level(5, is: "cmd"):
+            let gw = try id(4, "topic.gateway")
+            if level(6, is: "config") { return .gatewayConfig(fleet: fleet, gateway: gw) }
+            if level(6, is: "firmware") { return .firmware(fleet: fleet, gateway: gw) }
+            if level(6, is: "stop") { return .stop(fleet: fleet, gateway: gw) }
+            if level(6, is: "rebirth") { return .rebirth(fleet: fleet, gateway: gw) }
+        case 4 where level(3, is: "group") && level(5, is: "cmd") && level(6, is: "config"):
+            return .groupConfig(fleet: fleet, group: try id(4, "topic.group"))
         default:
             break
         }
-        throw ProtocolError(
-            .invalidTopic, path: "topic", "\(Identifier.describe(topic)) is not a topic of the spectra/v1 contract")
+        return nil
     }
 }
 
