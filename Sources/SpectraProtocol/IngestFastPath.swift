@@ -7,8 +7,15 @@ extension Envelope {
     /// ordinary) goes through the reference decoder, which also says what is wrong with a bad
     /// message.
     public static func decodeForIngest(_ data: Data) throws(ProtocolError) -> Envelope {
-        if let envelope = IngestFastPath.read(data) { return envelope }
+        if let envelope = data.withUnsafeBytes(IngestFastPath.read) { return envelope }
         return try decodeSkippingChannels(data)
+    }
+
+    /// ``decodeForIngest(_:)-(Data)`` of a received payload's bytes, copied into `Data` only
+    /// for the reference decoder.
+    public static func decodeForIngest(_ bytes: [UInt8]) throws(ProtocolError) -> Envelope {
+        if let envelope = bytes.withUnsafeBytes(IngestFastPath.read) { return envelope }
+        return try decodeSkippingChannels(Data(bytes))
     }
 }
 
@@ -25,11 +32,13 @@ struct IngestFastPath {
     private let bytes: UnsafeRawBufferPointer
     private var index = 0
 
+    static func read(_ bytes: UnsafeRawBufferPointer) -> Envelope? {
+        var reader = IngestFastPath(bytes: bytes)
+        return reader.envelope()
+    }
+
     static func read(_ data: Data) -> Envelope? {
-        data.withUnsafeBytes { bytes in
-            var reader = IngestFastPath(bytes: bytes)
-            return reader.envelope()
-        }
+        data.withUnsafeBytes(read)
     }
 
     private init(bytes: UnsafeRawBufferPointer, index: Int = 0) {

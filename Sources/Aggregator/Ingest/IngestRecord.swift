@@ -32,11 +32,10 @@ public enum IngestRecord: Sendable {
         } catch {
             throw Refusal(reason: error.code.rawValue, detail: error.description)
         }
-        let data = Data(message.payload)
         do {
             switch topic {
             case .event(let fleet, let gateway), .telemetry(let fleet, let gateway):
-                let envelope = try Envelope.decodeForIngest(data)
+                let envelope = try Envelope.decodeForIngest(message.payload)
                 guard envelope.fleet == fleet, envelope.gateway == gateway else {
                     throw Refusal(
                         reason: "topic_mismatch",
@@ -48,11 +47,13 @@ public enum IngestRecord: Sendable {
                 }
                 return .envelope(
                     envelope, receivedAt: receivedAt, historical: message.userProperty("historical") == "true",
-                    payload: envelope.kind == .event ? data : nil)
+                    payload: envelope.kind == .event ? Data(message.payload) : nil)
             case .status(let fleet, let gateway):
+                let data = Data(message.payload)
                 guard !data.isEmpty else { throw Refusal(reason: "empty", detail: "cleared retained status on \(message.topic)") }
                 return .status(fleet: fleet, gateway: gateway, try WireFormat.decode(GatewayStatus.self, from: data), receivedAt: receivedAt)
             case .state(let fleet, let gateway):
+                let data = Data(message.payload)
                 guard !data.isEmpty else { throw Refusal(reason: "empty", detail: "cleared retained state on \(message.topic)") }
                 return .state(fleet: fleet, gateway: gateway, try WireFormat.decode(ReportedState.self, from: data), receivedAt: receivedAt)
             default:
