@@ -217,15 +217,16 @@ extension SQLiteStatsStore {
         return (outcome, staged)
     }
 
-    /// When an envelope happened, for putting it on a day: `ts` when the gateway's clock was
-    /// synced; otherwise `ts` corrected by the offset observed on that boot's live messages
-    /// (receive time minus `ts`), or the receive time when no live message of that boot has
-    /// been seen yet.
+    /// Folds one accepted envelope into what the batch saw of its gateway.
     private func update(_ activity: inout GatewayActivity, seen: Double, _ telemetry: LatestTelemetry?) {
         activity.lastSeen = max(activity.lastSeen, seen)
         if let telemetry, telemetry.at >= activity.telemetry?.at ?? -.infinity { activity.telemetry = telemetry }
     }
 
+    /// When an envelope happened, for putting it on a day: `ts` when the gateway's clock was
+    /// synced; otherwise `ts` corrected by the offset observed on that boot's live messages
+    /// (receive time minus `ts`), or the receive time when no live message of that boot has
+    /// been seen yet.
     private func effectiveTime(_ envelope: Envelope, receivedAt: Date, historical: Bool, caches: inout Caches) -> Double {
         let ts = envelope.timestamp.timeIntervalSince1970
         if envelope.synced { return ts }
