@@ -205,8 +205,8 @@ extension SQLiteStatsStore {
         outcome.changedGateways.formUnion(activity.keys)
         // Day 1 of each wearer's regimen: the earliest any event implies, written only when
         // earlier than what is committed.
-        let committedStarts = withCaches { caches in regimen.filter { key, start in caches.regimenStarts[key].map { start < $0 } ?? true } }
-        for (gateway, start) in committedStarts {
+        let earlierStarts = withCaches { caches in regimen.filter { key, start in caches.regimenStarts[key].map { start < $0 } ?? true } }
+        for (gateway, start) in earlierStarts {
             try db.cachedStatement(sql: """
                 INSERT INTO gateway (fleet, gw, regimenStart) VALUES (?, ?, ?)
                 ON CONFLICT (fleet, gw) DO UPDATE SET regimenStart = MIN(COALESCE(regimenStart, excluded.regimenStart), excluded.regimenStart)
