@@ -45,6 +45,8 @@ let package = Package(
         .target(name: "CCurlFetch"),
         // Process-wide SQLite settings (`sqlite3_config` is variadic: not callable from Swift).
         .target(name: "CSQLiteSettings", linkerSettings: [.linkedLibrary("sqlite3")]),
+        // Buffered reads for the MQTT loop's sockets (defines the process's `read` and `close`).
+        .target(name: "CSocketBuffer"),
 
         // Libraries
         .target(
@@ -64,7 +66,7 @@ let package = Package(
         .target(name: "Waveform"),
         .target(
             name: "MQTT",
-            dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CMosquitto", "CSocketBuffer", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "Outbox",

@@ -1,4 +1,5 @@
 import CMosquitto
+import CSocketBuffer
 import Foundation
 import Synchronization
 
@@ -29,6 +30,8 @@ final class ClientCore: @unchecked Sendable {
     /// The socket ``corked(_:)`` holds corked, or -1.
     private var corkedFD: Int32 = -1
     private var watchingRead = true
+    /// Whether a read pass is queued for bytes already in the socket's buffer.
+    private var readScheduled = false
     private var connected = false
     /// Whether the connection that just ended had been established (CONNACK success).
     private var lostAfterConnect = false
@@ -207,6 +210,8 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         fd = mosquitto_socket(handle)
+        // Unbuffered if this fails: slower, not wrong. `close` drops the buffer.
+        _ = spectra_socket_buffer_attach(fd)
         watchingWrite = mosquitto_want_write(handle)
         watchingRead = true
         token = loop.register(fd: fd, core: self, wantWrite: watchingWrite)
@@ -268,7 +273,7 @@ final class ClientCore: @unchecked Sendable {
         func readAndWrite() {
             if readable || hangup {  // (a hang-up here means reading is allowed)
                 lastInbound = MQTTEventLoop.now()
-                settle(handle, rc: mosquitto_loop_read(handle, 1))
+                readAvailable(handle)
             }
             guard token != 0 else { return }
             if writable && mayWrite { settle(handle, rc: mosquitto_loop_write(handle, 1)) }
@@ -283,6 +288,43 @@ final class ClientCore: @unchecked Sendable {
             readAndWrite()
         }
         flushAcknowledgements()
+    }
+
+    /// Packets read per readiness event at most, so one busy connection does not hold the
+    /// loop from the others.
+    static let packetsPerWake = 256
+
+    /// Reads packets until the socket has no more, the consumer's window is full, or
+    /// ``packetsPerWake`` were read.
+    ///
+    /// `mosquitto_loop_read` reads one packet per call, with a `read` per header byte: the
+    /// socket's buffer (`CSocketBuffer`) serves those, and this loop goes on while it holds
+    /// bytes or the socket may, instead of back through `epoll_wait` for every packet.
+    /// Bytes left in the buffer are not covered by epoll's readiness: a pass that stops with
+    /// some is continued from the loop's queue (or when reading resumes, ``updateInterest()``).
+    private func readAvailable(_ handle: OpaquePointer) {
+        let socket = fd
+        for _ in 0..<Self.packetsPerWake {
+            let rc = mosquitto_loop_read(handle, 1)
+            settle(handle, rc: rc)
+            guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue), token != 0, self.handle == handle, mayRead,
+                !spectra_socket_drained(socket)
+            else { return }
+        }
+        continueReading()
+    }
+
+    /// Reads on from the loop's queue when bytes wait in the socket's buffer, which epoll
+    /// does not see.
+    private func continueReading() {
+        guard token != 0, spectra_socket_buffered(fd) > 0, !readScheduled else { return }
+        readScheduled = true
+        let socket = fd
+        loop.execute { [self] in
+            readScheduled = false
+            guard fd == socket, token != 0 else { return }
+            handle(readable: true, writable: false)
+        }
     }
 
     /// Runs `body` with the socket corked, so the packets it writes leave in as few TCP
@@ -357,6 +399,7 @@ final class ClientCore: @unchecked Sendable {
         let wantWrite = mosquitto_want_write(handle) && mayWrite
         let wantRead = mayRead
         if wantWrite != watchingWrite || wantRead != watchingRead {
+            if wantRead && !watchingRead { continueReading() }
             watchingWrite = wantWrite
             watchingRead = wantRead
             loop.update(fd: fd, token: token, wantRead: wantRead, wantWrite: wantWrite)

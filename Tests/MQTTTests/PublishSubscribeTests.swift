@@ -177,6 +177,49 @@ struct PublishSubscribeTests {
         await later.disconnect()
     }
 
+    @Test("a queued backlog of small and large packets arrives whole and in order, however often the window pauses reading")
+    func backlogThroughPauses() async throws {
+        let broker = try await MosquittoBroker()
+        func reader() -> MQTTClient {
+            var configuration = broker.client("reader", cleanStart: false, expiry: 3600)
+            configuration.acknowledgeWhenSettled = 7
+            return MQTTClient(configuration)
+        }
+        let first = reader()
+        try await first.connect()
+        try await first.subscribe([Subscription("q/#")])
+        await first.disconnect()
+        #expect(await eventually { broker.log.contains("Client reader disconnected") })
+
+        // Many packets to a read, and some (40 KiB) larger than one read takes.
+        let payloads = (0..<600).map { index -> [UInt8] in
+            let size = index % 50 == 0 ? 40_000 + index : 1 + (index * 37) % 300
+            return (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index) }
+        }
+        let publisher = MQTTClient(broker.client("pub"))
+        try await publisher.connect()
+        for payload in payloads { try await publisher.publish(OutgoingMessage(topic: "q/x", payload: payload)) }
+
+        // Read seven, settle them, read on: every pause can leave packets read from the socket
+        // and not yet delivered, which epoll no longer reports.
+        let again = reader()
+        let received = Collector(again.messages)
+        #expect(try await again.connect() == true)
+        var settled = 0
+        while settled < payloads.count {
+            let next = min(settled + 7, payloads.count)
+            guard await received.waitFor(count: next) else { break }
+            again.settle(through: received.elements[next - 1].delivery)
+            settled = next
+        }
+        #expect(settled == payloads.count, "reading stalled after \(received.count) of \(payloads.count)")
+        let got = received.elements.map(\.payload)
+        #expect(got.count == payloads.count)
+        let firstWrong = zip(got, payloads).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        #expect(firstWrong == nil, "message \(firstWrong ?? 0) differs from the one published")
+        await again.disconnect()
+    }
+
     @Test("a shared subscription splits messages between two clients, none lost or doubled")
     func sharedSubscription() async throws {
         let broker = try await MosquittoBroker()
