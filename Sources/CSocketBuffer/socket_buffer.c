@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -72,4 +73,16 @@ ssize_t read(int fd, void *destination, size_t count) {
 int close(int fd) {
     spectra_socket_buffer_detach(fd);
     return (int)syscall(SYS_close, fd);
+}
+
+static _Thread_local bool refuse_socketpair = false;
+
+void spectra_socketpair_refused(bool refused) { refuse_socketpair = refused; }
+
+int socketpair(int domain, int type, int protocol, int pair[2]) {
+    if (refuse_socketpair) {
+        errno = EMFILE;
+        return -1;
+    }
+    return (int)syscall(SYS_socketpair, domain, type, protocol, pair);
 }

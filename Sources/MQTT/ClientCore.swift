@@ -121,7 +121,12 @@ final class ClientCore: @unchecked Sendable {
         delivered = 0
         settled = 0
         let context = Unmanaged.passRetained(CallbackContext(core: self))
-        guard let handle = mosquitto_new(configuration.clientID, configuration.cleanStart, context.toOpaque()) else {
+        // Without its wake-up socket pair, which only its own loop thread would read (see
+        // `spectra_socketpair_refused`): a system call less per packet.
+        spectra_socketpair_refused(true)
+        let created = mosquitto_new(configuration.clientID, configuration.cleanStart, context.toOpaque())
+        spectra_socketpair_refused(false)
+        guard let handle = created else {
             context.release()
             fail(MQTTError.library(Int32(MOSQ_ERR_NOMEM.rawValue), "creating the client"))
             return
