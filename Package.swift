@@ -182,7 +182,10 @@ let package = Package(
         ),
         .testTarget(
             name: "AggregatorTests",
-            dependencies: ["Aggregator", "SpectraConfig", "SpectraProtocol", "SpectraTesting", "MQTT", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "Aggregator", "SpectraConfig", "SpectraProtocol", "SpectraTesting", "MQTT",
+                .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(name: "FleetSimTests", dependencies: ["FleetSim"]),
         .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting", "SpectraProtocol", "MQTT"]),

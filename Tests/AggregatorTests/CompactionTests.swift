@@ -1,5 +1,6 @@
 @_spi(Testing) import Aggregator
 import Foundation
+import GRDB
 import MQTT
 import SpectraProtocol
 import SpectraTesting
@@ -98,5 +99,54 @@ extension CompactionTests {
         let again = try await store.apply((first + batch).map { record($0, historical: true) })
         #expect(again.accepted == 0)
         #expect(again.duplicates == 10 + batch.count)
+    }
+}
+
+extension CompactionTests {
+    @Test("the raw event log takes each accepted event once, and keeps what a file from before its migration held")
+    func eventLog() async throws {
+        let folder = try TestEnvironment.temporaryDirectory("event-log")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("agg.sqlite").path
+
+        // A file written before the log lost its (fleet, gw, epoch, seq) key: two events of
+        // an old day and one of today.
+        try SQLiteStatsStore.createSchema(at: path, upTo: "v1")
+        let epoch = UUID().uuidString
+        let earlier: [(seq: Int, day: Int)] = [(1, today.number - 40), (2, today.number - 40), (3, today.number)]
+        try await DatabaseQueue(path: path).write { db in
+            for event in earlier {
+                try db.execute(
+                    sql: """
+                        INSERT INTO event (fleet, gw, epoch, seq, day, ts, type, body, receivedAt)
+                        VALUES ('demo', 'gw-old', ?, ?, ?, 0, 'session.started', ?, 0)
+                        """,
+                    arguments: [epoch, event.seq, event.day, Data("body-\(event.seq)".utf8)])
+            }
+        }
+
+        let store = try SQLiteStatsStore(path: path)
+        let migrated = try await store.storedEvents()
+        #expect(migrated.map(\.gateway) == ["gw-old", "gw-old", "gw-old"])
+        #expect(migrated.map(\.seq) == [1, 2, 3])
+        #expect(migrated.map { String(decoding: $0.body, as: UTF8.self) } == ["body-1", "body-2", "body-3"])
+
+        // New events: each once, however often the broker delivers it; telemetry is not logged.
+        var feed = GatewayFeed("gw-new")
+        var envelopes: [Envelope] = []
+        for index in 0..<3 {
+            envelopes.append(feed.telemetry(at: testNow.addingTimeInterval(Double(index) * 2000)))
+            envelopes += feed.session(SessionTruth(gateway: "gw-new", id: "s-\(index)", start: testNow.addingTimeInterval(Double(index) * 2000 + 10), trips: 1))
+        }
+        let events = envelopes.filter { $0.kind == .event }
+        #expect(try await store.apply(envelopes.map { record($0) }).acceptedEvents == events.count)
+        #expect(try await store.apply(envelopes.map { record($0, historical: true) }).duplicates == envelopes.count)
+        #expect(try await store.apply(events.reversed().map { record($0) }).duplicates == events.count)
+        let logged = try await store.storedEvents().filter { $0.gateway == "gw-new" }
+        #expect(logged.map(\.seq) == events.map { Int($0.seq) })
+
+        // Retention still goes by day.
+        #expect(try await store.prune(before: today.adding(-30)) == 2)
+        #expect(try await store.storedEvents().count == 1 + events.count)
     }
 }

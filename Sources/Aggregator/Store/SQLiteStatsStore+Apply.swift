@@ -64,7 +64,7 @@ extension SQLiteStatsStore {
         let insertKey = try db.cachedStatement(sql: "INSERT OR IGNORE INTO received (fleet, gw, epoch, seq) VALUES (?, ?, ?, ?)")
         let deleteKey = try db.cachedStatement(sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq = ?")
         let insertEvent = try db.cachedStatement(sql: """
-            INSERT OR IGNORE INTO event (fleet, gw, epoch, seq, day, ts, type, body, receivedAt)
+            INSERT INTO event (fleet, gw, epoch, seq, day, ts, type, body, receivedAt)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
 

@@ -128,6 +128,20 @@ public final class SQLiteStatsStore: StatsStore {
                 CREATE INDEX event_by_day ON event (day);
                 """)
         }
+        // The raw event log is kept in arrival order, without a key of (fleet, gw, epoch, seq):
+        // dedupe happens before an event is written (the stream watermarks and `received`), and
+        // that key put each batch's events at a thousand places of an index, one page each, so
+        // a commit wrote more pages the longer the log grew.
+        migrator.registerMigration("v2-event-log-in-arrival-order") { db in
+            try db.execute(sql: """
+                CREATE TABLE event_log (fleet TEXT NOT NULL, gw TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL,
+                    day INTEGER NOT NULL, ts REAL NOT NULL, type TEXT NOT NULL, body BLOB NOT NULL, receivedAt REAL NOT NULL);
+                INSERT INTO event_log SELECT fleet, gw, epoch, seq, day, ts, type, body, receivedAt FROM event ORDER BY rowid;
+                DROP TABLE event;
+                ALTER TABLE event_log RENAME TO event;
+                CREATE INDEX event_by_day ON event (day);
+                """)
+        }
         return migrator
     }
 
@@ -212,6 +226,20 @@ extension SQLiteStatsStore {
     /// How many dedupe keys are stored above the streams' watermarks (for tests).
     @_spi(Testing) public func storedDedupeKeys() async throws -> Int {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM received") ?? 0 }
+    }
+}
+
+extension SQLiteStatsStore {
+    /// The raw event log, oldest first: gateway, seq, day and stored body (for tests).
+    @_spi(Testing) public func storedEvents() async throws -> [(gateway: String, seq: Int, day: Int, body: Data)] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT gw, seq, day, body FROM event ORDER BY rowid").map { ($0["gw"], $0["seq"], $0["day"], $0["body"]) }
+        }
+    }
+
+    /// Creates the schema of an earlier version at `path` (for tests of the migrations).
+    @_spi(Testing) public static func createSchema(at path: String, upTo migration: String) throws {
+        try migrator.migrate(DatabaseQueue(path: path), upTo: migration)
     }
 }
 
