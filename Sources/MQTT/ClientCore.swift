@@ -310,11 +310,11 @@ final class ClientCore: @unchecked Sendable {
     private func readAvailable(_ handle: OpaquePointer) {
         let socket = fd
         for _ in 0..<Self.packetsPerWake {
+            // (A queued continuation may find the window full since.)
+            guard mayRead else { return }
             let rc = mosquitto_loop_read(handle, 1)
             settle(handle, rc: rc)
-            guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue), token != 0, self.handle == handle, mayRead,
-                !spectra_socket_drained(socket)
-            else { return }
+            guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue), token != 0, self.handle == handle, !spectra_socket_drained(socket) else { return }
         }
         continueReading()
     }
