@@ -458,10 +458,13 @@ final class ClientCore: @unchecked Sendable {
     }
 
     fileprivate func onDisconnect(rc: Int32) {
+        // The reason of a MOSQ_ERR_ERRNO, before unregistering the closed socket (EBADF) or
+        // anything else overwrites it.
+        let systemError = errno
         // Inside libmosquitto: release the handle after this callback returns.
         let ended = handle.map { UInt(bitPattern: $0) }
         loop.execute { [self] in
-            if let ended, self.handle.map({ UInt(bitPattern: $0) }) == ended { self.connectionEnded(rc: rc) }
+            if let ended, self.handle.map({ UInt(bitPattern: $0) }) == ended { self.connectionEnded(rc: rc, systemError: systemError) }
         }
         if token != 0 {
             loop.unregister(fd: fd, token: token)
@@ -472,12 +475,12 @@ final class ClientCore: @unchecked Sendable {
     }
 
     /// The connection is over: fail what waited on it, release the handle, reconnect.
-    private func connectionEnded(rc: Int32) {
+    private func connectionEnded(rc: Int32, systemError: Int32 = 0) {
         let wasConnected = lostAfterConnect || connected
         lostAfterConnect = false
         let error = lastError ?? (rc == 0
             ? MQTTError(.closed, "disconnected")
-            : MQTTError.library(rc, "connection to \(configuration.host):\(configuration.port) lost"))
+            : MQTTError.library(rc, "connection to \(configuration.host):\(configuration.port) lost", systemError: systemError))
         teardown()
         let lost = MQTTError(.connectionLost, code: rc, "the connection dropped before the broker acknowledged: \(error.message)")
         for (_, pending) in publishes {

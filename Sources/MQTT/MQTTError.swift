@@ -51,12 +51,14 @@ public struct MQTTError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Maps a libmosquitto return code, adding advice for the common cases.
-    static func library(_ rc: Int32, _ context: String) -> MQTTError {
+    /// - Parameter systemError: the `errno` that goes with `MOSQ_ERR_ERRNO`, read where the
+    ///   failure happened: any system call since may have changed it.
+    static func library(_ rc: Int32, _ context: String, systemError: Int32 = errno) -> MQTTError {
         let text = String(cString: mosquitto_strerror(rc))
         let advice: String
         switch mosq_err_t(rawValue: rc) {
         case MOSQ_ERR_ERRNO:
-            advice = "connection failed (\(String(cString: strerror(errno)))): check the broker URL and that the broker is running"
+            advice = "connection failed (\(String(cString: strerror(systemError)))): check the broker URL and that the broker is running"
         case MOSQ_ERR_EAI:
             advice = "the broker's host name could not be resolved: check the URL's host and DNS"
         case MOSQ_ERR_TLS:
