@@ -18,6 +18,7 @@ struct AgentTests {
         let config: String
         let witness: MQTTClient
         let received: Collector<MQTTMessage>
+        let witnessStates: Collector<ConnectionState>
         let agent: Mutex<ChildProcess?> = Mutex(nil)
 
         init(timeScale: Int = 300, extra: String = "", profile: String? = nil) async throws {
@@ -43,6 +44,7 @@ struct AgentTests {
                 """.write(toFile: config, atomically: true, encoding: .utf8)
             witness = MQTTClient(MQTTConfiguration(port: broker.port, clientID: "witness", cleanStart: false, sessionExpirySeconds: 3600))
             received = Collector(witness.messages)
+            witnessStates = Collector(witness.connectionEvents)
             try await witness.connect()
             try await witness.subscribe([Subscription("spectra/v1/demo/#")])
         }
@@ -64,17 +66,24 @@ struct AgentTests {
         }
 
         /// The events received, in arrival order, with their seq and whether they were replayed.
-        private func receivedEvents() -> [(seq: UInt64, event: Event, historical: Bool)] {
+        private func receivedEvents() -> [(epoch: UUID, seq: UInt64, event: Event, historical: Bool)] {
             received.elements.filter { $0.topic.hasSuffix("/event") }.compactMap { message in
                 guard let envelope = try? Envelope.decode(Data(message.payload)), case .event(let event) = envelope.message else { return nil }
-                return (envelope.seq, event, message.userProperty("historical") == "true")
+                return (envelope.epoch, envelope.seq, event, message.userProperty("historical") == "true")
             }
         }
 
-        /// The events received, in the agent's order (by seq): a message replayed after a
-        /// reconnect may arrive after newer live ones, by design (live messages go first).
+        /// The events received, in the agent's order (by seq), each once.
+        ///
+        /// A message replayed after a reconnect may arrive after newer live ones, by design
+        /// (live messages go first). And QoS 1 may deliver one twice: when the broker stops
+        /// before it has the witness's PUBACK, the resumed session sends it again. Consumers
+        /// dedupe on (epoch, seq), as the aggregator does, and so does this view.
         func events() -> [Event] {
-            receivedEvents().sorted { $0.seq < $1.seq }.map(\.event)
+            var seen = Set<String>()
+            return receivedEvents().sorted { $0.seq < $1.seq }
+                .filter { seen.insert("\($0.epoch)/\($0.seq)").inserted }
+                .map(\.event)
         }
 
         /// The events in arrival order, with their seq and whether they were replayed.
@@ -83,6 +92,19 @@ struct AgentTests {
         }
 
         func eventTypes() -> [String] { events().map(\.type.rawValue) }
+
+        /// What a failed expectation needs to be explained: the arrivals, the witness's
+        /// connection history and the agent's log.
+        func diagnostics() -> String {
+            let states = witnessStates.elements.map { state -> String in
+                switch state {
+                case .connected(let sessionPresent): "connected(sessionPresent: \(sessionPresent))"
+                case .disconnected(let reason): "disconnected(\(reason))"
+                default: "\(state)"
+                }
+            }
+            return "arrived: \(arrivals())\nwitness: \(states.joined(separator: ", "))\nagent log:\n\(process?.standardError.suffix(4000) ?? "")"
+        }
 
         func statusLines() -> [GatewayStatus] {
             received.elements.filter { $0.topic.hasSuffix("/status") }.compactMap { try? WireFormat.decode(GatewayStatus.self, from: Data($0.payload)) }
@@ -146,7 +168,7 @@ struct AgentTests {
         #expect(
             types.filter { $0 != "session.level_changed" } == ["session.started", "session.paused", "session.resumed", "session.completed"]
                 && types.filter { $0 == "session.level_changed" }.count == 1 && types.first == "session.started",
-            "arrived: \(harness.arrivals())")
+            "\(harness.diagnostics())")
         let events = harness.events()
         let change = events.lazy.compactMap { if case .sessionLevelChanged(let change) = $0 { change } else { nil } }.first
         #expect(change?.from == 1 && change?.to == 2)

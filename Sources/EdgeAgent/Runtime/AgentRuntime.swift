@@ -25,6 +25,9 @@ public actor AgentRuntime: Service {
     private var state: AgentState
     private var subscribed = false
     private var stopping = false
+    /// Whether the last connection state seen was connected: losing the broker is logged once,
+    /// not once per failed attempt while it stays away.
+    private var wasConnected = false
 
     private var statePath: String { "\(configuration.dataDirectory)/state.json" }
     /// The control socket of an agent using `dataDirectory`.
@@ -147,7 +150,15 @@ public actor AgentRuntime: Service {
     // MARK: Presence
 
     private func connectionChanged(_ state: ConnectionState) async {
-        guard case .connected = state, let client else { return }
+        guard case .connected = state, let client else {
+            if case .disconnected(let reason) = state, wasConnected, !stopping {
+                logger.warning("lost the broker; queueing until it is back", metadata: ["reason": "\(reason)"])
+            }
+            wasConnected = false
+            return
+        }
+        logger.info("connected to the broker", metadata: ["broker": "\(configuration.broker.url)"])
+        wasConnected = true
         await publishPresence()
         if !subscribed {
             let fleet = configuration.fleet
