@@ -83,4 +83,30 @@ struct HTTPDownloadTests {
         // full parallel test run on 2 cores, a 10 s bound was once missed by a second.)
         #expect(ContinuousClock.now - started < .seconds(30), "not after the 60 s timeout")
     }
+
+    @Test("each transfer's timeout runs from its call, however many others are under way")
+    func independentTransfers() async throws {
+        let server = try StaticHTTPServer(routes: ["/stalled.bin": .stall(announcing: image.count)])
+        // Many more stalled transfers than cores: a fleet simulator's gateways, say. (On a
+        // shared dispatch queue, which adds a thread about once a second for blocked work, the
+        // last ones here timed out some 9 s after the call.)
+        let started = ContinuousClock.now
+        let outcomes = await withTaskGroup(of: HTTPDownloadError.Code?.self) { group in
+            for _ in 0..<48 {
+                group.addTask {
+                    do {
+                        _ = try await HTTPDownload.get(server.url("/stalled.bin"), maxBytes: self.image.count, timeout: .seconds(1))
+                        return nil
+                    } catch let error as HTTPDownloadError {
+                        return error.code
+                    } catch {
+                        return nil
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(outcomes.count == 48 && outcomes.allSatisfy { $0 == HTTPDownloadError.Code.timedOut })
+        #expect(ContinuousClock.now - started < .seconds(6), "each timed out on its own 1 s, not after waiting for a thread")
+    }
 }

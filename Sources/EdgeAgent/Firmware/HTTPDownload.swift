@@ -1,5 +1,5 @@
 import CCurlFetch
-import Dispatch
+import Foundation
 
 /// One HTTP(S) GET into memory, with a size limit enforced while the body arrives and a limit
 /// on the whole transfer's time.
@@ -18,7 +18,10 @@ public enum HTTPDownload {
         let milliseconds = max(1, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         let outcome: Result<[UInt8], HTTPDownloadError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                queue.async {
+                // A thread of its own: the transfer blocks for up to `timeout`, and on a queue
+                // shared with other transfers (a fleet simulator's agents) it could wait behind
+                // them first, its timeout not yet running.
+                Thread.detachNewThread {
                     continuation.resume(returning: perform(url, timeoutMilliseconds: Int(milliseconds), maxBytes: maxBytes, cancelled: cancelled))
                 }
             }
@@ -27,8 +30,6 @@ public enum HTTPDownload {
         }
         return try outcome.get()
     }
-
-    private static let queue = DispatchQueue(label: "spectra.http-download", attributes: .concurrent)
 
     private static func perform(_ url: String, timeoutMilliseconds: Int, maxBytes: Int, cancelled: CancelFlag) -> Result<[UInt8], HTTPDownloadError> {
         var result = spectra_fetch_result()
