@@ -29,6 +29,9 @@ public final class StaticHTTPServer: Sendable {
     /// how far a client read before it hung up (plus what the socket buffers took).
     public func bodyBytesSent(_ path: String) -> Int { tally.bytes.withLock { $0[path, default: 0] } }
 
+    /// When each request for `path` arrived so far, in order, as the server's threads saw it.
+    public func arrivals(_ path: String) -> [ContinuousClock.Instant] { tally.arrivals.withLock { $0[path, default: []] } }
+
     /// Starts serving `files` (path -> bytes).
     public convenience init(files: [String: [UInt8]]) throws {
         try self.init(routes: files.mapValues { .body($0) })
@@ -47,7 +50,7 @@ public final class StaticHTTPServer: Sendable {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0, listen(fd, 16) == 0 else { throw TestEnvironmentError("bind/listen failed: errno \(errno)") }
+        guard bound == 0, listen(fd, 256) == 0 else { throw TestEnvironmentError("bind/listen failed: errno \(errno)") }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
@@ -79,6 +82,7 @@ public final class StaticHTTPServer: Sendable {
         let line = String(decoding: request.prefix(max(0, count)), as: UTF8.self).split(separator: "\r\n").first ?? ""
         let parts = line.split(separator: " ")
         let path = parts.count > 1 ? String(parts[1]) : ""
+        tally.arrivals.withLock { $0[path, default: []].append(.now) }
         let ok = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n"
         switch routes[path] {
         case .body(let body):
@@ -129,9 +133,10 @@ public final class StaticHTTPServer: Sendable {
     }
 }
 
-/// Body bytes sent per path, shared by the connection threads.
+/// Requests and body bytes sent per path, shared by the connection threads.
 private final class BodyTally: Sendable {
     let bytes = Mutex<[String: Int]>([:])
+    let arrivals = Mutex<[String: [ContinuousClock.Instant]]>([:])
 
     func add(_ count: Int, for path: String) { bytes.withLock { $0[path, default: 0] += count } }
 }

@@ -18,12 +18,15 @@ public enum HTTPDownload {
         let milliseconds = max(1, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         let outcome: Result<[UInt8], HTTPDownloadError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                // A thread of its own: the transfer blocks for up to `timeout`, and on a queue
-                // shared with other transfers (a fleet simulator's agents) it could wait behind
-                // them first, its timeout not yet running.
-                Thread.detachNewThread {
+                // A thread of its own: the transfer blocks for up to `timeout`. On a dispatch
+                // queue it would hold one of the threads Swift's tasks run on (which the queue
+                // replaces only slowly), and wait behind other transfers, its timeout not yet
+                // running. A small stack: a fleet simulator may run thousands at once.
+                let thread = Thread {
                     continuation.resume(returning: perform(url, timeoutMilliseconds: Int(milliseconds), maxBytes: maxBytes, cancelled: cancelled))
                 }
+                thread.stackSize = 512 << 10
+                thread.start()
             }
         } onCancel: {
             cancelled.set()
