@@ -59,7 +59,10 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, out[1], 1)
         posix_spawn_file_actions_adddup2(&actions, err[1], 2)
-        for fd in out + err { posix_spawn_file_actions_addclose(&actions, fd) }
+        // Nothing else of this process's: not the pipes of children started at the same time
+        // (their readers would wait for this child's end to see theirs), nor its sockets
+        // (a client closed here would stay open in the child, its broker none the wiser).
+        Self.closeFrom3(&actions)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -128,6 +131,15 @@ public final class ChildProcess: Sendable {
         }
     }
 
+    /// Adds glibc's "close every descriptor from 3 on" action (2.34 and later), looked up at run
+    /// time: Swift's Glibc module does not declare it. Without it (an older glibc) the child
+    /// inherits what is not close-on-exec, as before.
+    private static func closeFrom3(_ actions: inout posix_spawn_file_actions_t) {
+        typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return }
+        _ = unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3)
+    }
+
     /// Starts a watchdog that kills `pid` if this (test) process dies first, so that a test run
     /// that is killed leaves no broker or agent behind.
     private static func reapWhenParentDies(pid: Int32) {
@@ -138,6 +150,7 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_RDWR, 0) }
+        Self.closeFrom3(&actions)
         var watchdog: pid_t = 0
         let empty: [UnsafeMutablePointer<CChar>?] = [nil]
         if posix_spawn(&watchdog, "/bin/sh", &actions, nil, argv, empty) == 0 {

@@ -105,4 +105,16 @@ struct BrokerHarnessTests {
         try await broker.restart()
         #expect(try await readRetained(broker, topic: "t/s") == "saved")
     }
+
+    @Test("a started process holds only its standard descriptors, none of the test process's")
+    func descriptorsNotInherited() async throws {
+        // A socket as libmosquitto opens them: not close-on-exec. Inherited, a client closed here
+        // would stay open in the child, and the broker would not see it go.
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(socket >= 3)
+        defer { close(socket) }
+        let listing = try await ChildProcess.run("/bin/sh", ["-c", "ls /proc/$$/fd"], timeout: 10)
+        #expect(listing.status == 0, "\(listing.stderr)")
+        #expect(listing.stdout.split(separator: "\n") == ["0", "1", "2"], "\(listing.stdout)")
+    }
 }
