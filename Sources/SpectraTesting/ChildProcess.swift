@@ -62,7 +62,9 @@ public final class ChildProcess: Sendable {
         // Nothing else of this process's: not the pipes of children started at the same time
         // (their readers would wait for this child's end to see theirs), nor its sockets
         // (a client closed here would stay open in the child, its broker none the wiser).
-        Self.closeFrom3(&actions)
+        if !Self.closeFrom3(&actions) {
+            for fd in out + err { posix_spawn_file_actions_addclose(&actions, fd) }
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -132,12 +134,13 @@ public final class ChildProcess: Sendable {
     }
 
     /// Adds glibc's "close every descriptor from 3 on" action (2.34 and later), looked up at run
-    /// time: Swift's Glibc module does not declare it. Without it (an older glibc) the child
-    /// inherits what is not close-on-exec, as before.
-    private static func closeFrom3(_ actions: inout posix_spawn_file_actions_t) {
+    /// time: Swift's Glibc module does not declare it.
+    /// - Returns: false on an older glibc, whose children inherit what is not close-on-exec.
+    @discardableResult
+    private static func closeFrom3(_ actions: inout posix_spawn_file_actions_t) -> Bool {
         typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return }
-        _ = unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3)
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return false }
+        return unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3) == 0
     }
 
     /// Starts a watchdog that kills `pid` if this (test) process dies first, so that a test run
