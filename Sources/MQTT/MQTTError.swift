@@ -65,8 +65,10 @@ public struct MQTTError: Error, Sendable, Hashable, CustomStringConvertible {
             advice = "TLS failed: check the CA file, the client certificate and key, and that the broker's certificate names this host"
         case MOSQ_ERR_CONN_REFUSED:
             advice = "the broker refused the connection: check the credentials and client id"
-        case MOSQ_ERR_NO_CONN, MOSQ_ERR_CONN_LOST:
+        case MOSQ_ERR_NO_CONN:
             advice = "not connected to the broker"
+        case MOSQ_ERR_CONN_LOST:
+            advice = "the broker closed the connection or the network dropped it (a broker restart, a takeover by the same client id, or a reset)"
         case MOSQ_ERR_KEEPALIVE:
             advice = "the broker stopped answering (keepalive expired): the link is silent or the broker is frozen"
         case MOSQ_ERR_INVAL, MOSQ_ERR_MALFORMED_UTF8:

@@ -63,12 +63,16 @@ struct ConnectionTests {
     func brokerRestart() async throws {
         let broker = try await MosquittoBroker()
         let client = MQTTClient(broker.client("c1"))
+        let events = Collector(client.connectionEvents)
         try await client.connect()
         let received = Collector(client.messages)
         try await client.subscribe([Subscription("x/#")])
         try await broker.restart(hard: true)
         #expect(await eventually(timeout: 15) { client.isConnected })
         #expect(client.reconnects >= 1)
+        // The reason says what happened to the connection (not the errno of whatever ran after).
+        let lost = events.elements.compactMap { if case .disconnected(let reason) = $0 { reason } else { nil } }.first
+        #expect(lost?.contains("lost: the broker closed the connection") == true, "\(lost ?? "no disconnect seen")")
         let publisher = MQTTClient(broker.client("p1"))
         try await publisher.connect()
         try await publisher.publish(OutgoingMessage(topic: "x/after", payload: bytes("back")))
