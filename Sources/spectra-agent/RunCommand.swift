@@ -27,6 +27,9 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         AllocatorTuning.apply()
+        // A daemon: a write to a peer that has gone is an error to handle (EPIPE), never a
+        // reason to end the agent and the session it runs.
+        signal(SIGPIPE, SIG_IGN)
         let configuration = await loadAgentConfiguration(options)
         let profile: CalibrationProfileBox
         do {

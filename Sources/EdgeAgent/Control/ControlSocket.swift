@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -14,6 +15,7 @@ public final class ControlSocketServer: Sendable {
     public let path: String
     private let fd: Int32
     private let handler: Handler
+    private let closed = Mutex(false)
 
     /// Binds and listens on `path` (a stale socket file is replaced).
     /// - Throws: ``ControlSocketError`` when the socket cannot be created.
@@ -55,18 +57,51 @@ public final class ControlSocketServer: Sendable {
                 guard client >= 0 else { break }
                 group.addTask {
                     defer { close(client) }
-                    guard let line = Self.readLine(client) else { return }
+                    guard let line = await Self.readRequest(client) else { return }
                     Self.write(bytes: await handler(Data(line.utf8)), to: client)
                 }
             }
         }
+        // Closed here, once no `accept` can still be waiting on the descriptor: closed in
+        // `stop()`, its number could be reused (by a database file or the MQTT socket) before
+        // the accept thread's next call.
+        closeListener()
     }
 
     /// Stops accepting and removes the socket file.
     public func stop() {
+        // Wakes a waiting `accept` with an error, which ends `run()`.
         shutdown(fd, Int32(SHUT_RDWR))
-        close(fd)
         unlink(path)
+    }
+
+    deinit { closeListener() }
+
+    private func closeListener() {
+        let first = closed.withLock { closed in
+            defer { closed = true }
+            return !closed
+        }
+        if first { close(fd) }
+    }
+
+    /// How long a client may take to send its request line, or to take the answer.
+    static let clientTimeoutSeconds = 5
+
+    /// Reads the request line on a thread of its own: a client that connects and says nothing
+    /// must not hold one of the few threads Swift's tasks run on (a handful of them would stop
+    /// the agent, sessions included). Gives up after ``clientTimeoutSeconds``.
+    private static func readRequest(_ client: Int32) async -> String? {
+        setTimeout(client, SO_RCVTIMEO, seconds: clientTimeoutSeconds)
+        setTimeout(client, SO_SNDTIMEO, seconds: clientTimeoutSeconds)
+        return await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: readLine(client).line) }
+        }
+    }
+
+    static func setTimeout(_ fd: Int32, _ option: Int32, seconds: Int) {
+        var limit = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
 
     private static func accept(_ fd: Int32) async -> Int32 {
@@ -77,16 +112,20 @@ public final class ControlSocketServer: Sendable {
         }
     }
 
-    static func readLine(_ fd: Int32, limit: Int = 64 * 1024) -> String? {
+    /// Reads up to a newline (or end of file); `timedOut` when the socket's receive timeout
+    /// ran out first.
+    static func readLine(_ fd: Int32, limit: Int = 64 * 1024) -> (line: String?, timedOut: Bool) {
         var buffer: [UInt8] = []
         var byte: UInt8 = 0
         while buffer.count < limit {
             let count = read(fd, &byte, 1)
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return (nil, true) }
             if count <= 0 { break }
             if byte == 0x0A { break }
             buffer.append(byte)
         }
-        return buffer.isEmpty ? nil : String(decoding: buffer, as: UTF8.self)
+        return (buffer.isEmpty ? nil : String(decoding: buffer, as: UTF8.self), false)
     }
 
     static func write(_ object: [String: Any], to fd: Int32) {
@@ -100,7 +139,9 @@ public final class ControlSocketServer: Sendable {
         data.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
-                let written = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                // No SIGPIPE when the client has gone (a command interrupted while the agent
+                // worked on it): a signal would end the agent, a session with it.
+                let written = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
                 if written <= 0 { return }
                 offset += written
             }
@@ -111,7 +152,8 @@ public final class ControlSocketServer: Sendable {
 /// Sends one request to a running agent's control socket.
 public enum ControlSocketClient {
     /// - Throws: ``ControlSocketError`` when the agent is not running or does not answer.
-    public static func send(_ request: [String: Any], path: String) throws -> [String: Any] {
+    /// - Parameter timeoutSeconds: how long to wait for the answer.
+    public static func send(_ request: [String: Any], path: String, timeoutSeconds: Int = 30) throws -> [String: Any] {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ControlSocketError("cannot create a socket: errno \(errno)") }
         defer { close(fd) }
@@ -129,9 +171,11 @@ public enum ControlSocketClient {
         guard connected == 0 else {
             throw ControlSocketError("no agent answers on \(path): is `spectra-agent run` running with this data folder?")
         }
+        ControlSocketServer.setTimeout(fd, SO_RCVTIMEO, seconds: timeoutSeconds)
         ControlSocketServer.write(request, to: fd)
-        guard let line = ControlSocketServer.readLine(fd),
-            let response = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        let (line, timedOut) = ControlSocketServer.readLine(fd)
+        if timedOut { throw ControlSocketError("the agent did not answer within \(timeoutSeconds) s: see its log") }
+        guard let line, let response = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
         else { throw ControlSocketError("the agent closed the connection without an answer") }
         return response
     }
