@@ -88,15 +88,12 @@ public final class ControlSocketServer: Sendable {
     /// How long a client may take to send its request line, or to take the answer.
     static let clientTimeoutSeconds = 5
 
-    /// Reads the request line on a thread of its own: a client that connects and says nothing
-    /// must not hold one of the few threads Swift's tasks run on (a handful of them would stop
-    /// the agent, sessions included). Gives up after ``clientTimeoutSeconds``.
+    /// Reads the request line off the tasks' threads (a client that connects and says nothing
+    /// would hold one). Gives up after ``clientTimeoutSeconds``.
     private static func readRequest(_ client: Int32) async -> String? {
         setTimeout(client, SO_RCVTIMEO, seconds: clientTimeoutSeconds)
         setTimeout(client, SO_SNDTIMEO, seconds: clientTimeoutSeconds)
-        return await withCheckedContinuation { continuation in
-            Thread.detachNewThread { continuation.resume(returning: readLine(client).line) }
-        }
+        return await onThreadOfItsOwn { readLine(client).line }
     }
 
     static func setTimeout(_ fd: Int32, _ option: Int32, seconds: Int) {
@@ -105,11 +102,7 @@ public final class ControlSocketServer: Sendable {
     }
 
     private static func accept(_ fd: Int32) async -> Int32 {
-        await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(returning: Glibc.accept(fd, nil, nil))
-            }
-        }
+        await onThreadOfItsOwn { Glibc.accept(fd, nil, nil) }
     }
 
     /// Reads up to a newline (or end of file); `timedOut` when the socket's receive timeout

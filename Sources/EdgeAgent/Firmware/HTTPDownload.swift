@@ -17,16 +17,11 @@ public enum HTTPDownload {
         let cancelled = CancelFlag()
         let milliseconds = max(1, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         let outcome: Result<[UInt8], HTTPDownloadError> = await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                // A thread of its own: the transfer blocks for up to `timeout`. On a dispatch
-                // queue it would hold one of the threads Swift's tasks run on (which the queue
-                // replaces only slowly), and wait behind other transfers, its timeout not yet
-                // running. A small stack: a fleet simulator may run thousands at once.
-                let thread = Thread {
-                    continuation.resume(returning: perform(url, timeoutMilliseconds: Int(milliseconds), maxBytes: maxBytes, cancelled: cancelled))
-                }
-                thread.stackSize = 512 << 10
-                thread.start()
+            // It blocks for up to `timeout`: off the tasks' threads, and beside other transfers
+            // rather than queued behind them, its timeout not yet running. A small stack: a
+            // fleet simulator may run thousands at once.
+            await onThreadOfItsOwn(stackSize: 512 << 10) {
+                perform(url, timeoutMilliseconds: Int(milliseconds), maxBytes: maxBytes, cancelled: cancelled)
             }
         } onCancel: {
             cancelled.set()
