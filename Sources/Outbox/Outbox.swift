@@ -392,12 +392,15 @@ public actor Outbox {
     }
 
     /// ``flush()``, giving up at `deadline` (a disk that refuses writes never settles).
+    /// Without a deadline, a cancelled caller stops waiting; with one (``close()``), the wait
+    /// is kept even in a cancelled task, whose own sleeps would return at once and spin.
     private func flush(until deadline: ContinuousClock.Instant?) async {
         while writing || !pending.isEmpty || !pendingDeletes.isEmpty {
             if let deadline, ContinuousClock.now >= deadline { return }
+            if deadline == nil && Task.isCancelled { return }
             deletesDue = true
             startWriter()
-            try? await Task.sleep(for: .milliseconds(5))
+            await Task { try? await Task.sleep(for: .milliseconds(5)) }.value
         }
     }
 

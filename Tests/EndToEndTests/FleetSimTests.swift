@@ -112,4 +112,30 @@ struct FleetSimTests {
         #expect(await aggregator.stop() == 0)
         await broker.stop()
     }
+
+    @Test("a live fleet stopped while its broker is down exits after its bounded drain wait")
+    func stopsWithoutABroker() async throws {
+        let broker = try await MosquittoBroker()
+        let folder = try TestEnvironment.temporaryDirectory("fleetsim")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let sim = try ChildProcess(
+            TestEnvironment.product("spectra-fleetsim"),
+            [
+                "--gateways", "24", "--days", "0", "--live", "--telemetry-interval", "1", "--idle-telemetry-interval", "1",
+                "--broker", broker.url, "--data-dir", "\(folder.path)/fleet",
+                "--profile", "\(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml",
+            ])
+        let online = await sim.waitForLine(timeout: 20) { $0.contains("online 24/24") }
+        #expect(online != nil, "\(sim.lines.suffix(3)) \(sim.standardError.suffix(300))")
+        await broker.stop()
+        try await Task.sleep(for: .seconds(1))
+        let stoppedAt = ContinuousClock.now
+        sim.send(SIGTERM)
+        // Each gateway waits up to 15 s for a broker to take its backlog, all at once, then
+        // closes its outbox (up to 2 s). A shutdown whose waits spun in the cancelled task took
+        // 15 s per gateway per core: three minutes for these 24.
+        let status = await sim.wait(timeout: 40)
+        if status == nil { sim.send(SIGKILL) }
+        #expect(status == 0, "exited \(String(describing: status)) after \(ContinuousClock.now - stoppedAt)")
+    }
 }
