@@ -8,7 +8,7 @@ struct SpectraBench: AsyncParsableCommand {
         abstract: "Release-built measurements for the README (run through Deploy/bench.sh).",
         subcommands: [
             MQTTPublishBench.self, WaveformBench.self, OutboxEnqueueBench.self, OutboxDrainBench.self, MQTTHold.self,
-            IngestPublish.self, IngestBench.self, IngestStages.self, EnvelopeEncodeBench.self, OutboxDiskFull.self,
+            IngestPublish.self, IngestBench.self, IngestStages.self, EnvelopeEncodeBench.self, OutboxDiskFull.self, FleetLoad.self,
         ]
     )
 }
