@@ -12,9 +12,11 @@ import Synchronization
 /// Every gateway connects with its own client id and Will, publishes a retained birth on
 /// `status`, then session telemetry with per-channel readings every `interval` seconds, QoS 1,
 /// with its own epoch and gap-free `seq`, so the aggregator's completeness shows anything lost.
-/// Telemetry due while a gateway is not connected waits in memory and goes first when it is
-/// (marked historical), as the agent's outbox would send it; a message whose connection drops
-/// before its acknowledgement is not sent again, so measure with the broker up.
+/// What the broker has not acknowledged is kept in memory: telemetry due while a gateway is
+/// not connected, and what was in flight when its connection dropped, go on the next
+/// connection before the live message, marked historical, as the agent's outbox sends them.
+/// (The agent's outbox is durable and sends live messages first within a window; this is
+/// neither, and measures the broker and the aggregator, not the agent.)
 struct FleetLoad: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fleet-load", abstract: "Many gateways' session telemetry from light clients, until interrupted.")
