@@ -14,7 +14,7 @@
 # one light MQTT client per gateway (its own connection, Will, birth, epoch and gap-free seq,
 # session telemetry with 10 channels; what is not acknowledged is kept in memory and sent again
 # on the next connection, as an outbox would) and no agent behind it, so that the load
-# generator takes a fifth of the simulator's CPU and the figure is what one mosquitto and one
+# generator takes under a third of the simulator's CPU and the figure is what one mosquitto and one
 # aggregator keep up with. The default, LOAD=agents, runs the whole agent for every gateway.
 # SHARE_GROUP=aggregators uses shared subscriptions (lossy across a mosquitto 2.0 restart; see README).
 set -euo pipefail
