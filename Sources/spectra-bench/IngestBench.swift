@@ -83,6 +83,7 @@ struct IngestBench: AsyncParsableCommand {
     @Option(help: "Envelopes.") var count = 200_000
     @Option(help: "Gateways the envelopes come from.") var gateways = 1_000
     @Option(help: "Statistics database (created).") var database: String
+    @Option(help: "The broker's process id, to report its CPU over the drain as well.") var brokerPid: Int32?
 
     func run() async throws {
         var logger = Logger(label: "bench.aggregator")
@@ -102,6 +103,8 @@ struct IngestBench: AsyncParsableCommand {
         try await publishAll(stream, port: port)
 
         let start = monotonicSeconds()
+        let cpuStart = processCPUSeconds()
+        let brokerCPUStart = brokerPid.flatMap { processCPUSeconds(pid: $0) }
         let server = try AggregatorServer(configuration: configuration, logger: logger)
         let run = Task { try await server.run(handleSignals: false) }
         var received = 0
@@ -111,9 +114,20 @@ struct IngestBench: AsyncParsableCommand {
             if monotonicSeconds() - start > 600 { throw ValidationError("only \(received) of \(count) committed in 600 s") }
         }
         let seconds = monotonicSeconds() - start
+        // The aggregator's CPU over the drain (this process's 20 ms polls are noise beside it).
+        let cpuSeconds = processCPUSeconds() - cpuStart
+        let brokerCPUSeconds = brokerPid.flatMap { pid in brokerCPUStart.flatMap { start in processCPUSeconds(pid: pid).map { $0 - start } } }
         await server.shutdown()
         _ = try? await run.value
-        report(["bench": "ingest", "messages": count, "seconds": seconds, "perSecond": Double(count) / seconds])
+        var fields: [String: Any] = [
+            "bench": "ingest", "messages": count, "seconds": seconds, "perSecond": Double(count) / seconds,
+            "cpuSeconds": cpuSeconds, "cpuMicrosecondsPerMessage": cpuSeconds / Double(count) * 1e6,
+        ]
+        if let brokerCPUSeconds {
+            fields["brokerCPUSeconds"] = brokerCPUSeconds
+            fields["brokerCPUMicrosecondsPerMessage"] = brokerCPUSeconds / Double(count) * 1e6
+        }
+        report(fields)
     }
 }
 
