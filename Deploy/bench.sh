@@ -177,12 +177,10 @@ if [ "$what" = agent ] || [ "$what" = all ]; then
     # (1 s telemetry). VmRSS counts every page mapped, including clean code pages touched once
     # at start (the kernel reclaims them under pressure); anonymous memory is what the agent
     # allocated; the working set is what it touched in the 30 s measured (/proc/PID/clear_refs).
+    # Two builds: as installed on a gateway (the Swift runtime linked in, `Deploy/package.sh`)
+    # and as run from the checkout (the toolchain's shared runtime).
+    swift build -c release --static-swift-stdlib --scratch-path .build-static --product spectra-agent >/dev/null
     swift build -c release --product spectra-agent >/dev/null
-    agent=".build/release/spectra-agent"
-    mkdir -p "$work/agent"
-    options=(--config Config/agent.yaml --set "mqtt.url=mqtt://127.0.0.1:$port" --set "dataDir=$work/agent")
-    "$agent" run "${options[@]}" >"$work/agent.log" 2>&1 &
-    agent_pid=$!
     measure() {
         sleep 5
         echo 1 > "/proc/$agent_pid/clear_refs"
@@ -190,16 +188,25 @@ if [ "$what" = agent ] || [ "$what" = all ]; then
         ticks0=$(awk '{ print $14 + $15 }' "/proc/$agent_pid/stat")
         sleep 30
         ticks1=$(awk '{ print $14 + $15 }' "/proc/$agent_pid/stat")
-        printf 'spectra-agent %s: VmRSS %.1f MiB, anonymous %.1f MiB, working set (30 s) %.1f MiB, CPU %.2f %% of one core\n' "$1" \
+        printf 'spectra-agent (%s) %s: VmRSS %.1f MiB, anonymous %.1f MiB, working set (30 s) %.1f MiB, CPU %.2f %% of one core\n' "$2" "$1" \
             "$(awk '/^Rss:/ { print $2 / 1024 }' "/proc/$agent_pid/smaps_rollup")" \
             "$(awk '/^Anonymous:/ { print $2 / 1024 }' "/proc/$agent_pid/smaps_rollup")" \
             "$(awk '/^Referenced:/ { print $2 / 1024 }' "/proc/$agent_pid/smaps_rollup")" \
             "$(awk -v t="$((ticks1 - ticks0))" -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz / 30 * 100 }')"
     }
-    sleep 5
-    measure idle
-    "$agent" session start --level 1 "${options[@]}" >/dev/null
-    measure "in a session"
-    kill -TERM "$agent_pid"
-    wait "$agent_pid" || true
+    for build in installed checkout; do
+        agent=".build-static/release/spectra-agent"
+        [ "$build" = checkout ] && agent=".build/release/spectra-agent"
+        rm -rf "$work/agent"
+        mkdir -p "$work/agent"
+        options=(--config Config/agent.yaml --set "mqtt.url=mqtt://127.0.0.1:$port" --set "dataDir=$work/agent")
+        "$agent" run "${options[@]}" >"$work/agent.log" 2>&1 &
+        agent_pid=$!
+        sleep 5
+        measure idle "$build"
+        "$agent" session start --level 1 "${options[@]}" >/dev/null
+        measure "in a session" "$build"
+        kill -TERM "$agent_pid"
+        wait "$agent_pid" || true
+    done
 fi
