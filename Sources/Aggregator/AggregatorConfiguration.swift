@@ -21,12 +21,14 @@ public struct AggregatorConfiguration: Sendable, Equatable {
     public var publishIntervalSeconds: Double
     /// How long raw events are kept, days.
     public var retentionDays: Int
+    /// How long an online gateway may go unheard before the summary counts it as silent, seconds.
+    public var silentAfterSeconds: Double
 
     public init(
         fleets: [Identifier] = [], broker: BrokerConfiguration = BrokerConfiguration(),
         clientID: String = "spectra-aggregator-1", shareGroup: String = "aggregators",
         databasePath: String = "var/aggregator.sqlite", httpHost: String = "127.0.0.1", httpPort: Int = 8080,
-        publishIntervalSeconds: Double = 10, retentionDays: Int = 90
+        publishIntervalSeconds: Double = 10, retentionDays: Int = 90, silentAfterSeconds: Double = 600
     ) {
         self.fleets = fleets
         self.broker = broker
@@ -37,12 +39,13 @@ public struct AggregatorConfiguration: Sendable, Equatable {
         self.httpPort = httpPort
         self.publishIntervalSeconds = publishIntervalSeconds
         self.retentionDays = retentionDays
+        self.silentAfterSeconds = silentAfterSeconds
     }
 
     /// Every key ``init(fields:)`` reads.
     public static let keys: Set<String> = BrokerConfiguration.keys.union([
         "fleets", "clientId", "shareGroup", "database", "http.host", "http.port", "stats.publishIntervalS",
-        "retention.days",
+        "retention.days", "presence.silentAfterS",
     ])
 
     /// Reads the aggregator's keys.
@@ -74,6 +77,7 @@ public struct AggregatorConfiguration: Sendable, Equatable {
             httpHost: try fields.string("http.host", default: "127.0.0.1"),
             httpPort: try fields.int("http.port", default: 8080, in: 0...65535),
             publishIntervalSeconds: try fields.double("stats.publishIntervalS", default: 10, in: 1...3600),
-            retentionDays: try fields.int("retention.days", default: 90, in: 1...3650))
+            retentionDays: try fields.int("retention.days", default: 90, in: 1...3650),
+            silentAfterSeconds: try fields.double("presence.silentAfterS", default: 600, in: 10...604_800))
     }
 }

@@ -26,7 +26,7 @@ public struct AggregatorServer: Sendable {
     /// - Throws: when the database cannot be opened.
     public init(configuration: AggregatorConfiguration, logger: Logger, now: @escaping @Sendable () -> Date = Date.init) throws {
         self.configuration = configuration
-        let store = try SQLiteStatsStore(path: configuration.databasePath)
+        let store = try SQLiteStatsStore(path: configuration.databasePath, silentAfterSeconds: configuration.silentAfterSeconds)
         let metrics = IngestMetrics()
         let ingest = IngestService(configuration: configuration, store: store, metrics: metrics, logger: logger, now: now)
         self.store = store

@@ -62,6 +62,7 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             print("http: \(configuration.httpHost):\(configuration.httpPort)")
             print("stats.publishIntervalS: \(configuration.publishIntervalSeconds)")
             print("retention.days: \(configuration.retentionDays)")
+            print("presence.silentAfterS: \(configuration.silentAfterSeconds)")
         }
     }
 }

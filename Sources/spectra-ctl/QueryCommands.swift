@@ -119,7 +119,7 @@ struct Stats: AsyncParsableCommand {
         }
         let s = try JSONSerialization.jsonObject(with: summary) as? [String: Any] ?? [:]
         let sessions = s["sessions"] as? [String: Any]
-        print("gateways \(text(s["gateways"])), online \(text(s["online"])), active today \(text(s["activeToday"]))")
+        print("gateways \(text(s["gateways"])), online \(text(s["online"])) (silent \(text(s["silent"]))), active today \(text(s["activeToday"]))")
         print("sessions \(text(sessions?["started"])): completed \(text(sessions?["completed"])), aborted \(text(sessions?["aborted"])), completion \(percent(sessions?["completionRate"])), safety trips \(text(sessions?["safetyTrips"]))")
         print("adherence \(percent(s["adherenceRatio"])), completeness \(percent((s["completeness"] as? [String: Any])?["ratio"])), backlog \(text((s["backlog"] as? [String: Any])?["messages"])) messages")
         var rows = [["DAY", "ACTIVE", "STARTED", "COMPLETED", "ABORTED", "L1 MIN", "L2 MIN", "L3 MIN"]]

@@ -113,13 +113,17 @@ final class RunningAggregator: Sendable {
     let server: AggregatorServer
     let task: Task<Void, any Error>
 
-    init(broker: MosquittoBroker, database: String, clientID: String = "agg-test", publishIntervalSeconds: Double = 1) async throws {
+    /// - Parameter now: the aggregator's clock (the tests' fixed instant unless a test moves it).
+    init(
+        broker: MosquittoBroker, database: String, clientID: String = "agg-test", publishIntervalSeconds: Double = 1,
+        now: @escaping @Sendable () -> Date = { testNow }
+    ) async throws {
         let configuration = AggregatorConfiguration(
             fleets: [], broker: BrokerConfiguration(host: "127.0.0.1", port: broker.port), clientID: clientID,
             databasePath: database, httpHost: "127.0.0.1", httpPort: 0, publishIntervalSeconds: publishIntervalSeconds)
         var logger = Logger(label: "test.aggregator")
         logger.logLevel = .warning
-        let server = try AggregatorServer(configuration: configuration, logger: logger, now: { testNow })
+        let server = try AggregatorServer(configuration: configuration, logger: logger, now: now)
         self.server = server
         task = Task { try await server.run(handleSignals: false) }
         guard await eventually(timeout: 15, { server.httpPort != nil && server.ingest.isConnected }) else {

@@ -58,7 +58,7 @@ enum Dashboard {
 </header>
 <main>
   <section class="kpis">
-    <div class="kpi"><div class="label">Online</div><div class="value" id="kpi-online">–</div><div class="sub">of <span id="kpi-gateways">–</span> gateways</div></div>
+    <div class="kpi"><div class="label">Online</div><div class="value" id="kpi-online">–</div><div class="sub">of <span id="kpi-gateways">–</span> gateways<span id="kpi-silent-note" hidden>; <span id="kpi-silent">–</span> of them silent</span></div></div>
     <div class="kpi"><div class="label">Active today</div><div class="value" id="kpi-active">–</div><div class="sub">gateways with a session</div></div>
     <div class="kpi"><div class="label">Sessions</div><div class="value" id="kpi-sessions">–</div><div class="sub"><span id="kpi-completed">–</span> completed, <span id="kpi-aborted">–</span> aborted</div></div>
     <div class="kpi"><div class="label">Completion rate</div><div class="value" id="kpi-completion">–</div><div class="sub">completed / ended</div></div>
@@ -132,6 +132,8 @@ function chart(days) {
 function renderSummary(s) {
   $("fleet-name").textContent = s.fleet ? "fleet " + s.fleet : "all fleets";
   $("kpi-online").textContent = num(s.online);
+  $("kpi-silent").textContent = num(s.silent);
+  $("kpi-silent-note").hidden = !(s.silent > 0);
   $("kpi-gateways").textContent = num(s.gateways);
   $("kpi-active").textContent = num(s.activeToday);
   $("kpi-sessions").textContent = num(s.sessions.started);

@@ -8,8 +8,9 @@ public enum IngestRecord: Sendable {
     /// from a backlog (MQTT 5 user property `historical=true`), and the bytes as received
     /// (kept for raw events; telemetry's per-channel readings are not decoded).
     case envelope(Envelope, receivedAt: Date, historical: Bool, payload: Data? = nil)
-    /// A retained birth or Will.
-    case status(fleet: Identifier, gateway: Identifier, GatewayStatus, receivedAt: Date)
+    /// A retained birth or Will; `retained` when the broker sent the one it keeps (on
+    /// subscribing) rather than one the gateway has just published.
+    case status(fleet: Identifier, gateway: Identifier, GatewayStatus, receivedAt: Date, retained: Bool = false)
     /// The retained reported state.
     case state(fleet: Identifier, gateway: Identifier, ReportedState, receivedAt: Date)
 
@@ -51,7 +52,9 @@ public enum IngestRecord: Sendable {
             case .status(let fleet, let gateway):
                 let data = Data(message.payload)
                 guard !data.isEmpty else { throw Refusal(reason: "empty", detail: "cleared retained status on \(message.topic)") }
-                return .status(fleet: fleet, gateway: gateway, try WireFormat.decode(GatewayStatus.self, from: data), receivedAt: receivedAt)
+                return .status(
+                    fleet: fleet, gateway: gateway, try WireFormat.decode(GatewayStatus.self, from: data), receivedAt: receivedAt,
+                    retained: message.retain)
             case .state(let fleet, let gateway):
                 let data = Data(message.payload)
                 guard !data.isEmpty else { throw Refusal(reason: "empty", detail: "cleared retained state on \(message.topic)") }

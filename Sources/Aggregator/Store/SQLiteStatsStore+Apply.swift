@@ -129,16 +129,19 @@ extension SQLiteStatsStore {
                     }
                     staged.streams[streamKey] = stream
 
-                case .status(let fleet, let gw, let status, let receivedAt):
+                case .status(let fleet, let gw, let status, let receivedAt, let retained):
                     let gateway = GatewayKey(fleet: fleet.rawValue, gateway: gw.rawValue)
+                    // The status the broker kept (sent again at every subscribe, so at every
+                    // restart of the aggregator) is no sign of life: it moves `lastSeen` only
+                    // for a gateway never heard from before.
                     try db.cachedStatement(sql: """
                         INSERT INTO gateway (fleet, gw, online, statusAt, boot, agentVersion, lastSeen) VALUES (?, ?, ?, ?, ?, ?, ?)
                         ON CONFLICT (fleet, gw) DO UPDATE SET online = excluded.online, statusAt = excluded.statusAt,
                             boot = excluded.boot, agentVersion = COALESCE(excluded.agentVersion, agentVersion),
-                            lastSeen = MAX(COALESCE(lastSeen, 0), excluded.lastSeen)
+                            lastSeen = iif(?, COALESCE(lastSeen, excluded.lastSeen), MAX(COALESCE(lastSeen, 0), excluded.lastSeen))
                         """).execute(arguments: [
                             gateway.fleet, gateway.gateway, status.online, status.ts.timeIntervalSince1970, status.boot.wireString,
-                            status.agentVersion, receivedAt.timeIntervalSince1970,
+                            status.agentVersion, receivedAt.timeIntervalSince1970, retained,
                         ])
                     outcome.presence += 1
                     outcome.changedGateways.insert(gateway)

@@ -8,7 +8,10 @@ extension SQLiteStatsStore {
         return try await pool.read { db in
             let filter = Self.fleetFilter(fleet)
             let counts = try Row.fetchOne(
-                db, sql: "SELECT COUNT(*) AS n, COALESCE(SUM(online), 0) AS online FROM gateway \(filter.sql)", arguments: filter.arguments)
+                db, sql: """
+                    SELECT COUNT(*) AS n, COALESCE(SUM(online), 0) AS online,
+                        COALESCE(SUM(online AND COALESCE(lastSeen, 0) < ?), 0) AS silent FROM gateway \(filter.sql)
+                    """, arguments: StatementArguments([now.timeIntervalSince1970 - self.silentAfterSeconds]) + filter.arguments)
             let active = try Int.fetchOne(
                 db, sql: """
                     SELECT COUNT(DISTINCT gw) FROM daily WHERE day = ? AND (started + completed + aborted) > 0
@@ -32,7 +35,7 @@ extension SQLiteStatsStore {
             let adherence = try Self.adherence(db, where: filter, today: today).values.reduce(Adherence(), +)
             return FleetSummary(
                 fleet: fleet, generatedAt: now, today: today, gateways: counts?["n"] ?? 0, online: counts?["online"] ?? 0,
-                activeToday: active, sessions: totals, abortReasons: reasons, adherence: adherence,
+                silent: counts?["silent"] ?? 0, activeToday: active, sessions: totals, abortReasons: reasons, adherence: adherence,
                 adherenceRatio: adherence.ratio, firmware: firmware,
                 backlog: Backlog(messages: backlogRow?["m"] ?? 0, bytes: backlogRow?["b"] ?? 0, gatewaysWithBacklog: backlogRow?["g"] ?? 0),
                 completeness: completeness.values.reduce(Completeness(), +))

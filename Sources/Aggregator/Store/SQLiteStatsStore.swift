@@ -18,6 +18,8 @@ public final class SQLiteStatsStore: StatsStore {
     /// How long a seq gap may stay open before compaction stops waiting for it (the missing
     /// messages stay counted as missing; one arriving later than this would count twice).
     let gapHorizonSeconds: Double
+    /// How long an online gateway may go unheard before the summary counts it as silent.
+    let silentAfterSeconds: Double
 
     struct StreamKey: Hashable {
         var fleet: String
@@ -54,8 +56,10 @@ public final class SQLiteStatsStore: StatsStore {
     }
 
     /// Opens or creates the store at `path` (its folder is created).
+    /// - Parameter silentAfterSeconds: how long an online gateway may go unheard before
+    ///   ``FleetSummary/silent`` counts it.
     /// - Throws: GRDB's `DatabaseError` when the file cannot be opened or migrated.
-    public init(path: String, gapHorizonSeconds: Double = 7 * 86_400) throws {
+    public init(path: String, gapHorizonSeconds: Double = 7 * 86_400, silentAfterSeconds: Double = 600) throws {
         _ = spectra_sqlite_configure()
         let folder = (path as NSString).deletingLastPathComponent
         if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
@@ -66,6 +70,7 @@ public final class SQLiteStatsStore: StatsStore {
         }
         pool = try DatabasePool(path: path, configuration: config)
         self.gapHorizonSeconds = gapHorizonSeconds
+        self.silentAfterSeconds = silentAfterSeconds
         try Self.migrator.migrate(pool)
         let loaded = try pool.read { db in
             var pending: [[String]: Int] = [:]
