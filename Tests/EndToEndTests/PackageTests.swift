@@ -2,10 +2,6 @@ import Foundation
 import MQTT
 import SpectraTesting
 import Testing
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -94,7 +90,7 @@ struct PackageTests {
             "--set", "database=\(state.path)/aggregator.sqlite",
         ])
         let base = "http://127.0.0.1:\(httpPort)"
-        #expect(await eventually(timeout: 20) { ((try? await Self.get(base + "/healthz"))?["broker"] as? String) == "connected" },
+        #expect(await eventually(timeout: 20) { ((try? await AggregatorEndToEndTests.get(base + "/healthz"))?["broker"] as? String) == "connected" },
                 "aggregator did not come up: \(aggregator.standardError)")
 
         // The agent as its unit runs it: state in STATE_DIRECTORY; the profile installed under
@@ -112,7 +108,7 @@ struct PackageTests {
         #expect(await start.wait(timeout: 30) == 0, "session start: \(start.standardError)")
 
         let counted = await eventually(timeout: 30) {
-            let summary = try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo")
+            let summary = try? await AggregatorEndToEndTests.get(base + "/api/v1/fleet/summary?fleet=demo")
             return ((summary?["sessions"] as? [String: Any])?["completed"] as? Int) == 1
         }
         #expect(counted, "the aggregator counts the session: agent log:\n\(agent.standardError.suffix(3000))")
@@ -120,10 +116,5 @@ struct PackageTests {
         aggregator.send(SIGTERM)
         #expect(await agent.wait(timeout: 20) == 0)
         #expect(await aggregator.wait(timeout: 20) == 0)
-    }
-
-    static func get(_ url: String) async throws -> [String: Any] {
-        let (data, _) = try await URLSession.shared.data(from: URL(string: url)!)
-        return try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
     }
 }
