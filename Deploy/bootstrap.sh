@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test Spectra Fleet:
 # libmosquitto-dev, libsqlite3-dev, libcurl4-openssl-dev (the agent's firmware downloads load
-# libcurl when they run; the build needs its header), mosquitto, mosquitto-clients, pkg-config, and chromium
-# (the dashboard test loads the page in a real headless browser).
+# libcurl when they run; the build needs its header), mosquitto, mosquitto-clients, pkg-config, chromium
+# (the dashboard test loads the page in a real headless browser), and binutils (readelf and
+# strip, for the installable package).
 # Idempotent: prints nothing and changes nothing when everything is present.
 set -euo pipefail
 
-packages=(pkg-config libmosquitto-dev libsqlite3-dev libcurl4-openssl-dev mosquitto mosquitto-clients chromium)
+packages=(pkg-config binutils libmosquitto-dev libsqlite3-dev libcurl4-openssl-dev mosquitto mosquitto-clients chromium)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

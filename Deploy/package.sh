@@ -65,12 +65,14 @@ package_of() {
     echo "package: no Debian package holds $path" >&2
     return 1
 }
+packages=()
+for lib in $(printf '%s\n' "${needed[@]}" libcurl.so.4 | sort -u); do
+    packages+=("$(package_of "$lib")")
+done
 {
     echo "# Debian packages the binaries need at run time (apt-get install ...)."
     echo "# libcurl is loaded only for a firmware download: without it, a download fails and is reported."
-    for lib in $(printf '%s\n' "${needed[@]}" libcurl.so.4 | sort -u); do
-        package_of "$lib"
-    done | sort -u
+    printf '%s\n' "${packages[@]}" | sort -u
 } > "$root/DEPENDS"
 
 mkdir -p "$out"
