@@ -88,6 +88,11 @@ struct PresenceTests {
         let summary = try await aggregator.json(FleetSummary.self, "/api/v1/fleet/summary?fleet=demo")
         #expect(summary.online == 1)
         #expect(summary.silent == 1, "the kept birth is not a sign of life")
+        let gauge = await eventually(timeout: 5) {
+            let (_, metrics) = (try? await aggregator.get("/metrics")) ?? (0, Data())
+            return String(decoding: metrics, as: UTF8.self).contains(#"spectra_aggregator_gateways{fleet="demo",state="silent"} 1"#)
+        }
+        #expect(gauge, "/metrics counts it too")
 
         // The gateway comes back: a new birth, live.
         try await birth()

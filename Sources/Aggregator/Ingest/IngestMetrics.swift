@@ -15,6 +15,7 @@ public final class IngestMetrics: Sendable {
     let publishedStats: Counter
     let latency: ValueHistogram
     private let failures = Mutex<[String: Counter]>([:])
+    private let fleetGauges = Mutex<[[String]: Gauge]>([:])
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -46,6 +47,22 @@ public final class IngestMetrics: Sendable {
             return counter
         }
         counter.increment()
+    }
+
+    /// Sets a fleet's gateway counts (`spectra_aggregator_gateways{fleet,state}`): every gateway
+    /// known, those online by their last word, and of those the silent ones.
+    func fleet(_ fleet: String, gateways: Int, online: Int, silent: Int) {
+        for (state, value) in [("known", gateways), ("online", online), ("silent", silent)] {
+            let gauge = fleetGauges.withLock { gauges in
+                if let gauge = gauges[[fleet, state]] { return gauge }
+                let gauge = registry.makeGauge(
+                    descriptor: Self.name("gateways", "", "Gateways per fleet: known, online by their last word, silent of the online."),
+                    labels: [("fleet", fleet), ("state", state)])
+                gauges[[fleet, state]] = gauge
+                return gauge
+            }
+            gauge.set(to: Double(value))
+        }
     }
 
     func record(_ outcome: ApplyOutcome) {

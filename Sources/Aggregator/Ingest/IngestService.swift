@@ -293,8 +293,22 @@ public final class IngestService: Service, Sendable {
     private func publishLoop() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(configuration.publishIntervalSeconds))
-            guard !Task.isCancelled, client.isConnected else { continue }
+            guard !Task.isCancelled else { continue }
+            await updateFleetGauges()
+            guard client.isConnected else { continue }
             await publishStats()
+        }
+    }
+
+    /// Sets `/metrics`' gateway counts per fleet, connected to the broker or not.
+    private func updateFleetGauges() async {
+        do {
+            for fleet in try await store.fleets() {
+                let summary = try await store.summary(fleet: fleet, now: now())
+                metrics.fleet(fleet, gateways: summary.gateways, online: summary.online, silent: summary.silent)
+            }
+        } catch {
+            logger.debug("reading the gateway counts for /metrics failed; retried next round", metadata: ["error": "\(error)"])
         }
     }
 
