@@ -173,9 +173,11 @@ struct FleetSimTests {
             guard let received = completeness?["received"] as? Int, let expected = completeness?["expected"] as? Int else { return false }
             return received == expected && received >= acknowledged && received >= 100
         }
-        let final = await summary()
-        #expect(whole, "\(String(describing: final?["completeness"]))")
-        #expect(final?["online"] as? Int == 0, "offline once stopped")
+        let completeness = await summary()?["completeness"]
+        #expect(whole, "\(String(describing: completeness))")
+        // The offline statuses were acknowledged by the broker before the generator exited;
+        // the aggregator may still be committing them.
+        #expect(await eventually(timeout: 10) { await summary()?["online"] as? Int == 0 }, "offline once stopped")
         #expect(await aggregator.stop() == 0)
         await broker.stop()
     }
