@@ -294,36 +294,42 @@ public final class IngestService: Service, Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(configuration.publishIntervalSeconds))
             guard !Task.isCancelled else { continue }
-            await updateFleetGauges()
+            // One summary per fleet a round: `/metrics`' gateway counts take it connected to the
+            // broker or not, the retained topics when connected.
+            let summaries: [(fleet: String, summary: FleetSummary)]
+            do {
+                summaries = try await fleetSummaries()
+            } catch {
+                logger.warning("reading the fleet summaries failed; retried next round", metadata: ["error": "\(error)"])
+                continue
+            }
+            for (fleet, summary) in summaries {
+                metrics.fleet(fleet, gateways: summary.gateways, online: summary.online, silent: summary.silent)
+            }
             guard client.isConnected else { continue }
-            await publishStats()
+            await publishStats(summaries)
         }
     }
 
-    /// Sets `/metrics`' gateway counts per fleet, connected to the broker or not.
-    private func updateFleetGauges() async {
-        do {
-            for fleet in try await store.fleets() {
-                let summary = try await store.summary(fleet: fleet, now: now())
-                metrics.fleet(fleet, gateways: summary.gateways, online: summary.online, silent: summary.silent)
-            }
-        } catch {
-            logger.debug("reading the gateway counts for /metrics failed; retried next round", metadata: ["error": "\(error)"])
+    private func fleetSummaries() async throws -> [(fleet: String, summary: FleetSummary)] {
+        var summaries: [(fleet: String, summary: FleetSummary)] = []
+        for fleet in try await store.fleets() {
+            summaries.append((fleet, try await store.summary(fleet: fleet, now: now())))
         }
+        return summaries
     }
 
     /// Publishes `stats/summary` for every fleet and `stats/gw/{gw}` for every gateway that
     /// changed since the last round, retained at QoS 1.
-    func publishStats() async {
+    func publishStats(_ summaries: [(fleet: String, summary: FleetSummary)]) async {
         let everything = !publishedOnce.exchange(true, ordering: .relaxed)
         let changed = self.changed.withLock { changed in
             defer { changed.removeAll() }
             return changed
         }
         do {
-            for fleet in try await store.fleets() {
+            for (fleet, summary) in summaries {
                 guard let fleetID = try? Identifier(fleet, field: "fleet") else { continue }
-                let summary = try await store.summary(fleet: fleet, now: now())
                 try await client.publish(OutgoingMessage(
                     topic: Topic.statsSummary(fleet: fleetID).path, payload: [UInt8](Self.encode(summary)), retain: true))
                 metrics.publishedStats.increment()

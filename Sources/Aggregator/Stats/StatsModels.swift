@@ -92,7 +92,7 @@ public struct FleetSummary: Sendable, Equatable, Codable {
     public var gateways: Int
     public var online: Int
     /// Of the `online` gateways, those heard from (any message but the status the broker kept)
-    /// longest ago than the store's `silentAfterSeconds`: online by their last word, which the
+    /// longer ago than the store's `silentAfterSeconds`: online by their last word, which the
     /// broker did not correct (mosquitto sends no Wills when it stops itself, so a gateway that
     /// died while the broker was down stays online for good).
     public var silent: Int
