@@ -260,3 +260,26 @@ extension KeyedDecodingContainer {
         return try decodeUUID(forKey: key)
     }
 }
+
+extension KeyedDecodingContainer {
+    /// A JSON object of values keyed by free strings (`levelSeconds`, `configVersions`), read
+    /// in key order. `JSONDecoder` reads a dictionary's entries in its hash order, which changes
+    /// from one process (even one dictionary) to the next, so with two bad entries the error a
+    /// sender got would change too; in key order the first bad entry is always the one named.
+    func decodeMap<Value: Decodable>(of type: Value.Type, forKey key: Key) throws -> [String: Value] {
+        let entries = try nestedContainer(keyedBy: MapKey.self, forKey: key)
+        var map: [String: Value] = [:]
+        for entry in entries.allKeys.sorted(by: { $0.stringValue < $1.stringValue }) {
+            map[entry.stringValue] = try entries.decode(Value.self, forKey: entry)
+        }
+        return map
+    }
+}
+
+/// Any key of a JSON object.
+private struct MapKey: CodingKey {
+    let stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}

@@ -226,13 +226,13 @@ public struct SessionSummary: Sendable, Equatable, Codable {
         sessionId = try c.decode(Identifier.self, forKey: .sessionId)
         durationS = try c.decodeNonNegative(forKey: .durationS)
         stimulatingS = try c.decodeNonNegative(forKey: .stimulatingS)
-        levelSeconds = try c.decode([String: Double].self, forKey: .levelSeconds)
-        for key in levelSeconds.keys where !["1", "2", "3"].contains(key) {
+        levelSeconds = try c.decodeMap(of: Double.self, forKey: .levelSeconds)
+        for key in levelSeconds.keys.sorted() where !["1", "2", "3"].contains(key) {
             throw ProtocolError(
                 .invalidValue, path: "body.levelSeconds", "level key \(Identifier.describe(key)) is not 1, 2 or 3")
         }
         pauses = try c.decode(Int.self, forKey: .pauses)
-        chargeMicroCoulombs = try c.decode([String: Double].self, forKey: .chargeMicroCoulombs)
+        chargeMicroCoulombs = try c.decodeMap(of: Double.self, forKey: .chargeMicroCoulombs)
         reason = try c.decodeIfPresent(AbortReason.self, forKey: .reason)
         regimenPhase = try c.decodeIfPresent(RegimenPhase.self, forKey: .regimenPhase)
         regimenDay = try c.decodeIfPresent(Int.self, forKey: .regimenDay)

@@ -93,7 +93,7 @@ public struct ReportedState: Sendable, Equatable, Codable {
         ts = try c.decode(Date.self, forKey: .ts)
         agentVersion = try c.decode(String.self, forKey: .agentVersion)
         firmware = try c.decode(String.self, forKey: .firmware)
-        configVersions = try c.decode([String: Int].self, forKey: .configVersions)
+        configVersions = try c.decodeMap(of: Int.self, forKey: .configVersions)
         levelLimits = try c.decode(LevelLimits.self, forKey: .levelLimits)
         groups = try c.decodeIfPresent([String].self, forKey: .groups) ?? []
     }

@@ -106,4 +106,27 @@ struct HostileInputTests {
         #expect(error?.path == "body.level")
         #expect(error?.description.contains("level 9 is not 1, 2 or 3") == true)
     }
+
+    /// JSONDecoder reads a dictionary in its hash order, which is seeded anew in every process;
+    /// the fuzz target caught the ingest path and the reference naming different entries (and
+    /// codes) for one message. Twenty-six bad entries: hash order would name "a" one time in 26.
+    @Test("with several bad entries in a map, the error names the first in key order, every time")
+    func mapErrorsAreStable() throws {
+        let letters = "abcdefghijklmnopqrstuvwxyz".map(String.init)
+        var object = try JSONSerialization.jsonObject(
+            with: Samples.envelope(.event(.sessionCompleted(Samples.summary))).encoded()) as! [String: Any]
+        var body = object["body"] as! [String: Any]
+        body["chargeMicroCoulombs"] = Dictionary(uniqueKeysWithValues: letters.reversed().map { ($0, "\($0)") })
+        object["body"] = body
+        let bad = try JSONSerialization.data(withJSONObject: object)
+        for _ in 0..<20 {
+            for error in [
+                #expect(throws: ProtocolError.self) { try Envelope.decode(bad) },
+                #expect(throws: ProtocolError.self) { try Envelope.decodeForIngest(bad) },
+            ] {
+                #expect(error?.code == .wrongType)
+                #expect(error?.path == "body.chargeMicroCoulombs.a")
+            }
+        }
+    }
 }
