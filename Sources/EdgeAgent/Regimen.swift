@@ -19,10 +19,30 @@ public struct Regimen: Sendable, Equatable, Codable {
 
     public init(maxPerDay: Int = 1) { self.maxPerDay = max(1, maxPerDay) }
 
+    /// The calendar day of `date` in the gateway's local time (`TZ`, else /etc/localtime), as
+    /// the C library reads it: the day `date` prints. Foundation's `TimeZone.current` would give
+    /// the same offset, but loads ICU and its time zone data (about 1 MiB resident for the
+    /// agent's lifetime) to look it up.
+    public static func day(of date: Date) -> Int {
+        day(of: date, utcOffset: localUTCOffset(at: date))
+    }
+
     /// The calendar day of `date` in `zone`.
-    public static func day(of date: Date, in zone: TimeZone = .current) -> Int {
-        let seconds = date.timeIntervalSince1970 + Double(zone.secondsFromGMT(for: date))
+    public static func day(of date: Date, in zone: TimeZone) -> Int {
+        day(of: date, utcOffset: zone.secondsFromGMT(for: date))
+    }
+
+    private static func day(of date: Date, utcOffset: Int) -> Int {
+        let seconds = date.timeIntervalSince1970 + Double(utcOffset)
         return Int((seconds / 86_400).rounded(.down))
+    }
+
+    /// Seconds east of UTC in local time at `date` (0 if the C library cannot say).
+    static func localUTCOffset(at date: Date) -> Int {
+        var time = time_t(date.timeIntervalSince1970.rounded(.down))
+        var parts = tm()
+        guard localtime_r(&time, &parts) != nil else { return 0 }
+        return parts.tm_gmtoff
     }
 
     /// The phase on `day` (loading before the first session too).

@@ -129,4 +129,14 @@ struct RegimenTests {
         #expect(Regimen.day(of: lateUTC, in: TimeZone(identifier: "UTC")!) == 20_000)
         #expect(Regimen.day(of: lateUTC, in: tokyo) == 20_001)
     }
+
+    @Test("the agent's calendar day (local time from the C library) is the day Foundation's current time zone gives")
+    func localCalendarDay() {
+        // Every 7 hours 13 minutes for a year and a half: each hour of the day, and any daylight
+        // saving changes of the zone the tests run in (TZ=Asia/Tokyo, America/New_York, ... too).
+        for step in 0..<1_800 {
+            let date = Date(timeIntervalSince1970: 1_767_225_600 + Double(step) * 25_980)
+            #expect(Regimen.day(of: date) == Regimen.day(of: date, in: .current), "\(date)")
+        }
+    }
 }

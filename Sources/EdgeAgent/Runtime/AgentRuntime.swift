@@ -241,8 +241,11 @@ public actor AgentRuntime: Service {
         }
     }
 
+    /// An answer's bytes. Not key-sorted: sorting makes JSONSerialization compare keys through
+    /// ICU's collation, which would stay resident in the agent for good; `spectra-agent ... --json`
+    /// prints its answer sorted.
     private static func json(_ object: [String: Any]) -> Data {
-        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        (try? JSONSerialization.data(withJSONObject: object)) ?? Data("{}".utf8)
     }
 
     private func answer(_ request: ControlRequest) async -> [String: Any] {
