@@ -12,12 +12,12 @@ out="${1:-dist}"
 products=(spectra-agent spectra-aggregator spectra-ctl)
 bash Deploy/bootstrap.sh
 
-# A build directory of its own: the static link would otherwise relink the development build.
-scratch=.build-static
-for product in "${products[@]}"; do
-    swift build -c release --static-swift-stdlib --scratch-path "$scratch" --product "$product" >/dev/null
-done
-bin="$(swift build -c release --static-swift-stdlib --scratch-path "$scratch" --show-bin-path)"
+# The gateway build (Deploy/build-static.sh), in a build directory of its own: the static link
+# would otherwise relink the development build.
+build_log=$(mktemp)
+bin=$(bash Deploy/build-static.sh "${products[@]}" 2>"$build_log") \
+    || { tail -40 "$build_log" >&2; echo "package: the build failed (above)" >&2; rm -f "$build_log"; exit 1; }
+rm -f "$build_log"
 version=$(sed -n 's/.*static let current = "\(.*\)".*/\1/p' Sources/EdgeAgent/AgentVersion.swift)
 name="spectra-fleet-$version-linux-$(uname -m)"
 stage=$(mktemp -d)
@@ -72,6 +72,7 @@ done
 {
     echo "# Debian packages the binaries need at run time (apt-get install ...)."
     echo "# libcurl is loaded only for a firmware download: without it, a download fails and is reported."
+    echo "# libc6 2.36 or later (Debian 12): the binaries' relocations are packed (DT_RELR)."
     printf '%s\n' "${packages[@]}" | sort -u
 } > "$root/DEPENDS"
 
