@@ -8,12 +8,12 @@
 # - every function in a section of its own and the code the agent runs laid out first, in the
 #   order of Deploy/spectra-agent.order (Deploy/order-file.sh makes it). The kernel maps code in
 #   64 KiB windows around each first touch, so run-time code scattered among 23 MB of code a
-#   process never runs keeps most of it resident; packed, it takes a quarter as much;
+#   process never runs keeps most of it resident; packed, a third as much stays;
 # - relative relocations packed (-z pack-relative-relocs: 30 KB instead of 2.4 MB that the
 #   dynamic loader reads at every start; needs glibc 2.36, Debian 12's);
 # - no exported symbol table (the toolchain exports every symbol of the program, 1.7 MB that the
-#   dynamic loader searches at start; nothing loads a plugin into these programs, and crash
-#   backtraces read the symbol table, which stays).
+#   dynamic loader searches at start; nothing loads a plugin into these programs; the
+#   symbol table, which backtracers read from the file, stays).
 # - the C++ library linked in too (the Swift runtime and ICU use it): of the 1.3 MB its shared
 #   library keeps resident, mostly symbol tables the dynamic loader reads, the program keeps the
 #   few functions it calls. The toolchain names it as -lstdc++; a folder searched first that
