@@ -81,3 +81,11 @@ tar -C "$stage" -czf "$out/$name.tar.gz" "$name"
 echo "package: $out/$name.tar.gz"
 echo "  binaries: ${products[*]} (Swift runtime linked in; $(du -sh "$root/usr/local/bin" | cut -f1) together)"
 echo "  needs: $(grep -v '^#' "$root/DEPENDS" | paste -sd' ')"
+# How much of the agent's code layout still applies: names the order file lists that the agent
+# no longer has (renamed or removed code) are laid out by default and stay resident once touched.
+listed=$(sort -u Deploy/spectra-agent.order | wc -l)
+found=$(comm -12 <(sort -u Deploy/spectra-agent.order) <(nm --defined-only "$root/usr/local/bin/spectra-agent" | awk '{ print $3 }' | sort -u) | wc -l)
+echo "  code layout: $found of the $listed functions in Deploy/spectra-agent.order found in the agent"
+if [ $((found * 100)) -lt $((listed * 90)) ]; then
+    echo "package: the agent's code layout is out of date; run Deploy/order-file.sh and commit the order file (README, \"Memory\")" >&2
+fi
