@@ -179,7 +179,7 @@ if [ "$what" = agent ] || [ "$what" = all ]; then
     # allocated; the working set is what it touched in the 30 s measured (/proc/PID/clear_refs).
     # Two builds: as installed on a gateway (the Swift runtime linked in, `Deploy/package.sh`)
     # and as run from the checkout (the toolchain's shared runtime).
-    bash Deploy/build-static.sh spectra-agent >/dev/null 2>&1
+    bash Deploy/build-static.sh spectra-agent >/dev/null
     swift build -c release --product spectra-agent >/dev/null
     measure() {
         sleep 5

@@ -122,8 +122,7 @@ public final class ControlSocketServer: Sendable {
     }
 
     static func write(_ object: [String: Any], to fd: Int32) {
-        // Not key-sorted, as the agent's answers (AgentRuntime.json).
-        guard let data = try? JSONSerialization.data(withJSONObject: object) else { return }
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
         write(bytes: data, to: fd)
     }
 
