@@ -130,7 +130,7 @@ public actor SimulatedGateway {
         let controller = SessionController(
             profile: profile,
             headband: SimulatedHeadband(channels: profile.channels.count, complianceVolts: profile.complianceVolts, seed: random.next(), faults: faults),
-            regimen: regimen, journal: nil, timeScale: clock.speed, now: { [clock] in clock.now() },
+            regimen: regimen, journal: nil, timeScale: clock.speed, clockIsScaled: true, now: { [clock] in clock.now() },
             emit: { [weak self] event in await self?.emitEvent(event) })
         do {
             try await controller.start(level: nil)

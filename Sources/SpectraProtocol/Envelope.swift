@@ -60,7 +60,7 @@ public struct Envelope: Sendable, Equatable {
 
     /// Decodes an envelope from untrusted bytes.
     /// - Throws: ``ProtocolError`` (see ``WireFormat/decode(_:from:)``), `unsupportedVersion`,
-    ///   `unknownKind` or `unknownEventType`.
+    ///   `unknownKind`, `unknownEventType`, or `outOfRange` (``WireRanges``).
     public static func decode(_ data: Data) throws(ProtocolError) -> Envelope {
         try WireFormat.decode(Envelope.self, from: data)
     }
@@ -130,6 +130,7 @@ extension Envelope: Codable {
         case .telemetry:
             message = .telemetry(try c.decode(Telemetry.self, forKey: .body))
         }
+        try WireRanges.check(self)
     }
 
     public func encode(to encoder: any Encoder) throws {

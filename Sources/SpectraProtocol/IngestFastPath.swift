@@ -7,14 +7,20 @@ extension Envelope {
     /// ordinary) goes through the reference decoder, which also says what is wrong with a bad
     /// message.
     public static func decodeForIngest(_ data: Data) throws(ProtocolError) -> Envelope {
-        if let envelope = data.withUnsafeBytes(IngestFastPath.read) { return envelope }
+        if let envelope = data.withUnsafeBytes(IngestFastPath.read) {
+            try WireRanges.check(envelope)
+            return envelope
+        }
         return try decodeSkippingChannels(data)
     }
 
     /// ``decodeForIngest(_:)-(Data)`` of a received payload's bytes, copied into `Data` only
     /// for the reference decoder.
     public static func decodeForIngest(_ bytes: [UInt8]) throws(ProtocolError) -> Envelope {
-        if let envelope = bytes.withUnsafeBytes(IngestFastPath.read) { return envelope }
+        if let envelope = bytes.withUnsafeBytes(IngestFastPath.read) {
+            try WireRanges.check(envelope)
+            return envelope
+        }
         return try decodeSkippingChannels(Data(bytes))
     }
 }

@@ -29,6 +29,7 @@ public struct GatewayStatus: Sendable, Equatable, Codable {
         ts = try c.decode(Date.self, forKey: .ts)
         agentVersion = try c.decodeIfPresent(String.self, forKey: .agentVersion)
         reason = try c.decodeIfPresent(String.self, forKey: .reason)
+        try WireRanges.check(self)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -96,6 +97,7 @@ public struct ReportedState: Sendable, Equatable, Codable {
         configVersions = try c.decodeMap(of: Int.self, forKey: .configVersions)
         levelLimits = try c.decode(LevelLimits.self, forKey: .levelLimits)
         groups = try c.decodeIfPresent([String].self, forKey: .groups) ?? []
+        try WireRanges.check(self)
     }
 
     public func encode(to encoder: any Encoder) throws {

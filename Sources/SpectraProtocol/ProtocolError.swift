@@ -15,6 +15,9 @@ public struct ProtocolError: Error, Sendable, Hashable, CustomStringConvertible 
         case wrongType
         /// A field has the right type but a value outside the contract.
         case invalidValue
+        /// A number or text outside the range the contract gives that field (``WireRanges``):
+        /// negative, non-finite, or more than a real gateway can produce.
+        case outOfRange
         /// The envelope's `v` is not one this build understands.
         case unsupportedVersion
         /// The envelope or document `kind` is not one the contract names.

@@ -31,6 +31,9 @@ public actor SessionController {
     private var regimen: Regimen
     private let journal: SessionJournal?
     private let timeScale: Double
+    /// What a second of `now` is worth in session seconds: `timeScale` against the wall clock,
+    /// 1 against a clock that already runs `timeScale` times faster (the fleet simulator's).
+    private let clockScale: Double
     private let emit: @Sendable (Event) async -> Void
     private let now: @Sendable () -> Date
     private var maxLevel = 3
@@ -42,10 +45,12 @@ public actor SessionController {
 
     /// - Parameters:
     ///   - timeScale: how much faster than real time sessions run (1 on a gateway).
+    ///   - clockIsScaled: whether `now` already runs `timeScale` times faster than real time
+    ///     (a simulated clock), so durations read on it are session seconds as they are.
     ///   - emit: where events go (the outbox, in the agent).
     public init(
         profile: CalibrationProfile, headband: SimulatedHeadband, regimen: Regimen, journal: SessionJournal?,
-        timeScale: Double = 1, now: @escaping @Sendable () -> Date = { Date() },
+        timeScale: Double = 1, clockIsScaled: Bool = false, now: @escaping @Sendable () -> Date = { Date() },
         emit: @escaping @Sendable (Event) async -> Void
     ) {
         self.profile = profile
@@ -53,6 +58,7 @@ public actor SessionController {
         self.regimen = regimen
         self.journal = journal
         self.timeScale = max(1, timeScale)
+        clockScale = clockIsScaled ? 1 : max(1, timeScale)
         self.now = now
         self.emit = emit
     }
@@ -141,7 +147,7 @@ public actor SessionController {
         let allowed = LevelPolicy(unlock: profile.levelUnlock, maxLevel: maxLevel).allowedLevel(completedSessions: regimen.completedSessions)
         return Status(
             running: runner != nil, sessionId: sessionId?.rawValue, level: runner?.engine.level, allowedLevel: allowed,
-            elapsedS: startedAt.map { now().timeIntervalSince($0) * timeScale }, stimulatingS: runner?.engine.totals.stimulatingS,
+            elapsedS: startedAt.map { now().timeIntervalSince($0) * clockScale }, stimulatingS: runner?.engine.totals.stimulatingS,
             phase: runner.map { "\($0.engine.phase)" } ?? "idle", completedSessions: regimen.completedSessions,
             regimenPhase: regimen.phase(on: day).rawValue, regimenDay: regimen.dayNumber(on: day))
     }
@@ -251,7 +257,7 @@ public actor SessionController {
             if outcome.isCompleted { regimen.sessionCompleted(on: day) }
             let totals = runner.engine.totals
             var summary = SessionSummary(
-                sessionId: sessionId, durationS: max(0, end.timeIntervalSince(startedAt ?? end)) * timeScale,
+                sessionId: sessionId, durationS: max(0, end.timeIntervalSince(startedAt ?? end)) * clockScale,
                 stimulatingS: totals.stimulatingS,
                 levelSeconds: Dictionary(uniqueKeysWithValues: totals.levelSeconds.map { (String($0.key), $0.value) }),
                 pauses: totals.pauses, chargeMicroCoulombs: totals.chargeMicroCoulombs,
