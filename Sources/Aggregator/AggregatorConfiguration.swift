@@ -23,12 +23,17 @@ public struct AggregatorConfiguration: Sendable, Equatable {
     public var retentionDays: Int
     /// How long an online gateway may go unheard before the summary counts it as silent, seconds.
     public var silentAfterSeconds: Double
+    /// Messages one gateway may have ingested per hour; the rest are refused (`rate_limited`).
+    public var gatewayMessagesPerHour: Int
+    /// New outbox epochs one gateway may start per UTC day; the rest are refused (`epoch_limit`).
+    public var newEpochsPerGatewayPerDay: Int
 
     public init(
         fleets: [Identifier] = [], broker: BrokerConfiguration = BrokerConfiguration(),
         clientID: String = "spectra-aggregator-1", shareGroup: String = "aggregators",
         databasePath: String = "var/aggregator.sqlite", httpHost: String = "127.0.0.1", httpPort: Int = 8080,
-        publishIntervalSeconds: Double = 10, retentionDays: Int = 90, silentAfterSeconds: Double = 600
+        publishIntervalSeconds: Double = 10, retentionDays: Int = 90, silentAfterSeconds: Double = 600,
+        gatewayMessagesPerHour: Int = 250_000, newEpochsPerGatewayPerDay: Int = 16
     ) {
         self.fleets = fleets
         self.broker = broker
@@ -40,12 +45,14 @@ public struct AggregatorConfiguration: Sendable, Equatable {
         self.publishIntervalSeconds = publishIntervalSeconds
         self.retentionDays = retentionDays
         self.silentAfterSeconds = silentAfterSeconds
+        self.gatewayMessagesPerHour = gatewayMessagesPerHour
+        self.newEpochsPerGatewayPerDay = newEpochsPerGatewayPerDay
     }
 
     /// Every key ``init(fields:)`` reads.
     public static let keys: Set<String> = BrokerConfiguration.keys.union([
         "fleets", "clientId", "shareGroup", "database", "http.host", "http.port", "stats.publishIntervalS",
-        "retention.days", "presence.silentAfterS",
+        "retention.days", "presence.silentAfterS", "limits.gatewayMessagesPerHour", "limits.newEpochsPerGatewayPerDay",
     ])
 
     /// Reads the aggregator's keys.
@@ -78,6 +85,8 @@ public struct AggregatorConfiguration: Sendable, Equatable {
             httpPort: try fields.int("http.port", default: 8080, in: 0...65535),
             publishIntervalSeconds: try fields.double("stats.publishIntervalS", default: 10, in: 1...3600),
             retentionDays: try fields.int("retention.days", default: 90, in: 1...3650),
-            silentAfterSeconds: try fields.double("presence.silentAfterS", default: 600, in: 10...604_800))
+            silentAfterSeconds: try fields.double("presence.silentAfterS", default: 600, in: 10...604_800),
+            gatewayMessagesPerHour: try fields.int("limits.gatewayMessagesPerHour", default: 250_000, in: 100...100_000_000),
+            newEpochsPerGatewayPerDay: try fields.int("limits.newEpochsPerGatewayPerDay", default: 16, in: 1...10_000))
     }
 }

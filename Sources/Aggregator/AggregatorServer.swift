@@ -26,7 +26,9 @@ public struct AggregatorServer: Sendable {
     /// - Throws: when the database cannot be opened.
     public init(configuration: AggregatorConfiguration, logger: Logger, now: @escaping @Sendable () -> Date = Date.init) throws {
         self.configuration = configuration
-        let store = try SQLiteStatsStore(path: configuration.databasePath, silentAfterSeconds: configuration.silentAfterSeconds)
+        let store = try SQLiteStatsStore(
+            path: configuration.databasePath, silentAfterSeconds: configuration.silentAfterSeconds,
+            newEpochsPerGatewayPerDay: configuration.newEpochsPerGatewayPerDay)
         let metrics = IngestMetrics()
         let ingest = IngestService(configuration: configuration, store: store, metrics: metrics, logger: logger, now: now)
         self.store = store
@@ -34,7 +36,8 @@ public struct AggregatorServer: Sendable {
         self.ingest = ingest
         let portBox = PortBox()
         self.portBox = portBox
-        let router = APIRouter.make(store: store, metrics: metrics, isConnected: { ingest.client.isConnected }, now: now)
+        let router = APIRouter.make(
+            store: store, metrics: metrics, health: { ingest.health.report(brokerConnected: ingest.client.isConnected) }, now: now)
         application = Application(
             router: router,
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "spectra-aggregator"),

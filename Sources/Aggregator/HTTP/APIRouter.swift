@@ -10,10 +10,10 @@ public enum APIRouter {
 
     /// Builds the router.
     /// - Parameters:
-    ///   - isConnected: whether ingest is connected to the broker (for `/healthz`).
+    ///   - health: ingest's health now (for `/healthz`, and the health figures of `/metrics`).
     ///   - now: the clock "today" is taken from.
     public static func make(
-        store: any StatsStore, metrics: IngestMetrics, isConnected: @escaping @Sendable () -> Bool,
+        store: any StatsStore, metrics: IngestMetrics, health: @escaping @Sendable () -> IngestHealth.Report,
         now: @escaping @Sendable () -> Date = Date.init
     ) -> Router<BasicRequestContext> {
         let router = Router()
@@ -22,12 +22,17 @@ public enum APIRouter {
                 status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
                 body: .init(byteBuffer: ByteBuffer(bytes: Dashboard.page)))
         }
+        // 200 while the broker is connected, commits succeed and the stats round keeps up with its
+        // interval; otherwise 503 with the reasons.
         router.get("/healthz") { _, _ in
-            let connected = isConnected()
-            return json(["status": connected ? "ok" : "degraded", "broker": connected ? "connected" : "disconnected"])
+            let report = health()
+            var response = json(HealthBody(report))
+            if !report.healthy { response.status = .serviceUnavailable }
+            return response
         }
         router.get("/metrics") { _, _ in
-            Response(
+            metrics.update(health())
+            return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
         }
@@ -68,6 +73,25 @@ public enum APIRouter {
             }
         }
         return router
+    }
+
+    /// The body of `/healthz`.
+    struct HealthBody: Encodable {
+        var status: String
+        var broker: String
+        var reasons: [String]
+        var lastCommitAgeS: Double
+        var statsRoundAgeS: Double
+        var lastStatsRoundS: Double?
+
+        init(_ report: IngestHealth.Report) {
+            status = report.healthy ? "ok" : "unhealthy"
+            broker = report.brokerConnected ? "connected" : "disconnected"
+            reasons = report.reasons
+            lastCommitAgeS = (report.lastCommitAgeSeconds * 1000).rounded() / 1000
+            statsRoundAgeS = (report.statsRoundAgeSeconds * 1000).rounded() / 1000
+            lastStatsRoundS = report.lastStatsRoundSeconds.map { ($0 * 1000).rounded() / 1000 }
+        }
     }
 
     static func gatewayParameter(_ context: BasicRequestContext) throws -> String {

@@ -48,6 +48,7 @@ enum Dashboard {
   #drill.open { display:block; }
   .close { float:right; cursor:pointer; color:var(--accent); }
   .empty { color:var(--dim); font-style:italic; }
+  .refused { display:inline-block; margin-left:6px; padding:0 5px; border-radius:3px; font-size:11px; background:var(--bad); color:var(--bg); }
 </style>
 </head>
 <body>
@@ -151,9 +152,15 @@ function renderSummary(s) {
   const a = s.adherence;
   bars($("adherence-detail"), [["loading days", a.loadingAdherentDays], ["of", a.loadingDays], ["maint. weeks", a.maintenanceAdherentWeeks], ["of", a.maintenanceWeeks]]);
 }
+// A gateway whose input was refused in the last 10 minutes (bad input, a per-gateway limit).
+function refusedMark(g) {
+  const r = g.refusals;
+  if (!r || !r.refusing) return "";
+  return `<span class="refused" title="${esc(num(r.total) + " refused; last: " + r.lastReason + ": " + r.lastDetail)}">input refused</span>`;
+}
 function renderGateways(list) {
   const rows = list.map((g) => `<tr class="gw" data-gw="${esc(g.gateway)}" data-fleet="${esc(g.fleet)}">
-    <td><span class="dot ${g.online ? "on" : ""}"></span>${esc(g.gateway)}</td><td>${esc(g.fleet)}</td><td>${ago(g.lastSeen)}</td>
+    <td><span class="dot ${g.online ? "on" : ""}"></span>${esc(g.gateway)}${refusedMark(g)}</td><td>${esc(g.fleet)}</td><td>${ago(g.lastSeen)}</td>
     <td>${esc(g.firmware || "–")}</td><td class="num">${num(g.sessions.started)}</td><td class="num">${num(g.sessions.completed)}</td>
     <td>${esc(g.phase || "–")}</td><td class="num">${pct(g.adherenceRatio)}</td><td class="num">${num(g.backlog.messages)}</td>
     <td class="num">${pct(g.completeness.ratio)}</td></tr>`).join("");
@@ -169,7 +176,8 @@ async function renderDrill() {
   $("drill-kpis").innerHTML = kpi("Status", g.online ? "online" : "offline", "drill-online") + kpi("Sessions", num(g.sessions.started), "drill-started")
     + kpi("Completed", num(g.sessions.completed), "drill-completed") + kpi("Adherence", pct(g.adherenceRatio), "drill-adherence")
     + kpi("Firmware", esc(g.firmware || "–"), "drill-firmware") + kpi("Max level", num(g.maxLevel), "drill-max-level")
-    + kpi("Backlog", num(g.backlog.messages), "drill-backlog") + kpi("Battery", g.batteryPct == null ? "–" : Math.round(g.batteryPct) + "%", "drill-battery");
+    + kpi("Backlog", num(g.backlog.messages), "drill-backlog") + kpi("Battery", g.batteryPct == null ? "–" : Math.round(g.batteryPct) + "%", "drill-battery")
+    + (g.refusals ? kpi("Refused" + (g.refusals.refusing ? " (now)" : ""), num(g.refusals.total) + `<div class="sub">${esc(g.refusals.lastReason)}</div>`, "drill-refused") : "");
   $("drill-sessions").tBodies[0].innerHTML = d.recentSessions.map((s) => `<tr data-session="${esc(s.sessionId)}"><td>${esc(s.sessionId)}</td><td>${s.day}</td>
     <td>${esc(s.outcome)}</td><td>${esc(s.reason || "")}</td><td class="num">${num(s.level)}</td><td class="num">${s.stimulatingS == null ? "–" : Math.round(s.stimulatingS) + " s"}</td>
     <td class="num">${num(s.pauses)}</td><td class="num">${num(s.safetyTrips)}</td><td>${esc(s.regimenPhase || "")} ${s.regimenDay ? "day " + s.regimenDay : ""}</td></tr>`).join("")

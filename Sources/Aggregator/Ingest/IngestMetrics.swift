@@ -14,6 +14,10 @@ public final class IngestMetrics: Sendable {
     let connected: Gauge
     let publishedStats: Counter
     let latency: ValueHistogram
+    let statsRoundSeconds: Gauge
+    let lastCommitAge: Gauge
+    let statsRoundAge: Gauge
+    let healthy: Gauge
     private let failures = Mutex<[String: Counter]>([:])
     private let fleetGauges = Mutex<[[String]: Gauge]>([:])
 
@@ -32,21 +36,35 @@ public final class IngestMetrics: Sendable {
         latency = registry.makeValueHistogram(
             descriptor: Self.name("commit_latency", "seconds", "Gateway ts to statistics commit, live envelopes from synced clocks."),
             buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300])
+        statsRoundSeconds = registry.makeGauge(descriptor: Self.name("stats_round", "seconds", "How long the last stats round took."))
+        lastCommitAge = registry.makeGauge(
+            descriptor: Self.name("last_commit_age", "seconds", "Seconds since the last committed batch (since the start before the first)."))
+        statsRoundAge = registry.makeGauge(
+            descriptor: Self.name("last_stats_round_age", "seconds", "Seconds since the last stats round ended (since the start before the first)."))
+        healthy = registry.makeGauge(descriptor: Self.name("healthy", "", "1 while /healthz answers 200."))
+    }
+
+    /// Sets the health figures from a `/healthz` report (called as `/metrics` is rendered).
+    func update(_ report: IngestHealth.Report) {
+        lastCommitAge.set(to: report.lastCommitAgeSeconds)
+        statsRoundAge.set(to: report.statsRoundAgeSeconds)
+        healthy.set(to: report.healthy ? 1 : 0)
     }
 
     private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "spectra", subsystem: "aggregator", metricName: metric, unitName: unit, helpText: help)
     }
 
-    /// Counts a message refused by parsing or validation, under its reason.
-    func failed(reason: String) {
+    /// Counts messages refused by parsing, validation, a per-gateway limit or the store, under
+    /// their reason (labels come from a fixed set: no per-gateway labels).
+    func failed(reason: String, count: Int = 1) {
         let counter = failures.withLock { counters in
             if let counter = counters[reason] { return counter }
             let counter = registry.makeCounter(descriptor: Self.name("parse_failures", "total", "Messages refused by parsing or validation, by reason."), labels: [("reason", reason)])
             counters[reason] = counter
             return counter
         }
-        counter.increment()
+        counter.increment(by: Int64(count))
     }
 
     /// Sets a fleet's gateway counts (`spectra_aggregator_gateways{fleet,state}`): every gateway

@@ -13,12 +13,41 @@ public enum IngestRecord: Sendable {
     case status(fleet: Identifier, gateway: Identifier, GatewayStatus, receivedAt: Date, retained: Bool = false)
     /// The retained reported state.
     case state(fleet: Identifier, gateway: Identifier, ReportedState, receivedAt: Date)
+    /// A message from this gateway's topics that was refused (bad input, a limit, or something
+    /// the store could not apply): recorded against the gateway, so the API and dashboard can
+    /// show whose input is being refused and why.
+    case refused(GatewayKey, Refusal, receivedAt: Date, payload: Data? = nil)
 
     /// The reason label a message that cannot be ingested is counted under (`/metrics`
     /// `spectra_aggregator_parse_failures_total{reason=...}`).
     public struct Refusal: Error, Sendable, Hashable {
         public var reason: String
         public var detail: String
+        /// The gateway whose topic the message came on, when the topic named one.
+        public var gateway: GatewayKey?
+
+        public init(reason: String, detail: String, gateway: GatewayKey? = nil) {
+            self.reason = reason
+            self.detail = detail
+            self.gateway = gateway
+        }
+
+        /// Refused by the per-gateway message rate limit.
+        public static let rateLimited = "rate_limited"
+        /// Refused by the limit on new outbox epochs per gateway per day.
+        public static let epochLimit = "epoch_limit"
+        /// Well-formed, but the store could not apply it (recorded and acknowledged, never retried).
+        public static let storeRefused = "store_refused"
+    }
+
+    /// The gateway a record is about, when it names one.
+    public var gateway: GatewayKey? {
+        switch self {
+        case .envelope(let envelope, _, _, _): GatewayKey(fleet: envelope.fleet.rawValue, gateway: envelope.gateway.rawValue)
+        case .status(let fleet, let gateway, _, _, _), .state(let fleet, let gateway, _, _):
+            GatewayKey(fleet: fleet.rawValue, gateway: gateway.rawValue)
+        case .refused(let gateway, _, _, _): gateway
+        }
     }
 
     /// Parses a received message.
@@ -33,10 +62,12 @@ public enum IngestRecord: Sendable {
         } catch {
             throw Refusal(reason: error.code.rawValue, detail: error.description)
         }
+        let source = topic.gatewayKey
         do {
             switch topic {
             case .event(let fleet, let gateway), .telemetry(let fleet, let gateway):
                 let envelope = try Envelope.decodeForIngest(message.payload)
+                try WireRanges.checkArrival(envelope, receivedAt: receivedAt)
                 guard envelope.fleet == fleet, envelope.gateway == gateway else {
                     throw Refusal(
                         reason: "topic_mismatch",
@@ -63,11 +94,25 @@ public enum IngestRecord: Sendable {
                 throw Refusal(reason: "unexpected_topic", detail: "\(message.topic) is not ingested")
             }
         } catch let error as ProtocolError {
-            throw Refusal(reason: error.code.rawValue, detail: error.description)
-        } catch let refusal as Refusal {
+            throw Refusal(reason: error.code.rawValue, detail: error.description, gateway: source)
+        } catch var refusal as Refusal {
+            refusal.gateway = source
             throw refusal
         } catch {
-            throw Refusal(reason: "internal", detail: "\(error)")
+            throw Refusal(reason: "internal", detail: "\(error)", gateway: source)
+        }
+    }
+}
+
+extension Topic {
+    /// The gateway a topic belongs to, for the gateway topics the aggregator ingests.
+    var gatewayKey: GatewayKey? {
+        switch self {
+        case .event(let fleet, let gateway), .telemetry(let fleet, let gateway), .status(let fleet, let gateway),
+            .state(let fleet, let gateway):
+            GatewayKey(fleet: fleet.rawValue, gateway: gateway.rawValue)
+        default:
+            nil
         }
     }
 }

@@ -20,6 +20,13 @@ public final class IngestService: Service, Sendable {
     private let configuration: AggregatorConfiguration
     private let store: any StatsStore
     private let metrics: IngestMetrics
+    /// Commits, stats rounds and the broker, for `/healthz` and `/metrics`.
+    public let health: IngestHealth
+    private let limiter: GatewayRateLimiter
+    /// Records refused by the store since the last commit: past ``maxRefusedWithoutCommit`` the
+    /// store is taken to be broken rather than the records bad, and batches are retried whole.
+    private let refusedWithoutCommit = Atomic<Int>(0)
+    static let maxRefusedWithoutCommit = 100
     private let logger: Logger
     private let now: @Sendable () -> Date
     let client: MQTTClient
@@ -44,6 +51,8 @@ public final class IngestService: Service, Sendable {
         self.metrics = metrics
         self.logger = logger
         self.now = now
+        health = IngestHealth(statsIntervalSeconds: configuration.publishIntervalSeconds)
+        limiter = GatewayRateLimiter(limit: configuration.gatewayMessagesPerHour)
         let broker = configuration.broker
         client = MQTTClient(MQTTConfiguration(
             host: broker.host, port: broker.port, clientID: configuration.clientID, protocolVersion: .v5,
@@ -233,9 +242,21 @@ public final class IngestService: Service, Sendable {
                     records.reserveCapacity(slice.count)
                     for (message, receivedAt) in slice {
                         do throws(IngestRecord.Refusal) {
-                            records.append(try IngestRecord.parse(message, receivedAt: receivedAt))
+                            let record = try IngestRecord.parse(message, receivedAt: receivedAt)
+                            if let gateway = record.gateway, !self.limiter.admit(gateway, at: receivedAt) {
+                                throw IngestRecord.Refusal(
+                                    reason: IngestRecord.Refusal.rateLimited,
+                                    detail: "more than \(self.limiter.limit) messages from this gateway within an hour",
+                                    gateway: gateway)
+                            }
+                            records.append(record)
                         } catch {
                             self.refused(message, error, at: receivedAt)
+                            // Recorded against the gateway (the API and dashboard show it) in
+                            // the same commit as the batch around it.
+                            if let gateway = error.gateway {
+                                records.append(.refused(gateway, error, receivedAt: receivedAt, payload: Data(message.payload)))
+                            }
                         }
                     }
                     return (worker, records)
@@ -266,22 +287,68 @@ public final class IngestService: Service, Sendable {
     }
 
     /// Writes one batch, retrying until it is committed: a failed transaction rolled back, so
-    /// nothing is lost or counted twice.
+    /// nothing is lost or counted twice. While the store is unavailable (a full disk), `/healthz`
+    /// says why and nothing is acknowledged. A batch the store refuses is split until the
+    /// records it refuses are found; those are recorded against their gateway and counted
+    /// (`store_refused`), the rest commit, and all are acknowledged: one poison message never
+    /// holds up the messages around it, nor comes back after a restart.
     private func write(_ records: [IngestRecord]) async {
         guard !records.isEmpty else { return }
         while true {
             do {
                 let outcome = try await store.apply(records)
-                metrics.record(outcome)
-                committed.add(outcome.accepted + outcome.duplicates, ordering: .relaxed)
-                metrics.pending.set(to: Double(raw.withLock { $0.count }))
-                changed.withLock { $0.formUnion(outcome.changedGateways) }
+                committedBatch(outcome)
+                return
+            } catch let failure as StoreFailure where failure.kind == .refused
+                && refusedWithoutCommit.load(ordering: .relaxed) < Self.maxRefusedWithoutCommit
+            {
+                guard records.count > 1 else {
+                    await setAside(records[0], failure)
+                    return
+                }
+                let half = records.count / 2
+                await write(Array(records[..<half]))
+                await write(Array(records[half...]))
                 return
             } catch {
-                logger.error("writing a batch failed; retrying in 1 s", metadata: ["error": "\(error)", "records": "\(records.count)"])
+                if health.commitFailed("\(error)") {
+                    logger.error(
+                        "commits are failing; the batch is written again every second until it commits (see /healthz)",
+                        metadata: ["error": "\(error)", "records": "\(records.count)"])
+                }
                 try? await Task.sleep(for: .seconds(1))
             }
         }
+    }
+
+    private func committedBatch(_ outcome: ApplyOutcome) {
+        metrics.record(outcome)
+        for (reason, count) in outcome.refused { metrics.failed(reason: reason, count: count) }
+        committed.add(outcome.accepted + outcome.duplicates, ordering: .relaxed)
+        metrics.pending.set(to: Double(raw.withLock { $0.count }))
+        changed.withLock { $0.formUnion(outcome.changedGateways) }
+        refusedWithoutCommit.store(0, ordering: .relaxed)
+        if let seconds = health.commitSucceeded() {
+            logger.notice("commits work again", metadata: ["failingForS": "\(Int(seconds))"])
+        }
+    }
+
+    /// Records one message the store refused, so it is acknowledged and never retried.
+    private func setAside(_ record: IngestRecord, _ failure: StoreFailure) async {
+        refusedWithoutCommit.add(1, ordering: .relaxed)
+        let at = now()
+        metrics.failed(reason: IngestRecord.Refusal.storeRefused)
+        logger.error(
+            "the store refused a message; it is recorded against its gateway and not retried",
+            metadata: ["gateway": "\(record.gateway.map { "\($0.fleet)/\($0.gateway)" } ?? "-")", "error": "\(failure.reason)"])
+        guard let gateway = record.gateway else { return }
+        var payload: Data?
+        if case .envelope(let envelope, _, _, let bytes) = record { payload = bytes ?? envelope.encoded() }
+        await write([
+            .refused(
+                gateway, IngestRecord.Refusal(reason: IngestRecord.Refusal.storeRefused, detail: failure.reason, gateway: gateway),
+                receivedAt: at, payload: payload)
+        ])
     }
 
     // MARK: Retained stats
@@ -294,21 +361,33 @@ public final class IngestService: Service, Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(configuration.publishIntervalSeconds))
             guard !Task.isCancelled else { continue }
-            // One summary per fleet a round: `/metrics`' gateway counts take it connected to the
-            // broker or not, the retained topics when connected.
-            let summaries: [(fleet: String, summary: FleetSummary)]
-            do {
-                summaries = try await fleetSummaries()
-            } catch {
-                logger.warning("reading the fleet summaries failed; retried next round", metadata: ["error": "\(error)"])
-                continue
+            health.roundStarted()
+            await statsRound()
+            let seconds = health.roundFinished()
+            metrics.statsRoundSeconds.set(to: seconds)
+            if seconds > configuration.publishIntervalSeconds {
+                logger.warning(
+                    "the stats round took longer than its interval (see /healthz)",
+                    metadata: ["seconds": "\(seconds)", "intervalS": "\(configuration.publishIntervalSeconds)"])
             }
-            for (fleet, summary) in summaries {
-                metrics.fleet(fleet, gateways: summary.gateways, online: summary.online, silent: summary.silent)
-            }
-            guard client.isConnected else { continue }
-            await publishStats(summaries)
         }
+    }
+
+    /// One summary per fleet: `/metrics`' gateway counts take it connected to the broker or
+    /// not, the retained topics when connected.
+    private func statsRound() async {
+        let summaries: [(fleet: String, summary: FleetSummary)]
+        do {
+            summaries = try await fleetSummaries()
+        } catch {
+            logger.warning("reading the fleet summaries failed; retried next round", metadata: ["error": "\(error)"])
+            return
+        }
+        for (fleet, summary) in summaries {
+            metrics.fleet(fleet, gateways: summary.gateways, online: summary.online, silent: summary.silent)
+        }
+        guard client.isConnected else { return }
+        await publishStats(summaries)
     }
 
     private func fleetSummaries() async throws -> [(fleet: String, summary: FleetSummary)] {
@@ -367,8 +446,12 @@ public final class IngestService: Service, Sendable {
         }
     }
 
+    /// JSON for the retained stats and the API. Every figure is finite by construction (the
+    /// store reads sums clamped); should one not be, it is written as null rather than the
+    /// whole document being lost.
     static func encode(_ value: some Encodable) -> Data {
         let encoder = JSONEncoder()
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "null", negativeInfinity: "null", nan: "null")
         encoder.dateEncodingStrategy = .custom { date, encoder in
             var container = encoder.singleValueContainer()
             try container.encode(WireFormat.timestamp(date))

@@ -60,15 +60,21 @@ public struct Completeness: Sendable, Equatable, Codable {
     /// (received + evicted) / expected, at most 1; nil before anything arrived.
     public var ratio: Double?
 
+    /// - Parameters: counts as stored; negative ones read as 0, and `evicted` counts only up to
+    ///   the seqs that are actually missing (`expected - received`), so a gateway announcing
+    ///   more evictions than it has gaps cannot make its data look more complete than it is.
     public init(received: Int = 0, expected: Int = 0, evicted: Int = 0) {
-        self.received = received
-        self.expected = expected
-        self.evicted = evicted
-        ratio = expected == 0 ? nil : min(1, Double(received + evicted) / Double(expected))
+        self.received = max(0, received)
+        self.expected = max(0, expected, self.received)
+        self.evicted = min(max(0, evicted), self.expected - self.received)
+        ratio = self.expected == 0 ? nil : min(1, (Double(self.received) + Double(self.evicted)) / Double(self.expected))
     }
 
+    /// Pools two sets of gateways (saturating: sums never trap).
     public static func + (lhs: Completeness, rhs: Completeness) -> Completeness {
-        Completeness(received: lhs.received + rhs.received, expected: lhs.expected + rhs.expected, evicted: lhs.evicted + rhs.evicted)
+        Completeness(
+            received: lhs.received.saturatingAdd(rhs.received), expected: lhs.expected.saturatingAdd(rhs.expected),
+            evicted: lhs.evicted.saturatingAdd(rhs.evicted))
     }
 }
 
@@ -138,6 +144,43 @@ public struct GatewaySummary: Sendable, Equatable, Codable {
     public var batteryPct: Double?
     public var rssKiB: Int?
     public var reconnects: Int?
+    /// Messages from this gateway's topics that were refused, by reason; nil when none ever were.
+    public var refusals: GatewayRefusals?
+}
+
+/// What was refused from one gateway (bad input, a per-gateway limit, or something the store
+/// could not apply). Each refused message was acknowledged to the broker and counted here.
+public struct GatewayRefusals: Sendable, Equatable, Codable {
+    /// How long after its last refusal a gateway still counts as ``refusing``, seconds.
+    public static let recentSeconds: Double = 600
+
+    /// Refused messages, all reasons.
+    public var total: Int
+    /// Refused messages by reason (the same labels as `/metrics`).
+    public var byReason: [String: Int]
+    public var lastReason: String
+    /// What was wrong with the latest refused message, in one line.
+    public var lastDetail: String
+    public var lastAt: Date
+    /// Whether input was refused in the last ``recentSeconds``: the dashboard marks the gateway.
+    public var refusing: Bool
+
+    public init(total: Int, byReason: [String: Int], lastReason: String, lastDetail: String, lastAt: Date, refusing: Bool) {
+        self.total = total
+        self.byReason = byReason
+        self.lastReason = lastReason
+        self.lastDetail = lastDetail
+        self.lastAt = lastAt
+        self.refusing = refusing
+    }
+}
+
+extension Int {
+    /// `self + other`, held at `Int.max` / `Int.min` instead of trapping.
+    func saturatingAdd(_ other: Int) -> Int {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : sum
+    }
 }
 
 /// `GET /api/v1/gateways/{gw}`: the summary, its days and its latest sessions.

@@ -26,7 +26,40 @@ extension SQLiteStatsStore {
         var telemetry: LatestTelemetry?
     }
 
+    /// - Throws: ``StoreFailure``: `unavailable` when SQLite cannot commit now (full, locked, I/O),
+    ///   `refused` for anything else SQLite refuses in the batch.
     public func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
+        do {
+            return try await applyInTransaction(records)
+        } catch let error as DatabaseError {
+            throw StoreFailure(Self.isTransient(error) ? .unavailable : .refused, Self.describe(error))
+        }
+    }
+
+    /// SQLite's result codes that say "not now" rather than "never".
+    static func isTransient(_ error: DatabaseError) -> Bool {
+        switch error.resultCode {
+        case .SQLITE_FULL, .SQLITE_IOERR, .SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_CANTOPEN, .SQLITE_READONLY, .SQLITE_NOMEM,
+            .SQLITE_PROTOCOL, .SQLITE_INTERRUPT, .SQLITE_NOLFS, .SQLITE_CORRUPT, .SQLITE_NOTADB, .SQLITE_PERM, .SQLITE_AUTH:
+            true
+        default:
+            false
+        }
+    }
+
+    /// One line for an operator: what SQLite said, and what to do for the common cases.
+    static func describe(_ error: DatabaseError) -> String {
+        let text = error.message ?? "\(error.resultCode)"
+        switch error.resultCode {
+        case .SQLITE_FULL: return "the database or its disk is full (\(text)); free space on the database's filesystem"
+        case .SQLITE_BUSY, .SQLITE_LOCKED: return "the database is locked by another process (\(text))"
+        case .SQLITE_IOERR: return "I/O error on the database (\(text)); check the disk"
+        case .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_CANTOPEN: return "the database cannot be written (\(text)); check its file and folder permissions"
+        default: return "SQLite refused the batch: \(text) (\(error.resultCode))"
+        }
+    }
+
+    private func applyInTransaction(_ records: [IngestRecord]) async throws -> ApplyOutcome {
         try await pool.writeWithoutTransaction { db in
             var outcome = ApplyOutcome()
             var staged = Staged()
@@ -39,6 +72,8 @@ extension SQLiteStatsStore {
             self.withCaches { caches in
                 caches.streams.merge(staged.streams) { _, committed in committed }
                 caches.regimenStarts.merge(staged.regimenStarts) { _, committed in committed }
+                caches.newEpochs.merge(staged.newEpochs) { _, committed in committed }
+                for (gateway, boots) in staged.clockOffsets { caches.clockOffsets[gateway] = boots }
             }
             return outcome
         }
@@ -48,7 +83,25 @@ extension SQLiteStatsStore {
     struct Staged {
         var streams: [StreamKey: Stream] = [:]
         var regimenStarts: [GatewayKey: Int] = [:]
+        var newEpochs: [GatewayKey: EpochCount] = [:]
+        var clockOffsets: [GatewayKey: [(boot: UUID, offset: Double)]] = [:]
     }
+
+    /// Refusals of one gateway for one reason, gathered over a batch.
+    struct RefusalKey: Hashable {
+        var gateway: GatewayKey
+        var reason: String
+    }
+
+    struct RefusalDelta {
+        var count = 0
+        var lastAt = 0.0
+        var detail = ""
+        var payload: Data?
+    }
+
+    /// The most of a refused message's payload kept for the operator to look at, bytes.
+    static let keptPayloadBytes = 4_096
 
     /// Applies `records` in `db`'s open transaction; returns the outcome and the cached state
     /// it moved, for the caches once the transaction commits.
@@ -59,6 +112,17 @@ extension SQLiteStatsStore {
         var activity: [GatewayKey: GatewayActivity] = [:]
         /// The earliest regimen start each gateway's events in this batch imply.
         var regimen: [GatewayKey: Int] = [:]
+        var refusals: [RefusalKey: RefusalDelta] = [:]
+        func refuse(_ gateway: GatewayKey, _ refusal: IngestRecord.Refusal, at: Date, payload: Data?) {
+            var delta = refusals[RefusalKey(gateway: gateway, reason: refusal.reason), default: RefusalDelta()]
+            delta.count += 1
+            if at.timeIntervalSince1970 >= delta.lastAt {
+                delta.lastAt = at.timeIntervalSince1970
+                delta.detail = String(refusal.detail.prefix(300))
+                delta.payload = payload.map { Data($0.prefix(Self.keptPayloadBytes)) }
+            }
+            refusals[RefusalKey(gateway: gateway, reason: refusal.reason)] = delta
+        }
         var staged = Staged()
         let commitTime = Date().timeIntervalSince1970
         let insertKey = try db.cachedStatement(sql: "INSERT OR IGNORE INTO received (fleet, gw, epoch, seq) VALUES (?, ?, ?, ?)")
@@ -74,10 +138,31 @@ extension SQLiteStatsStore {
                 case .envelope(let envelope, let receivedAt, let historical, let payload):
                     let gateway = GatewayKey(fleet: envelope.fleet.rawValue, gateway: envelope.gateway.rawValue)
                     let streamKey = StreamKey(fleet: gateway.fleet, gateway: gateway.gateway, epoch: envelope.epoch)
-                    var stream = staged.streams[streamKey] ?? caches.streams[streamKey]
-                        ?? Stream(
+                    let seen = receivedAt.timeIntervalSince1970
+                    var stream: Stream
+                    if let known = staged.streams[streamKey] ?? caches.streams[streamKey] {
+                        stream = known
+                    } else {
+                        // A new outbox epoch: a real gateway starts one only when its outbox
+                        // database is made anew, so past a few a day it is refused.
+                        let today = Day(receivedAt).number
+                        var epochs = staged.newEpochs[gateway] ?? caches.newEpochs[gateway] ?? EpochCount(day: today, count: 0)
+                        if epochs.day != today { epochs = EpochCount(day: today, count: 0) }
+                        guard epochs.count < newEpochsPerGatewayPerDay else {
+                            let refusal = IngestRecord.Refusal(
+                                reason: IngestRecord.Refusal.epochLimit,
+                                detail: "epoch \(envelope.epoch.wireString) would be new epoch \(epochs.count + 1) today; the limit is \(newEpochsPerGatewayPerDay)",
+                                gateway: gateway)
+                            refuse(gateway, refusal, at: receivedAt, payload: payload)
+                            outcome.refused[refusal.reason, default: 0] += 1
+                            continue
+                        }
+                        epochs.count += 1
+                        staged.newEpochs[gateway] = epochs
+                        stream = Stream(
                             epochText: envelope.epoch.wireString, minSeq: envelope.seq, maxSeq: envelope.seq, count: 0, evicted: 0,
-                            contiguous: 0, gapSince: nil)
+                            contiguous: 0, gapSince: nil, createdAt: seen, lastAt: seen)
+                    }
                     if envelope.seq <= stream.contiguous {
                         outcome.duplicates += 1
                         continue
@@ -103,9 +188,10 @@ extension SQLiteStatsStore {
                     stream.minSeq = min(stream.minSeq, envelope.seq)
                     stream.maxSeq = max(stream.maxSeq, envelope.seq)
                     stream.count += 1
+                    stream.lastAt = max(stream.lastAt, seen)
                     outcome.accepted += 1
 
-                    let at = effectiveTime(envelope, receivedAt: receivedAt, historical: historical, caches: &caches)
+                    let at = effectiveTime(envelope, receivedAt: receivedAt, historical: historical, caches: caches, staged: &staged)
                     if envelope.synced {
                         let lag = commitTime - envelope.timestamp.timeIntervalSince1970
                         outcome.maxLagSeconds = max(outcome.maxLagSeconds ?? lag, lag)
@@ -162,8 +248,23 @@ extension SQLiteStatsStore {
                         ])
                     outcome.presence += 1
                     outcome.changedGateways.insert(gateway)
+
+                case .refused(let gateway, let refusal, let receivedAt, let payload):
+                    refuse(gateway, refusal, at: receivedAt, payload: payload)
+                    outcome.changedGateways.insert(gateway)
                 }
             }
+        }
+
+        let saveRefusal = try db.cachedStatement(sql: """
+            INSERT INTO refusal (fleet, gw, reason, count, lastAt, lastDetail, lastPayload) VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (fleet, gw, reason) DO UPDATE SET count = MIN(count + excluded.count, \(Int64(1) << 53)),
+                lastDetail = iif(excluded.lastAt >= lastAt, excluded.lastDetail, lastDetail),
+                lastPayload = iif(excluded.lastAt >= lastAt, excluded.lastPayload, lastPayload),
+                lastAt = MAX(lastAt, excluded.lastAt)
+            """)
+        for (key, delta) in refusals {
+            try saveRefusal.run(key.gateway.fleet, key.gateway.gateway, key.reason, delta.count, delta.lastAt, delta.detail, delta.payload)
         }
 
         for (key, delta) in daily {
@@ -230,14 +331,19 @@ extension SQLiteStatsStore {
     /// synced; otherwise `ts` corrected by the offset observed on that boot's live messages
     /// (receive time minus `ts`), or the receive time when no live message of that boot has
     /// been seen yet.
-    private func effectiveTime(_ envelope: Envelope, receivedAt: Date, historical: Bool, caches: inout Caches) -> Double {
+    private func effectiveTime(_ envelope: Envelope, receivedAt: Date, historical: Bool, caches: Caches, staged: inout Staged) -> Double {
         let ts = envelope.timestamp.timeIntervalSince1970
         if envelope.synced { return ts }
-        let key = BootKey(fleet: envelope.fleet.rawValue, gateway: envelope.gateway.rawValue, boot: envelope.boot)
+        let gateway = GatewayKey(fleet: envelope.fleet.rawValue, gateway: envelope.gateway.rawValue)
+        var boots = staged.clockOffsets[gateway] ?? caches.clockOffsets[gateway] ?? []
         if !historical {
-            caches.clockOffsets[key] = receivedAt.timeIntervalSince1970 - ts
+            // Newest boot first; a gateway's older boots fall off (they only date backlog).
+            boots.removeAll { $0.boot == envelope.boot }
+            boots.insert((envelope.boot, receivedAt.timeIntervalSince1970 - ts), at: 0)
+            if boots.count > Self.bootsPerGateway { boots.removeLast(boots.count - Self.bootsPerGateway) }
+            staged.clockOffsets[gateway] = boots
         }
-        if let offset = caches.clockOffsets[key] { return ts + offset }
+        if let offset = boots.first(where: { $0.boot == envelope.boot })?.offset { return ts + offset }
         return receivedAt.timeIntervalSince1970
     }
 
@@ -247,8 +353,10 @@ extension SQLiteStatsStore {
     ) throws {
         /// Day 1 of the wearer's regimen: the earliest implied by any event's `regimenDay`.
         func noteRegimen(_ regimenDay: Int?) {
+            // `regimenDay` is within 1 and the days since the product existed (WireRanges), and no
+            // regimen starts before the product did.
             guard let regimenDay, regimenDay >= 1 else { return }
-            let start = day.day - (regimenDay - 1)
+            let start = max(day.day - (regimenDay - 1), Day(WireRanges.productEpoch).number)
             regimen[gateway] = min(regimen[gateway] ?? start, start)
         }
         switch event {
@@ -300,7 +408,9 @@ extension SQLiteStatsStore {
                     """).execute(arguments: [gateway.fleet, gateway.gateway, sessionId.rawValue, day.day])
             }
         case .outboxEvicted(let eviction):
-            stream.evicted += eviction.count
+            // Never more than the seqs the stream can have; the summary counts only as many as
+            // are missing.
+            stream.evicted = min(stream.evicted.saturatingAdd(eviction.count), Int(WireRanges.seq.upperBound))
         case .sessionPaused, .sessionResumed, .configApplied, .configRejected, .firmwareProgress, .outboxReset:
             break
         }

@@ -9,8 +9,8 @@ extension SQLiteStatsStore {
             let filter = Self.fleetFilter(fleet)
             let counts = try Row.fetchOne(
                 db, sql: """
-                    SELECT COUNT(*) AS n, COALESCE(SUM(online), 0) AS online,
-                        COALESCE(SUM(online AND COALESCE(lastSeen, 0) < ?), 0) AS silent FROM gateway \(filter.sql)
+                    SELECT COUNT(*) AS n, TOTAL(online) AS online,
+                        TOTAL(online AND COALESCE(lastSeen, 0) < ?) AS silent FROM gateway \(filter.sql)
                     """, arguments: StatementArguments([now.timeIntervalSince1970 - self.silentAfterSeconds]) + filter.arguments)
             let active = try Int.fetchOne(
                 db, sql: """
@@ -24,20 +24,21 @@ extension SQLiteStatsStore {
                 db, sql: "SELECT COALESCE(firmware, 'unknown') AS fw, COUNT(*) AS n FROM gateway \(filter.sql) GROUP BY fw",
                 arguments: filter.arguments)
             {
-                firmware[row["fw"]] = row["n"]
+                firmware[row["fw"] ?? "unknown"] = row.count("n")
             }
             let backlogRow = try Row.fetchOne(
                 db, sql: """
-                    SELECT COALESCE(SUM(outboxDepth), 0) AS m, COALESCE(SUM(outboxBytes), 0) AS b,
-                        COALESCE(SUM(outboxDepth > 0), 0) AS g FROM gateway \(filter.sql)
+                    SELECT TOTAL(outboxDepth) AS m, TOTAL(outboxBytes) AS b, TOTAL(outboxDepth > 0) AS g FROM gateway \(filter.sql)
                     """, arguments: filter.arguments)
             let completeness = try Self.completeness(db, where: filter)
             let adherence = try Self.adherence(db, where: filter, today: today).values.reduce(Adherence(), +)
             return FleetSummary(
-                fleet: fleet, generatedAt: now, today: today, gateways: counts?["n"] ?? 0, online: counts?["online"] ?? 0,
-                silent: counts?["silent"] ?? 0, activeToday: active, sessions: totals, abortReasons: reasons, adherence: adherence,
+                fleet: fleet, generatedAt: now, today: today, gateways: counts?.count("n") ?? 0, online: counts?.count("online") ?? 0,
+                silent: counts?.count("silent") ?? 0, activeToday: active, sessions: totals, abortReasons: reasons, adherence: adherence,
                 adherenceRatio: adherence.ratio, firmware: firmware,
-                backlog: Backlog(messages: backlogRow?["m"] ?? 0, bytes: backlogRow?["b"] ?? 0, gatewaysWithBacklog: backlogRow?["g"] ?? 0),
+                backlog: Backlog(
+                    messages: backlogRow?.count("m") ?? 0, bytes: backlogRow?.count("b") ?? 0,
+                    gatewaysWithBacklog: backlogRow?.count("g") ?? 0),
                 completeness: completeness.values.reduce(Completeness(), +))
         }
     }
@@ -110,9 +111,8 @@ extension SQLiteStatsStore {
         var totals = SessionTotals()
         if let row = try Row.fetchOne(
             db, sql: """
-                SELECT COALESCE(SUM(started), 0) AS s, COALESCE(SUM(completed), 0) AS c, COALESCE(SUM(aborted), 0) AS a,
-                    COALESCE(SUM(pauses), 0) AS p, COALESCE(SUM(trips), 0) AS t,
-                    COALESCE(SUM(l1), 0) AS l1, COALESCE(SUM(l2), 0) AS l2, COALESCE(SUM(l3), 0) AS l3
+                SELECT TOTAL(started) AS s, TOTAL(completed) AS c, TOTAL(aborted) AS a, TOTAL(pauses) AS p, TOTAL(trips) AS t,
+                    TOTAL(l1) AS l1, TOTAL(l2) AS l2, TOTAL(l3) AS l3
                 FROM daily \(filter.sql)
                 """, arguments: filter.arguments)
         {
@@ -121,23 +121,24 @@ extension SQLiteStatsStore {
         return totals
     }
 
+    /// Totals from a row of sums (`TOTAL`, which never overflows), read without trapping.
     static func totals(_ row: Row) -> SessionTotals {
         var totals = SessionTotals()
-        totals.started = row["s"]
-        totals.completed = row["c"]
-        totals.aborted = row["a"]
-        totals.pauses = row["p"]
-        totals.safetyTrips = row["t"]
-        totals.levelMinutes = ["1": (row["l1"] as Double) / 60, "2": (row["l2"] as Double) / 60, "3": (row["l3"] as Double) / 60]
+        totals.started = row.count("s")
+        totals.completed = row.count("c")
+        totals.aborted = row.count("a")
+        totals.pauses = row.count("p")
+        totals.safetyTrips = row.count("t")
+        totals.levelMinutes = ["1": row.seconds("l1") / 60, "2": row.seconds("l2") / 60, "3": row.seconds("l3") / 60]
         return totals
     }
 
     static func abortReasons(_ db: Database, where filter: Filter) throws -> [String: Int] {
         var reasons: [String: Int] = [:]
         for row in try Row.fetchAll(
-            db, sql: "SELECT reason, SUM(count) AS n FROM abort \(filter.sql) GROUP BY reason", arguments: filter.arguments)
+            db, sql: "SELECT reason, TOTAL(count) AS n FROM abort \(filter.sql) GROUP BY reason", arguments: filter.arguments)
         {
-            reasons[row["reason"]] = row["n"]
+            reasons[row["reason"] ?? "unknown"] = row.count("n")
         }
         return reasons
     }
@@ -146,19 +147,19 @@ extension SQLiteStatsStore {
         var byDay: [Int: DailyStats] = [:]
         for row in try Row.fetchAll(
             db, sql: """
-                SELECT day, SUM(started + completed + aborted > 0) AS active,
-                    SUM(started) AS s, SUM(completed) AS c, SUM(aborted) AS a, SUM(pauses) AS p, SUM(trips) AS t,
-                    SUM(l1) AS l1, SUM(l2) AS l2, SUM(l3) AS l3
+                SELECT day, TOTAL(started + completed + aborted > 0) AS active,
+                    TOTAL(started) AS s, TOTAL(completed) AS c, TOTAL(aborted) AS a, TOTAL(pauses) AS p, TOTAL(trips) AS t,
+                    TOTAL(l1) AS l1, TOTAL(l2) AS l2, TOTAL(l3) AS l3
                 FROM daily \(filter.sql) GROUP BY day
                 """, arguments: filter.arguments)
         {
             let day: Int = row["day"]
-            byDay[day] = DailyStats(day: Day(number: day), activeGateways: row["active"], sessions: totals(row), abortReasons: [:])
+            byDay[day] = DailyStats(day: Day(number: day), activeGateways: row.count("active"), sessions: totals(row), abortReasons: [:])
         }
         for row in try Row.fetchAll(
-            db, sql: "SELECT day, reason, SUM(count) AS n FROM abort \(filter.sql) GROUP BY day, reason", arguments: filter.arguments)
+            db, sql: "SELECT day, reason, TOTAL(count) AS n FROM abort \(filter.sql) GROUP BY day, reason", arguments: filter.arguments)
         {
-            byDay[row["day"]]?.abortReasons[row["reason"]] = row["n"]
+            byDay[row["day"]]?.abortReasons[row["reason"] ?? "unknown"] = row.count("n")
         }
         guard from <= to else { return [] }
         return (from.number...to.number).map { number in
@@ -170,34 +171,40 @@ extension SQLiteStatsStore {
         var result: [GatewayKey: Completeness] = [:]
         for row in try Row.fetchAll(
             db, sql: """
-                SELECT fleet, gw, SUM(count) AS r, SUM(maxSeq - minSeq + 1) AS e, SUM(evicted) AS ev
+                SELECT fleet, gw, TOTAL(count) AS r, TOTAL(maxSeq - minSeq + 1) AS e, TOTAL(evicted) AS ev
                 FROM stream \(filter.sql) GROUP BY fleet, gw
                 """, arguments: filter.arguments)
         {
-            result[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = Completeness(received: row["r"], expected: row["e"], evicted: row["ev"])
+            result[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = Completeness(
+                received: row.count("r"), expected: row.count("e"), evicted: row.count("ev"))
         }
         return result
     }
 
-    /// Adherence per gateway that has a regimen start or a completed session.
+    /// Adherence per gateway that has a regimen start or a completed session. Completions per
+    /// day come from `daily` (kept for good; session rows are pruned past retention).
     static func adherence(_ db: Database, where filter: Filter, today: Day) throws -> [GatewayKey: Adherence] {
         var completed: [GatewayKey: [Day: Int]] = [:]
-        var sessionFilter = filter
-        sessionFilter.conditions.append("outcome = 'completed'")
+        var dailyFilter = filter
+        dailyFilter.conditions.append("completed > 0")
         for row in try Row.fetchAll(
-            db, sql: "SELECT fleet, gw, COALESCE(endDay, day) AS d, COUNT(*) AS n FROM session \(sessionFilter.sql) GROUP BY fleet, gw, d",
-            arguments: sessionFilter.arguments)
+            db, sql: "SELECT fleet, gw, day, completed FROM daily \(dailyFilter.sql)", arguments: dailyFilter.arguments)
         {
-            completed[GatewayKey(fleet: row["fleet"], gateway: row["gw"]), default: [:]][Day(number: row["d"])] = row["n"]
+            completed[GatewayKey(fleet: row["fleet"], gateway: row["gw"]), default: [:]][Day(number: row["day"])] = row.count("completed")
         }
         var starts: [GatewayKey: Day] = [:]
         for row in try Row.fetchAll(db, sql: "SELECT fleet, gw, regimenStart FROM gateway \(filter.sql)", arguments: filter.arguments) {
-            if let start: Int = row["regimenStart"] { starts[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = Day(number: start) }
+            // No regimen starts before the product existed (a row from before the contract's
+            // ranges could say otherwise; judging it would take a loop over every day since).
+            if let start = row.int("regimenStart") {
+                starts[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = Day(number: max(start, Day(WireRanges.productEpoch).number))
+            }
         }
         var result: [GatewayKey: Adherence] = [:]
         for key in Set(completed.keys).union(starts.keys) {
             let days = completed[key] ?? [:]
-            guard let start = starts[key] ?? days.keys.min() else { continue }
+            guard let start = (starts[key] ?? days.keys.min()).map({ Day(number: max($0.number, Day(WireRanges.productEpoch).number)) })
+            else { continue }
             result[key] = Adherence(start: start, completed: days, today: today)
         }
         return result
@@ -209,8 +216,8 @@ extension SQLiteStatsStore {
         var totals: [GatewayKey: SessionTotals] = [:]
         for row in try Row.fetchAll(
             db, sql: """
-                SELECT fleet, gw, SUM(started) AS s, SUM(completed) AS c, SUM(aborted) AS a, SUM(pauses) AS p, SUM(trips) AS t,
-                    SUM(l1) AS l1, SUM(l2) AS l2, SUM(l3) AS l3 FROM daily \(filter.sql) GROUP BY fleet, gw
+                SELECT fleet, gw, TOTAL(started) AS s, TOTAL(completed) AS c, TOTAL(aborted) AS a, TOTAL(pauses) AS p,
+                    TOTAL(trips) AS t, TOTAL(l1) AS l1, TOTAL(l2) AS l2, TOTAL(l3) AS l3 FROM daily \(filter.sql) GROUP BY fleet, gw
                 """, arguments: filter.arguments)
         {
             totals[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = Self.totals(row)
@@ -222,16 +229,17 @@ extension SQLiteStatsStore {
         {
             if let at: Double = row["at"] { lastSession[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = at }
         }
+        let refusals = try refusals(db, where: filter, today: today)
         return try Row.fetchAll(db, sql: "SELECT * FROM gateway \(filter.sql) ORDER BY fleet, gw", arguments: filter.arguments).map { row in
             let key = GatewayKey(fleet: row["fleet"], gateway: row["gw"])
-            let start = (row["regimenStart"] as Int?).map(Day.init(number:))
+            let start = row.int("regimenStart").map(Day.init(number:))
             let gatewayAdherence = adherence[key] ?? Adherence()
-            let depth: Int? = row["outboxDepth"]
+            let depth = row.int("outboxDepth")
             return GatewaySummary(
                 fleet: key.fleet, gateway: key.gateway, online: row["online"] ?? false,
                 lastSeen: (row["lastSeen"] as Double?).map(Date.init(timeIntervalSince1970:)),
-                agentVersion: row["agentVersion"], firmware: row["firmware"], maxLevel: row["maxLevel"],
-                unlockedLevel: row["unlockedLevel"],
+                agentVersion: row["agentVersion"], firmware: row["firmware"], maxLevel: row.int("maxLevel"),
+                unlockedLevel: row.int("unlockedLevel"),
                 configVersions: decode([String: Int].self, row["configVersions"]) ?? [:],
                 groups: decode([String].self, row["groups"]) ?? [],
                 sessions: totals[key] ?? SessionTotals(),
@@ -239,10 +247,36 @@ extension SQLiteStatsStore {
                 regimenStart: start,
                 phase: start.map { today.number - $0.number < Adherence.loadingPhaseDays ? "loading" : "maintenance" },
                 adherence: gatewayAdherence, adherenceRatio: gatewayAdherence.ratio,
-                backlog: Backlog(messages: depth ?? 0, bytes: row["outboxBytes"] ?? 0, gatewaysWithBacklog: (depth ?? 0) > 0 ? 1 : 0),
+                backlog: Backlog(messages: depth ?? 0, bytes: row.int("outboxBytes") ?? 0, gatewaysWithBacklog: (depth ?? 0) > 0 ? 1 : 0),
                 completeness: completeness[key] ?? Completeness(),
-                batteryPct: row["batteryPct"], rssKiB: row["rssKiB"], reconnects: row["reconnects"])
+                batteryPct: row["batteryPct"], rssKiB: row.int("rssKiB"), reconnects: row.int("reconnects"),
+                refusals: refusals[key])
         }
+    }
+
+    /// What was refused per gateway. `refusing` is judged against the end of `today` at the
+    /// latest, and against the clock.
+    static func refusals(_ db: Database, where filter: Filter, today: Day) throws -> [GatewayKey: GatewayRefusals] {
+        var result: [GatewayKey: GatewayRefusals] = [:]
+        let now = min(Date().timeIntervalSince1970, today.adding(1).start.timeIntervalSince1970)
+        for row in try Row.fetchAll(
+            db, sql: "SELECT fleet, gw, reason, count, lastAt, lastDetail FROM refusal \(filter.sql) ORDER BY lastAt",
+            arguments: filter.arguments)
+        {
+            let key = GatewayKey(fleet: row["fleet"], gateway: row["gw"])
+            let reason: String = row["reason"], count = row.count("count"), lastAt: Double = row["lastAt"] ?? 0
+            var refusals = result[key] ?? GatewayRefusals(
+                total: 0, byReason: [:], lastReason: reason, lastDetail: "", lastAt: Date(timeIntervalSince1970: lastAt), refusing: false)
+            refusals.total = refusals.total.saturatingAdd(count)
+            refusals.byReason[reason] = count
+            // Rows come oldest first: the last one read is the latest refusal.
+            refusals.lastReason = reason
+            refusals.lastDetail = row["lastDetail"] ?? ""
+            refusals.lastAt = Date(timeIntervalSince1970: lastAt)
+            refusals.refusing = now - lastAt <= GatewayRefusals.recentSeconds
+            result[key] = refusals
+        }
+        return result
     }
 
     static func sessionRecords(_ db: Database, fleet: String, gateway: String, from: Day, to: Day, limit: Int) throws -> [SessionRecord] {
@@ -256,10 +290,10 @@ extension SQLiteStatsStore {
                 sessionId: row["sessionId"], day: Day(number: row["day"]),
                 startedAt: (row["startedAt"] as Double?).map(Date.init(timeIntervalSince1970:)),
                 endedAt: (row["endedAt"] as Double?).map(Date.init(timeIntervalSince1970:)),
-                outcome: row["outcome"], reason: row["reason"], level: row["level"], durationS: row["durationS"],
+                outcome: row["outcome"], reason: row["reason"], level: row.int("level"), durationS: row["durationS"],
                 stimulatingS: row["stimulatingS"], levelSeconds: ["1": row["l1"], "2": row["l2"], "3": row["l3"]],
-                pauses: row["pauses"], levelChanges: row["levelChanges"], safetyTrips: row["trips"],
-                regimenPhase: row["phase"], regimenDay: row["regimenDay"])
+                pauses: row.count("pauses"), levelChanges: row.count("levelChanges"), safetyTrips: row.count("trips"),
+                regimenPhase: row["phase"], regimenDay: row.int("regimenDay"))
         }
     }
 

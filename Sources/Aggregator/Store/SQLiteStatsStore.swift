@@ -20,6 +20,11 @@ public final class SQLiteStatsStore: StatsStore {
     let gapHorizonSeconds: Double
     /// How long an online gateway may go unheard before the summary counts it as silent.
     let silentAfterSeconds: Double
+    /// New outbox epochs one gateway may start per UTC day (by receive time); envelopes of
+    /// further new epochs are refused (`epoch_limit`).
+    let newEpochsPerGatewayPerDay: Int
+    /// Unsynced clock offsets kept per gateway (its latest boots).
+    static let bootsPerGateway = 4
 
     struct StreamKey: Hashable {
         var fleet: String
@@ -38,18 +43,24 @@ public final class SQLiteStatsStore: StatsStore {
         var gapSince: Double?
         /// Keys stored in `received` above `contiguous`.
         var pendingAbove = 0
+        /// When the stream's first and latest envelopes arrived (receive time, seconds).
+        var createdAt = 0.0
+        var lastAt = 0.0
     }
 
-    struct BootKey: Hashable {
-        var fleet: String
-        var gateway: String
-        var boot: UUID
+    /// A gateway's new epochs on one UTC day (receive time).
+    struct EpochCount {
+        var day: Int
+        var count: Int
     }
 
     struct Caches {
         var streams: [StreamKey: Stream] = [:]
-        /// Observed wall-clock offset (receive time minus `ts`) of unsynced gateways, per boot.
-        var clockOffsets: [BootKey: Double] = [:]
+        /// Observed wall-clock offset (receive time minus `ts`) of unsynced gateways, per boot:
+        /// each gateway's latest ``bootsPerGateway`` boots, newest first.
+        var clockOffsets: [GatewayKey: [(boot: UUID, offset: Double)]] = [:]
+        /// New epochs each gateway started today (for ``newEpochsPerGatewayPerDay``).
+        var newEpochs: [GatewayKey: EpochCount] = [:]
         /// Each gateway's committed `regimenStart` (day number): an event implying the same
         /// or a later start changes nothing and needs no write.
         var regimenStarts: [GatewayKey: Int] = [:]
@@ -59,7 +70,10 @@ public final class SQLiteStatsStore: StatsStore {
     /// - Parameter silentAfterSeconds: how long an online gateway may go unheard before
     ///   ``FleetSummary/silent`` counts it.
     /// - Throws: GRDB's `DatabaseError` when the file cannot be opened or migrated.
-    public init(path: String, gapHorizonSeconds: Double = 7 * 86_400, silentAfterSeconds: Double = 600) throws {
+    /// - Parameter newEpochsPerGatewayPerDay: new outbox epochs one gateway may start per UTC day.
+    public init(
+        path: String, gapHorizonSeconds: Double = 7 * 86_400, silentAfterSeconds: Double = 600, newEpochsPerGatewayPerDay: Int = 16
+    ) throws {
         _ = spectra_sqlite_configure()
         let folder = (path as NSString).deletingLastPathComponent
         if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
@@ -71,6 +85,7 @@ public final class SQLiteStatsStore: StatsStore {
         pool = try DatabasePool(path: path, configuration: config)
         self.gapHorizonSeconds = gapHorizonSeconds
         self.silentAfterSeconds = silentAfterSeconds
+        self.newEpochsPerGatewayPerDay = newEpochsPerGatewayPerDay
         try Self.migrator.migrate(pool)
         let loaded = try pool.read { db in
             var pending: [[String]: Int] = [:]
@@ -84,18 +99,25 @@ public final class SQLiteStatsStore: StatsStore {
                 guard let epoch = UUID(uuidString: epochText) else {
                     throw DatabaseError(message: "table stream: epoch \(epochText) of \(fleet)/\(gateway) is not a UUID; the file is damaged")
                 }
+                // Rows written before the contract's ranges may hold anything: read them clamped.
                 streams[StreamKey(fleet: fleet, gateway: gateway, epoch: epoch)] = Stream(
-                    epochText: epochText, minSeq: UInt64(row["minSeq"] as Int64), maxSeq: UInt64(row["maxSeq"] as Int64), count: row["count"],
-                    evicted: row["evicted"], contiguous: UInt64(row["contiguous"] as Int64), gapSince: row["gapSince"],
-                    pendingAbove: pending[[fleet, gateway, epochText]] ?? 0)
+                    epochText: epochText, minSeq: row.counter("minSeq"), maxSeq: row.counter("maxSeq"), count: row.count("count"),
+                    evicted: row.count("evicted"), contiguous: row.counter("contiguous"), gapSince: row["gapSince"],
+                    pendingAbove: pending[[fleet, gateway, epochText]] ?? 0,
+                    createdAt: row["createdAt"] ?? 0, lastAt: row["lastAt"] ?? 0)
             }
             var starts: [GatewayKey: Int] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT fleet, gw, regimenStart FROM gateway WHERE regimenStart IS NOT NULL") {
-                starts[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = row["regimenStart"]
+                if let start = row.int("regimenStart") { starts[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = start }
             }
             return (streams, starts)
         }
-        caches.withLock { $0.streams = loaded.0; $0.regimenStarts = loaded.1 }
+        let today = Day(Date()).number
+        var newEpochs: [GatewayKey: EpochCount] = [:]
+        for (key, stream) in loaded.0 where Day(Date(timeIntervalSince1970: stream.createdAt)).number == today {
+            newEpochs[GatewayKey(fleet: key.fleet, gateway: key.gateway), default: EpochCount(day: today, count: 0)].count += 1
+        }
+        caches.withLock { $0.streams = loaded.0; $0.regimenStarts = loaded.1; $0.newEpochs = newEpochs }
     }
 
     static var migrator: DatabaseMigrator {
@@ -147,6 +169,19 @@ public final class SQLiteStatsStore: StatsStore {
                 CREATE INDEX event_by_day ON event (day);
                 """)
         }
+        // Per-gateway bounds: when each stream started and was last heard from (for the epoch
+        // limit and retention), and what was refused from each gateway, by reason.
+        migrator.registerMigration("v3-bounds") { db in
+            let now = Date().timeIntervalSince1970
+            try db.execute(sql: """
+                ALTER TABLE stream ADD COLUMN createdAt REAL NOT NULL DEFAULT 0;
+                ALTER TABLE stream ADD COLUMN lastAt REAL NOT NULL DEFAULT 0;
+                UPDATE stream SET createdAt = \(now), lastAt = \(now);
+                CREATE TABLE refusal (fleet TEXT NOT NULL, gw TEXT NOT NULL, reason TEXT NOT NULL, count INTEGER NOT NULL,
+                    lastAt REAL NOT NULL, lastDetail TEXT NOT NULL, lastPayload BLOB, PRIMARY KEY (fleet, gw, reason));
+                CREATE INDEX session_by_end ON session (COALESCE(endDay, day));
+                """)
+        }
         return migrator
     }
 
@@ -154,10 +189,32 @@ public final class SQLiteStatsStore: StatsStore {
         try await pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT fleet FROM gateway ORDER BY fleet") }
     }
 
+    /// Deletes what is older than `day`: raw events, session rows (their days' statistics stay
+    /// in `daily`), streams not heard from since (with their dedupe keys) and refusal records.
     public func prune(before day: Day) async throws -> Int {
-        try await pool.write { db in
-            try db.execute(sql: "DELETE FROM event WHERE day < ?", arguments: [day.number])
-            return db.changesCount
+        let cutoff = day.start.timeIntervalSince1970
+        return try await pool.writeWithoutTransaction { db in
+            var removed = 0
+            var stale: [StreamKey] = []
+            try db.inTransaction {
+                try db.execute(sql: "DELETE FROM event WHERE day < ?", arguments: [day.number])
+                removed = db.changesCount
+                try db.execute(sql: "DELETE FROM session WHERE COALESCE(endDay, day) < ?", arguments: [day.number])
+                try db.execute(sql: "DELETE FROM refusal WHERE lastAt < ?", arguments: [cutoff])
+                stale = self.withCaches { caches in caches.streams.filter { $0.value.lastAt < cutoff }.map(\.key) }
+                for key in stale {
+                    let epoch = key.epoch.wireString
+                    try db.execute(
+                        sql: "DELETE FROM stream WHERE fleet = ? AND gw = ? AND epoch = ?", arguments: [key.fleet, key.gateway, epoch])
+                    try db.execute(
+                        sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ?", arguments: [key.fleet, key.gateway, epoch])
+                }
+                return .commit
+            }
+            self.withCaches { caches in
+                for key in stale { caches.streams[key] = nil }
+            }
+            return removed
         }
     }
 
@@ -213,17 +270,62 @@ public final class SQLiteStatsStore: StatsStore {
 
     static func save(_ stream: Stream, _ key: StreamKey, _ db: Database) throws {
         try db.cachedStatement(sql: """
-            INSERT INTO stream (fleet, gw, epoch, minSeq, maxSeq, count, evicted, contiguous, gapSince)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO stream (fleet, gw, epoch, minSeq, maxSeq, count, evicted, contiguous, gapSince, createdAt, lastAt)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (fleet, gw, epoch) DO UPDATE SET minSeq = excluded.minSeq, maxSeq = excluded.maxSeq,
-                count = excluded.count, evicted = excluded.evicted, contiguous = excluded.contiguous, gapSince = excluded.gapSince
+                count = excluded.count, evicted = excluded.evicted, contiguous = excluded.contiguous, gapSince = excluded.gapSince,
+                lastAt = excluded.lastAt
             """).run(
-                key.fleet, key.gateway, stream.epochText, Int64(stream.minSeq), Int64(stream.maxSeq), stream.count, stream.evicted,
-                Int64(stream.contiguous), stream.gapSince)
+                key.fleet, key.gateway, stream.epochText, Int64(clamping: stream.minSeq), Int64(clamping: stream.maxSeq), stream.count,
+                stream.evicted, Int64(clamping: stream.contiguous), stream.gapSince, stream.createdAt, stream.lastAt)
     }
 
     func withCaches<T>(_ body: (inout Caches) throws -> T) rethrows -> T {
         try caches.withLock { try body(&$0) }
+    }
+}
+
+extension Row {
+    /// A stored count, read without trapping whatever the column holds: an integer as it is, a
+    /// float (SQLite turns an overflowing sum into one) held to `Int`'s range, anything else 0.
+    func count(_ column: String) -> Int {
+        switch (self[column] as DatabaseValue).storage {
+        case .int64(let value): Int(value)
+        case .double(let value): value.isFinite ? Int(clampingFinite: value) : (value > 0 ? .max : 0)
+        default: 0
+        }
+    }
+
+    /// A stored integer that may be NULL, read like ``count(_:)``.
+    func int(_ column: String) -> Int? {
+        (self[column] as DatabaseValue).isNull ? nil : count(column)
+    }
+
+    /// A stored seq, never below 0.
+    func counter(_ column: String) -> UInt64 {
+        UInt64(Swift.max(0, count(column)))
+    }
+
+    /// A stored real (a sum of seconds), finite and not negative.
+    func seconds(_ column: String) -> Double {
+        switch (self[column] as DatabaseValue).storage {
+        case .int64(let value): Swift.max(0, Double(value))
+        case .double(let value): value.isFinite ? Swift.max(0, value) : (value > 0 ? Double.greatestFiniteMagnitude : 0)
+        default: 0
+        }
+    }
+}
+
+extension Int {
+    /// A finite double held to `Int`'s range, rounded toward zero.
+    init(clampingFinite value: Double) {
+        if value >= 9.2e18 {
+            self = .max
+        } else if value <= -9.2e18 {
+            self = .min
+        } else {
+            self = Int(value)
+        }
     }
 }
 

@@ -40,6 +40,9 @@ public struct ApplyOutcome: Sendable, Equatable {
     public var latenciesSeconds: [Double] = []
     /// Gateways whose statistics changed.
     public var changedGateways: Set<GatewayKey> = []
+    /// Envelopes the store itself refused (a per-gateway limit), by reason; recorded against
+    /// their gateway like the ``IngestRecord/refused(_:_:receivedAt:payload:)`` records.
+    public var refused: [String: Int] = [:]
 
     public init() {}
 }
@@ -53,4 +56,27 @@ public struct GatewayKey: Sendable, Hashable, Comparable {
         self.gateway = gateway
     }
     public static func < (lhs: GatewayKey, rhs: GatewayKey) -> Bool { (lhs.fleet, lhs.gateway) < (rhs.fleet, rhs.gateway) }
+}
+
+/// Why ``StatsStore/apply(_:)`` failed, as ingest needs to know it: whether to write the same
+/// batch again until it commits, or to find the records the store will never take.
+public struct StoreFailure: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable {
+        /// The store cannot commit now (disk full, database locked, I/O error): nothing changed;
+        /// the same batch is written again until it commits.
+        case unavailable
+        /// The store refuses something in the batch and always will: retrying cannot help.
+        case refused
+    }
+
+    public var kind: Kind
+    /// What failed, in one line for an operator.
+    public var reason: String
+
+    public init(_ kind: Kind, _ reason: String) {
+        self.kind = kind
+        self.reason = reason
+    }
+
+    public var description: String { reason }
 }
