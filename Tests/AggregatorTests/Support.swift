@@ -116,11 +116,12 @@ final class RunningAggregator: Sendable {
     /// - Parameter now: the aggregator's clock (the tests' fixed instant unless a test moves it).
     init(
         broker: MosquittoBroker, database: String, clientID: String = "agg-test", publishIntervalSeconds: Double = 1,
-        now: @escaping @Sendable () -> Date = { testNow }
+        now: @escaping @Sendable () -> Date = { testNow }, configure: (inout AggregatorConfiguration) -> Void = { _ in }
     ) async throws {
-        let configuration = AggregatorConfiguration(
+        var configuration = AggregatorConfiguration(
             fleets: [], broker: BrokerConfiguration(host: "127.0.0.1", port: broker.port), clientID: clientID,
             databasePath: database, httpHost: "127.0.0.1", httpPort: 0, publishIntervalSeconds: publishIntervalSeconds)
+        configure(&configuration)
         var logger = Logger(label: "test.aggregator")
         logger.logLevel = .warning
         let server = try AggregatorServer(configuration: configuration, logger: logger, now: now)

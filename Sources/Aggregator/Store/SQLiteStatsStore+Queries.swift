@@ -58,7 +58,7 @@ extension SQLiteStatsStore {
             if let search, !search.isEmpty {
                 filter.add("instr(lower(gw), lower(?)) > 0", search)
             }
-            return try Self.gatewaySummaries(db, where: filter, today: Day(now))
+            return try Self.gatewaySummaries(db, where: filter, now: now)
         }
     }
 
@@ -66,7 +66,7 @@ extension SQLiteStatsStore {
         try await pool.read { db in
             var filter = Self.fleetFilter(fleet)
             filter.add("gw = ?", id)
-            guard let summary = try Self.gatewaySummaries(db, where: filter, today: Day(now)).first else { return nil }
+            guard let summary = try Self.gatewaySummaries(db, where: filter, now: now).first else { return nil }
             var dayFilter = filter
             dayFilter.add("fleet = ?", summary.fleet)
             dayFilter.add("day >= ?", from.number)
@@ -210,7 +210,8 @@ extension SQLiteStatsStore {
         return result
     }
 
-    static func gatewaySummaries(_ db: Database, where filter: Filter, today: Day) throws -> [GatewaySummary] {
+    static func gatewaySummaries(_ db: Database, where filter: Filter, now: Date) throws -> [GatewaySummary] {
+        let today = Day(now)
         let adherence = try adherence(db, where: filter, today: today)
         let completeness = try completeness(db, where: filter)
         var totals: [GatewayKey: SessionTotals] = [:]
@@ -229,7 +230,7 @@ extension SQLiteStatsStore {
         {
             if let at: Double = row["at"] { lastSession[GatewayKey(fleet: row["fleet"], gateway: row["gw"])] = at }
         }
-        let refusals = try refusals(db, where: filter, today: today)
+        let refusals = try refusals(db, where: filter, now: now)
         return try Row.fetchAll(db, sql: "SELECT * FROM gateway \(filter.sql) ORDER BY fleet, gw", arguments: filter.arguments).map { row in
             let key = GatewayKey(fleet: row["fleet"], gateway: row["gw"])
             let start = row.int("regimenStart").map(Day.init(number:))
@@ -254,11 +255,11 @@ extension SQLiteStatsStore {
         }
     }
 
-    /// What was refused per gateway. `refusing` is judged against the end of `today` at the
-    /// latest, and against the clock.
-    static func refusals(_ db: Database, where filter: Filter, today: Day) throws -> [GatewayKey: GatewayRefusals] {
+    /// What was refused per gateway; `refusing` when the latest refusal is at most
+    /// ``GatewayRefusals/recentSeconds`` before `now` (refusals are timed by the same clock).
+    static func refusals(_ db: Database, where filter: Filter, now date: Date) throws -> [GatewayKey: GatewayRefusals] {
         var result: [GatewayKey: GatewayRefusals] = [:]
-        let now = min(Date().timeIntervalSince1970, today.adding(1).start.timeIntervalSince1970)
+        let now = date.timeIntervalSince1970
         for row in try Row.fetchAll(
             db, sql: "SELECT fleet, gw, reason, count, lastAt, lastDetail FROM refusal \(filter.sql) ORDER BY lastAt",
             arguments: filter.arguments)
