@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "SpectraTesting", targets: ["SpectraTesting"]),
         .library(name: "SpectraConfig", targets: ["SpectraConfig"]),
         .library(name: "EdgeAgent", targets: ["EdgeAgent"]),
+        .library(name: "Aggregator", targets: ["Aggregator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -17,5 +17,11 @@ let package = Package(
         .executableTarget(name: "FuzzTopic", dependencies: ["FuzzDriver", .product(name: "SpectraProtocol", package: "spectra-fleet")]),
         .executableTarget(name: "FuzzProfile", dependencies: ["FuzzDriver", .product(name: "SpectraConfig", package: "spectra-fleet")]),
         .executableTarget(name: "FuzzControlRequest", dependencies: ["FuzzDriver", .product(name: "EdgeAgent", package: "spectra-fleet")]),
+        .executableTarget(
+            name: "FuzzStatsStore",
+            dependencies: [
+                "FuzzDriver", .product(name: "Aggregator", package: "spectra-fleet"),
+                .product(name: "SpectraProtocol", package: "spectra-fleet"),
+            ]),
     ]
 )
