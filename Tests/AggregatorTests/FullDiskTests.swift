@@ -98,8 +98,31 @@ struct FullDiskTests {
         let completeness = try await aggregator.json(GatewayDetail.self, "/api/v1/gateways/gw-0001").gateway.completeness
         #expect(completeness.received == before + during && completeness.expected == before + during)
 
-        await aggregator.stop()
+        // The broker goes away: 503, saying so.
         await broker.stop()
+        #expect(await eventually(timeout: 20) { (try? await Self.health(aggregator).0) == 503 })
+        let brokerReasons = (try await Self.health(aggregator).1["reasons"] as? [String] ?? []).joined(separator: " | ")
+        #expect(brokerReasons.contains("broker"), "\(brokerReasons)")
+        await aggregator.stop()
+    }
+
+    @Test("a stats round that overruns its interval, running or finished, makes the aggregator unhealthy until one keeps up")
+    func statsRoundOverrun() {
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        let health = IngestHealth(statsIntervalSeconds: 10, now: start)
+        #expect(health.report(brokerConnected: true, now: start).healthy)
+        health.roundStarted(at: start)
+        #expect(health.report(brokerConnected: true, now: start.addingTimeInterval(9)).healthy)
+        let running = health.report(brokerConnected: true, now: start.addingTimeInterval(12))
+        #expect(!running.healthy && running.reasons.first?.contains("has run for 12 s") == true, "\(running.reasons)")
+        health.roundFinished(at: start.addingTimeInterval(15))
+        let finished = health.report(brokerConnected: true, now: start.addingTimeInterval(16))
+        #expect(!finished.healthy && finished.reasons.first?.contains("took 15 s") == true, "\(finished.reasons)")
+        health.roundStarted(at: start.addingTimeInterval(30))
+        health.roundFinished(at: start.addingTimeInterval(31))
+        let caughtUp = health.report(brokerConnected: true, now: start.addingTimeInterval(32))
+        #expect(caughtUp.healthy && caughtUp.statsRoundAgeSeconds == 1 && caughtUp.lastStatsRoundSeconds == 1)
+        #expect(!health.report(brokerConnected: false, now: start.addingTimeInterval(32)).healthy)
     }
 
     @Test("a message the store refuses is set aside, recorded against its gateway, and the batch around it commits")

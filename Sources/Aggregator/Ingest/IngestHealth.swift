@@ -59,13 +59,13 @@ public final class IngestHealth: Sendable {
         }
     }
 
-    func roundStarted(at now: Date = Date()) {
+    @_spi(Testing) public func roundStarted(at now: Date = Date()) {
         state.withLock { $0.roundStartedAt = now }
     }
 
     /// A stats round ended. Returns its duration, seconds.
     @discardableResult
-    func roundFinished(at now: Date = Date()) -> Double {
+    @_spi(Testing) public func roundFinished(at now: Date = Date()) -> Double {
         state.withLock { state in
             let seconds = now.timeIntervalSince(state.roundStartedAt ?? now)
             state.roundStartedAt = nil

@@ -330,6 +330,18 @@ extension Int {
 }
 
 extension SQLiteStatsStore {
+    /// How many streams (gateway, outbox epoch) the store keeps state for, on disk and in
+    /// memory (for tests).
+    @_spi(Testing) public func streamCounts() async throws -> (stored: Int, cached: Int) {
+        let stored = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM stream") ?? 0 }
+        return (stored, withCaches { $0.streams.count })
+    }
+
+    /// How many session rows the store keeps (for tests).
+    @_spi(Testing) public func sessionRows() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM session") ?? 0 }
+    }
+
     /// How many dedupe keys are stored above the streams' watermarks (for tests).
     @_spi(Testing) public func storedDedupeKeys() async throws -> Int {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM received") ?? 0 }
