@@ -70,7 +70,8 @@ struct FullDiskTests {
         let before = 200
         for index in 0..<before { try await publisher.publish(feed.telemetry(at: at(today, hour: 1 + Double(index) / 3600))) }
         #expect(await eventually(timeout: 20) { await received() == before })
-        #expect(try await Self.health(aggregator).0 == 200)
+        // (Under a loaded machine a stats round can overrun its 1 s test interval for a moment.)
+        #expect(await eventually(timeout: 20) { (try? await Self.health(aggregator).0) == 200 })
 
         // The disk fills up; what arrives now cannot be committed.
         let filler = try Self.fill(disk)

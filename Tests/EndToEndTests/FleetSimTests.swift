@@ -76,7 +76,10 @@ struct FleetSimTests {
             return completeness?["received"] as? Int == messages
         }
         let summary = await get("/api/v1/fleet/summary?fleet=demo")
-        #expect(settled, "every enqueued message arrives: \(String(describing: summary?["completeness"]))")
+        let refusals = (try? await URLSession.shared.data(from: URL(string: aggregator.base + "/metrics")!)).map {
+            String(decoding: $0.0, as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix("spectra_aggregator_parse_failures_total") }
+        } ?? []
+        #expect(settled, "every enqueued message arrives: \(String(describing: summary?["completeness"])); refused: \(refusals)")
         let sessions = summary?["sessions"] as? [String: Any]
         #expect(sessions?["started"] as? Int == started)
         #expect(sessions?["completed"] as? Int == completed)
