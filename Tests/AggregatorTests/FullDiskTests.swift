@@ -170,13 +170,10 @@ struct FullDiskTests {
 }
 
 /// The real SQLite store, refusing (for good) any batch that holds seq 50 of gw-0002.
-final class PoisonRefusingStore: StatsStore {
-    let store: SQLiteStatsStore
+final class PoisonRefusingStore: ForwardingStore, @unchecked Sendable {
     let refusals = Atomic<Int>(0)
 
-    init(_ store: SQLiteStatsStore) { self.store = store }
-
-    func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
+    override func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
         let poisoned = records.contains { record in
             if case .envelope(let envelope, _, _, _) = record { return envelope.gateway.rawValue == "gw-0002" && envelope.seq == 50 }
             return false
@@ -187,19 +184,4 @@ final class PoisonRefusingStore: StatsStore {
         }
         return try await store.apply(records)
     }
-
-    func compact(now: Date) async throws { try await store.compact(now: now) }
-    func prune(before day: Day) async throws -> Int { try await store.prune(before: day) }
-    func summary(fleet: String?, now: Date) async throws -> FleetSummary { try await store.summary(fleet: fleet, now: now) }
-    func daily(fleet: String?, from: Day, to: Day) async throws -> [DailyStats] { try await store.daily(fleet: fleet, from: from, to: to) }
-    func gateways(fleet: String?, search: String?, now: Date) async throws -> [GatewaySummary] {
-        try await store.gateways(fleet: fleet, search: search, now: now)
-    }
-    func gateway(fleet: String?, id: String, now: Date, from: Day, to: Day) async throws -> GatewayDetail? {
-        try await store.gateway(fleet: fleet, id: id, now: now, from: from, to: to)
-    }
-    func sessions(fleet: String?, gateway: String, from: Day, to: Day, limit: Int) async throws -> [SessionRecord]? {
-        try await store.sessions(fleet: fleet, gateway: gateway, from: from, to: to, limit: limit)
-    }
-    func fleets() async throws -> [String] { try await store.fleets() }
 }

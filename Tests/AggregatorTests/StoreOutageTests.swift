@@ -10,33 +10,15 @@ import Synchronization
 import Testing
 
 /// The real SQLite store, with commits that fail while `failing` is set, as on a full disk.
-final class FailingCommits: StatsStore {
-    let store: SQLiteStatsStore
+final class FailingCommits: ForwardingStore, @unchecked Sendable {
     let failing = Atomic<Bool>(true)
-
-    init(_ store: SQLiteStatsStore) { self.store = store }
 
     struct DiskFull: Error {}
 
-    func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
+    override func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
         if failing.load(ordering: .relaxed) { throw DiskFull() }
         return try await store.apply(records)
     }
-
-    func compact(now: Date) async throws { try await store.compact(now: now) }
-    func prune(before day: Day) async throws -> Int { try await store.prune(before: day) }
-    func summary(fleet: String?, now: Date) async throws -> FleetSummary { try await store.summary(fleet: fleet, now: now) }
-    func daily(fleet: String?, from: Day, to: Day) async throws -> [DailyStats] { try await store.daily(fleet: fleet, from: from, to: to) }
-    func gateways(fleet: String?, search: String?, now: Date) async throws -> [GatewaySummary] {
-        try await store.gateways(fleet: fleet, search: search, now: now)
-    }
-    func gateway(fleet: String?, id: String, now: Date, from: Day, to: Day) async throws -> GatewayDetail? {
-        try await store.gateway(fleet: fleet, id: id, now: now, from: from, to: to)
-    }
-    func sessions(fleet: String?, gateway: String, from: Day, to: Day, limit: Int) async throws -> [SessionRecord]? {
-        try await store.sessions(fleet: fleet, gateway: gateway, from: from, to: to, limit: limit)
-    }
-    func fleets() async throws -> [String] { try await store.fleets() }
 }
 
 @Suite("Ingest while the store cannot commit")

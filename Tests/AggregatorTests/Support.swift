@@ -167,3 +167,27 @@ final class RunningAggregator: Sendable {
         _ = try? await task.value
     }
 }
+
+/// The real SQLite store behind a test's `apply`: subclasses refuse batches the way a failing
+/// store would, and everything else goes straight to the store.
+class ForwardingStore: StatsStore, @unchecked Sendable {
+    let store: SQLiteStatsStore
+
+    init(_ store: SQLiteStatsStore) { self.store = store }
+
+    func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome { try await store.apply(records) }
+    func compact(now: Date) async throws { try await store.compact(now: now) }
+    func prune(before day: Day) async throws -> Int { try await store.prune(before: day) }
+    func summary(fleet: String?, now: Date) async throws -> FleetSummary { try await store.summary(fleet: fleet, now: now) }
+    func daily(fleet: String?, from: Day, to: Day) async throws -> [DailyStats] { try await store.daily(fleet: fleet, from: from, to: to) }
+    func gateways(fleet: String?, search: String?, now: Date) async throws -> [GatewaySummary] {
+        try await store.gateways(fleet: fleet, search: search, now: now)
+    }
+    func gateway(fleet: String?, id: String, now: Date, from: Day, to: Day) async throws -> GatewayDetail? {
+        try await store.gateway(fleet: fleet, id: id, now: now, from: from, to: to)
+    }
+    func sessions(fleet: String?, gateway: String, from: Day, to: Day, limit: Int) async throws -> [SessionRecord]? {
+        try await store.sessions(fleet: fleet, gateway: gateway, from: from, to: to, limit: limit)
+    }
+    func fleets() async throws -> [String] { try await store.fleets() }
+}
