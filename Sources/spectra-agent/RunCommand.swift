@@ -116,7 +116,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
     func run() async throws {
         try await send(["command": "status"], options: options, json: json) { response in
-            response.filter { $0.key != "ok" }.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "\n")
+            response.filter { $0.key != "ok" }.sorted { $0.key < $1.key }.map { "\($0.key): \(textValue($0.value))" }.joined(separator: "\n")
         }
     }
 }
@@ -135,6 +135,13 @@ func controlSocketPath(_ options: ConfigOptions) async -> String {
     } catch {
         ConfigOptions.exit(with: error)
     }
+}
+
+/// A decoded JSON value as text for a person: booleans as `true` / `false` (Foundation on Linux
+/// hands them over as numbers, which print as 1 and 0).
+func textValue(_ value: Any) -> String {
+    if let number = value as? NSNumber, String(cString: number.objCType) == "c" { return number.boolValue ? "true" : "false" }
+    return "\(value)"
 }
 
 /// Sends a request over the control socket and prints the answer; one line and exit 1 on failure.

@@ -21,7 +21,7 @@ struct AgentTests {
         let witnessStates: Collector<ConnectionState>
         let agent: Mutex<ChildProcess?> = Mutex(nil)
 
-        init(timeScale: Int = 300, extra: String = "", profile: String? = nil) async throws {
+        init(timeScale: Int = 300, extra: String = "", profile: String? = nil, idleIntervalS: Double = 1) async throws {
             broker = try await MosquittoBroker()
             folder = try TestEnvironment.temporaryDirectory("agent")
             config = folder.appendingPathComponent("agent.yaml").path
@@ -36,7 +36,7 @@ struct AgentTests {
                   keepaliveS: 5
                 telemetry:
                   intervalS: 0.5
-                  idleIntervalS: 1
+                  idleIntervalS: \(idleIntervalS)
                 session:
                   profile: \(profile ?? "\(root)/Config/calibration/default.yaml")
                   timeScale: \(timeScale)
@@ -135,6 +135,54 @@ struct AgentTests {
             TestEnvironment.product("spectra-agent"), ["status", "--json", "--set", "dataDir=\(harness.folder.path)/var"])
         #expect(bare.status == 0, "\(bare.stderr)")
         #expect((try JSONSerialization.jsonObject(with: Data(bare.stdout.utf8)) as? [String: Any])?["completedSessions"] as? Int == 1)
+        harness.process?.send(SIGTERM)
+        #expect(await harness.process?.wait(timeout: 15) == 0)
+    }
+
+    @Test("in-session telemetry begins within one telemetry interval of the start, however long the idle interval; idle telemetry resumes after")
+    func telemetryFollowsTheSession() async throws {
+        let harness = try await Harness(timeScale: 1, idleIntervalS: 60)
+        try await harness.startAgent()
+        func telemetry() -> [Telemetry] {
+            harness.received.elements.filter { $0.topic.hasSuffix("/telemetry") }.compactMap { message in
+                guard case .telemetry(let body) = (try? Envelope.decode(Data(message.payload)))?.message else { return nil }
+                return body
+            }
+        }
+        #expect(await eventually(timeout: 10) { !telemetry().isEmpty }, "the first idle telemetry goes at start")
+        try await Task.sleep(for: .seconds(1))
+        let (status, _, err) = try await harness.control(["session", "start", "--level", "1"])
+        #expect(status == 0, "\(err)")
+        let started = ContinuousClock.now
+        #expect(await eventually(timeout: 10) { telemetry().contains { $0.sessionId != nil } })
+        let delay = ContinuousClock.now - started
+        #expect(delay < .seconds(3), "the first in-session telemetry came \(delay) after the start (interval 0.5 s)")
+        let (_, text, _) = try await harness.control(["status"])
+        #expect(text.contains("connected: true") && text.contains("running: true"), "booleans print as words: \(text)")
+        let (stopped, _, stopError) = try await harness.control(["session", "stop"])
+        #expect(stopped == 0, "\(stopError)")
+        #expect(await eventually(timeout: 15) { harness.eventTypes().contains("session.aborted") })
+        // Within seconds, not the 60 s idle interval: telemetry after the session's last says idle.
+        #expect(await eventually(timeout: 5) {
+            let all = telemetry()
+            guard let lastInSession = all.lastIndex(where: { $0.sessionId != nil }) else { return false }
+            return all.indices.contains(lastInSession + 1)
+        }, "idle telemetry goes as the session ends: \(telemetry().suffix(4).map { $0.sessionId?.rawValue ?? "idle" })")
+        harness.process?.send(SIGTERM)
+        #expect(await harness.process?.wait(timeout: 15) == 0)
+    }
+
+    @Test("a safety trip is reported once per violation, not at every check of the ramp down after it")
+    func oneTripPerViolation() async throws {
+        let harness = try await Harness(timeScale: 100, extra: "headband:\n  faults: [short@session+20]\n")
+        try await harness.startAgent()
+        let (status, _, err) = try await harness.control(["session", "start", "--level", "1"])
+        #expect(status == 0, "\(err)")
+        #expect(await eventually(timeout: 20) { harness.eventTypes().contains("session.aborted") }, "\(harness.eventTypes())")
+        try await Task.sleep(for: .milliseconds(500))
+        let trips = harness.events().compactMap { event -> SafetyTrip? in if case .safetyTrip(let trip) = event { trip } else { nil } }
+        #expect(trips.count == 1, "\(trips)")
+        #expect(trips.first?.rule == "short")
         harness.process?.send(SIGTERM)
         #expect(await harness.process?.wait(timeout: 15) == 0)
     }

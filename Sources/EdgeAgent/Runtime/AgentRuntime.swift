@@ -25,6 +25,9 @@ public actor AgentRuntime: Service {
     private var state: AgentState
     private var subscribed = false
     private var stopping = false
+    /// The telemetry loop's wait for its next message: cancelled when a session starts or ends,
+    /// so telemetry switches between the idle and in-session intervals at once.
+    private var telemetryWait: Task<Void, Never>?
     /// Whether the last connection state seen was connected: losing the broker is logged once,
     /// not once per failed attempt while it stays away.
     private var wasConnected = false
@@ -279,6 +282,10 @@ public actor AgentRuntime: Service {
 
     private func sessionEvent(_ event: Event) async {
         await enqueue(.event(event))
+        switch event {
+        case .sessionStarted, .sessionCompleted, .sessionAborted: telemetryWait?.cancel()
+        default: break
+        }
         if case .sessionCompleted = event, let sessions {
             state.regimen = await sessions.currentRegimen
             persist()
@@ -317,7 +324,11 @@ public actor AgentRuntime: Service {
                     reconnects: client?.reconnects ?? 0, rssKiB: Self.residentKiB()))
             await enqueue(.telemetry(telemetry))
             let interval = session == nil ? configuration.idleTelemetryIntervalSeconds : configuration.telemetryIntervalSeconds
-            try? await Task.sleep(for: .seconds(interval))
+            let wait = Task { _ = try? await Task.sleep(for: .seconds(interval)) }
+            telemetryWait = wait
+            // The loop's own cancellation (shutdown) ends the wait too.
+            await withTaskCancellationHandler { await wait.value } onCancel: { wait.cancel() }
+            telemetryWait = nil
         }
     }
 

@@ -40,6 +40,9 @@ public actor SessionController {
 
     private var runner: SessionRunner?
     private var sessionId: Identifier?
+    /// The violations (rule and channel) already reported in this session: a tripped session
+    /// ramps down through several more monitor checks, and each would report the same trip.
+    private var reportedTrips: Set<String> = []
     private var startedAt: Date?
     private var task: Task<Void, Never>?
 
@@ -109,6 +112,7 @@ public actor SessionController {
         let day = Regimen.day(of: startDate)
         regimen.sessionStarted(on: day)
         sessionId = id
+        reportedTrips = []
         startedAt = startDate
         journal?.write(SessionJournal.Entry(
             sessionId: id.rawValue, level: engine.level, startedAt: startDate, stimulatingS: 0, levelSeconds: [:], pauses: 0,
@@ -248,6 +252,7 @@ public actor SessionController {
         case .resumed(let reason):
             await emit(.sessionResumed(PauseChange(sessionId: sessionId, reason: reason)))
         case .trip(let violation):
+            guard reportedTrips.insert("\(violation.rule.rawValue)/\(violation.channelID ?? "")").inserted else { return }
             await emit(.safetyTrip(SafetyTrip(
                 sessionId: sessionId, rule: violation.rule.rawValue, channel: violation.channelID,
                 value: violation.value.isFinite ? violation.value : -1, limit: violation.limit)))
