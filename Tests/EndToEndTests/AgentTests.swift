@@ -414,3 +414,34 @@ struct AgentTests {
 }
 
 import Synchronization
+
+extension AgentTests {
+    @Test("a broker that refuses the agent: the log says why once, not at every retry, and status shows the link down with the reason")
+    func refusedByBroker() async throws {
+        let broker = try await MosquittoBroker(extraConfig: "allow_anonymous false\n")
+        let folder = try TestEnvironment.temporaryDirectory("agent-refused")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let config = folder.appendingPathComponent("agent.yaml").path
+        try """
+            fleet: demo
+            gateway: gw-0001
+            dataDir: \(folder.path)/var
+            mqtt:
+              url: mqtt://127.0.0.1:\(broker.port)
+            session:
+              profile: \(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let agent = try ChildProcess(TestEnvironment.product("spectra-agent"), ["run", "--config", config])
+        func said() -> [Substring] { agent.standardError.split(separator: "\n").filter { $0.contains("cannot connect to the broker") } }
+        #expect(await eventually(timeout: 15) { !said().isEmpty }, "\(agent.standardError)")
+        try await Task.sleep(for: .seconds(4))  // several retries with the same cause
+        #expect(said().count == 1, "\(said())")
+        #expect(said().first?.contains("not authori") == true, "the reason is the broker's: \(said())")
+        let status = try await ChildProcess.run(TestEnvironment.product("spectra-agent"), ["status", "--config", config])
+        #expect(status.stdout.contains("link: down") && status.stdout.contains("connected: false"), "\(status.stdout)")
+        #expect(status.stdout.contains("lastError:") && status.stdout.contains("not authori"), "\(status.stdout)")
+        agent.send(SIGTERM)
+        #expect(await agent.wait(timeout: 15) == 0)
+        await broker.stop()
+    }
+}

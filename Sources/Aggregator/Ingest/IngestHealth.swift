@@ -1,4 +1,5 @@
 import Foundation
+import MQTT
 import Synchronization
 
 /// What `/healthz` answers and the age figures `/metrics` carries: whether commits succeed,
@@ -19,6 +20,7 @@ public final class IngestHealth: Sendable {
         var roundStartedAt: Date?
         var lastRoundEnd: Date?
         var lastRoundSeconds: Double?
+        var link = LinkDiagnostics()
     }
 
     /// One answer of `/healthz`.
@@ -59,6 +61,11 @@ public final class IngestHealth: Sendable {
         }
     }
 
+    /// The broker link changed (for the reason `/healthz` gives while it is down).
+    func linkChanged(_ link: LinkDiagnostics) {
+        state.withLock { $0.link = link }
+    }
+
     @_spi(Testing) public func roundStarted(at now: Date = Date()) {
         state.withLock { $0.roundStartedAt = now }
     }
@@ -79,7 +86,10 @@ public final class IngestHealth: Sendable {
     public func report(brokerConnected: Bool, now: Date = Date()) -> Report {
         state.withLock { state in
             var reasons: [String] = []
-            if !brokerConnected { reasons.append("the broker is not connected; ingest resumes when it is back") }
+            if !brokerConnected {
+                let why = state.link.lastError.map { ": \($0)" } ?? ""
+                reasons.append("the broker is not connected\(why); ingest resumes when it is back")
+            }
             if let failure = state.commitFailure {
                 reasons.append(
                     "commits have been failing for \(Int(now.timeIntervalSince(failure.since))) s: \(failure.reason); "

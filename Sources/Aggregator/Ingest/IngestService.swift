@@ -127,8 +127,20 @@ public final class IngestService: Service, Sendable {
     private let stopping = Atomic<Bool>(false)
 
     private func watchConnection(_ events: AsyncStream<ConnectionState>) async {
+        var link = LinkDiagnostics()
         for await state in events {
             guard !Task.isCancelled else { return }
+            if let line = link.update(state) {
+                switch line {
+                case .connected(let after):
+                    logger.info("connected to the broker", metadata: after.map { ["after": "\($0)"] } ?? [:])
+                case .failing(let reason, let wasConnected):
+                    logger.error(
+                        wasConnected ? "lost the broker; reconnecting" : "cannot connect to the broker; retrying (said again when the cause changes)",
+                        metadata: ["broker": "\(configuration.broker.url)", "reason": "\(reason)"])
+                }
+                health.linkChanged(link)
+            }
             if case .connected = state {
                 metrics.connected.set(to: 1)
                 do {

@@ -28,6 +28,8 @@ public actor AgentRuntime: Service {
     /// The telemetry loop's wait for its next message: cancelled when a session starts or ends,
     /// so telemetry switches between the idle and in-session intervals at once.
     private var telemetryWait: Task<Void, Never>?
+    /// The broker link as an operator sees it (log and `status`).
+    private var link = LinkDiagnostics()
     /// Whether the last connection state seen was connected: losing the broker is logged once,
     /// not once per failed attempt while it stays away.
     private var wasConnected = false
@@ -153,14 +155,24 @@ public actor AgentRuntime: Service {
     // MARK: Presence
 
     private func connectionChanged(_ state: ConnectionState) async {
-        guard case .connected = state, let client else {
-            if case .disconnected(let reason) = state, wasConnected, !stopping {
+        if !stopping, let line = link.update(state) {
+            switch line {
+            case .connected(let after):
+                var metadata: Logger.Metadata = ["broker": "\(configuration.broker.url)"]
+                if let after { metadata["after"] = "\(after)" }
+                logger.info("connected to the broker", metadata: metadata)
+            case .failing(let reason, wasConnected: true):
                 logger.warning("lost the broker; queueing until it is back", metadata: ["reason": "\(reason)"])
+            case .failing(let reason, wasConnected: false):
+                logger.error(
+                    "cannot connect to the broker; queueing and retrying (said again only when the cause changes, or every 5 minutes)",
+                    metadata: ["broker": "\(configuration.broker.url)", "reason": "\(reason)"])
             }
+        }
+        guard case .connected = state, let client else {
             wasConnected = false
             return
         }
-        logger.info("connected to the broker", metadata: ["broker": "\(configuration.broker.url)"])
         wasConnected = true
         await publishPresence()
         if !subscribed {
@@ -273,6 +285,7 @@ public actor AgentRuntime: Service {
             var object = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
             object["ok"] = true
             object["connected"] = client?.isConnected ?? false
+            for (key, value) in link.fields { object[key] = value }
             if let outbox { object["outboxDepth"] = await outbox.stats().depth }
             return object
         }
@@ -312,6 +325,9 @@ public actor AgentRuntime: Service {
 
     private func telemetryLoop() async {
         while !Task.isCancelled && !stopping {
+            if let (reason, seconds) = link.reminder() {
+                logger.error("still cannot reach the broker", metadata: ["reason": "\(reason)", "forS": "\(Int(seconds))"])
+            }
             guard let sessions, let outbox else { return }
             let session = await sessions.sessionTelemetry()
             let readings = await sessions.readings()

@@ -1,0 +1,73 @@
+import Foundation
+
+/// What a process tells an operator about its broker link: whether it is up, the last reason it
+/// was not, and since when. It turns the client's state changes into log lines said once per
+/// change of cause (a client that keeps failing for the same reason is not logged again at
+/// every retry; ``reminder(now:)`` repeats it at a bounded rate).
+public struct LinkDiagnostics: Sendable, Equatable {
+    /// Whether the link is up.
+    public private(set) var connected = false
+    /// Why the link is down (or was, last), in words; nil before any failure.
+    public private(set) var lastError: String?
+    /// Since when the current state (up, or down for `lastError`) holds.
+    public private(set) var since: Date
+    /// Whether the link was ever up since the process started.
+    public private(set) var everConnected = false
+    private var lastSaid: Date
+
+    /// How often a lasting failure is said again, seconds.
+    public static let reminderSeconds: Double = 300
+
+    public init(now: Date = Date()) {
+        since = now
+        lastSaid = now
+    }
+
+    /// What to log about a change.
+    public enum Line: Sendable, Equatable {
+        /// The link is up; `after` says what had kept it down, when something had.
+        case connected(after: String?)
+        /// The link went down (or a first connection failed) for a reason not said before.
+        case failing(reason: String, wasConnected: Bool)
+    }
+
+    /// Takes a state change; returns the line to log, or nil when there is nothing new to say.
+    public mutating func update(_ state: ConnectionState, now: Date = Date()) -> Line? {
+        switch state {
+        case .connecting:
+            return nil
+        case .connected:
+            let after = connected ? nil : lastError
+            if connected { return nil }
+            connected = true
+            everConnected = true
+            since = now
+            lastSaid = now
+            return .connected(after: after)
+        case .disconnected(let reason):
+            if reason == "stopped" { return nil }
+            let wasConnected = connected
+            guard wasConnected || reason != lastError else { return nil }
+            connected = false
+            lastError = reason
+            since = now
+            lastSaid = now
+            return .failing(reason: reason, wasConnected: wasConnected)
+        }
+    }
+
+    /// A reminder of a failure that has lasted ``reminderSeconds`` since it was last said, and
+    /// how long it has lasted; nil otherwise.
+    public mutating func reminder(now: Date = Date()) -> (reason: String, seconds: Double)? {
+        guard !connected, let lastError, now.timeIntervalSince(lastSaid) >= Self.reminderSeconds else { return nil }
+        lastSaid = now
+        return (lastError, now.timeIntervalSince(since))
+    }
+
+    /// The link for a status answer: `link` (`up` / `down`), `lastError`, `since`.
+    public var fields: [String: String] {
+        var fields = ["link": connected ? "up" : "down", "since": ISO8601DateFormatter().string(from: since)]
+        if let lastError { fields["lastError"] = lastError }
+        return fields
+    }
+}
