@@ -8,9 +8,9 @@ public struct AggregatorConfiguration: Sendable, Equatable {
     public var broker: BrokerConfiguration
     /// The MQTT client id of this instance (the persistent session's name).
     public var clientID: String
-    /// The shared-subscription group that instances split the load in; empty subscribes
-    /// directly (one instance; on mosquitto 2.0 the only way the subscriptions survive a
-    /// broker restart, which does not persist shared subscriptions).
+    /// The shared-subscription group that instances split the load in; empty (the default)
+    /// subscribes directly: one instance, and on mosquitto 2.0 the only way the subscriptions
+    /// survive a broker restart, which does not persist shared subscriptions.
     public var shareGroup: String
     /// The statistics database.
     public var databasePath: String
@@ -30,7 +30,7 @@ public struct AggregatorConfiguration: Sendable, Equatable {
 
     public init(
         fleets: [Identifier] = [], broker: BrokerConfiguration = BrokerConfiguration(),
-        clientID: String = "spectra-aggregator-1", shareGroup: String = "aggregators",
+        clientID: String = "spectra-aggregator-1", shareGroup: String = "",
         databasePath: String = "var/aggregator.sqlite", httpHost: String = "127.0.0.1", httpPort: Int = 8080,
         publishIntervalSeconds: Double = 10, retentionDays: Int = 90, silentAfterSeconds: Double = 600,
         gatewayMessagesPerHour: Int = 250_000, newEpochsPerGatewayPerDay: Int = 16
@@ -70,7 +70,7 @@ public struct AggregatorConfiguration: Sendable, Equatable {
         guard Identifier.isValid(clientID) else {
             throw ConfigurationError(file: fields.source, key: "clientId", problem: "'\(clientID)' must be 1-64 of A-Z a-z 0-9 _ -")
         }
-        let shareGroup = try fields.string("shareGroup", default: "aggregators", allowEmpty: true)
+        let shareGroup = try fields.string("shareGroup", default: "", allowEmpty: true)
         guard shareGroup.isEmpty || Identifier.isValid(shareGroup) else {
             throw ConfigurationError(
                 file: fields.source, key: "shareGroup", problem: "'\(shareGroup)' must be empty or 1-64 of A-Z a-z 0-9 _ -")

@@ -42,7 +42,7 @@ struct ConfigLoadingTests {
             .load(knownKeys: AggregatorConfiguration.keys)
         let aggregator = try AggregatorConfiguration(fields: fields)
         #expect(aggregator.httpPort == 8080)
-        #expect(aggregator.shareGroup == "aggregators")
+        #expect(aggregator.shareGroup == "", "plain subscriptions unless a group is asked for")
         #expect(aggregator.databasePath == "var/aggregator.sqlite")
     }
 
