@@ -238,6 +238,9 @@ public actor SimulatedGateway {
             if client.isConnected && depth == 0 { break }
             try? await Task.sleep(for: .milliseconds(50))
         }
+        // What the broker never took, counted as such (the simulator's last line and its exit
+        // status say so).
+        counters.undelivered.add(await outbox.stats().depth, ordering: .relaxed)
         if client.isConnected {
             let offline = GatewayStatus(online: false, boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current, reason: "shutdown")
             try? await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(offline)), retain: true))
@@ -258,6 +261,8 @@ public final class FleetCounters: Sendable {
     public let sessionsCompleted = Atomic<Int>(0)
     public let sessionsAborted = Atomic<Int>(0)
     public let enqueued = Atomic<Int>(0)
+    /// Messages still in the gateways' outboxes when they shut down: never delivered.
+    public let undelivered = Atomic<Int>(0)
     public let online = Atomic<Int>(0)
     public let outages = Atomic<Int>(0)
     public init() {}

@@ -100,9 +100,18 @@ struct SpectraFleetSim: AsyncParsableCommand {
         defer { signals.forEach { $0.cancel() } }
         try await runTask.value
         if terminal { print("") }
-        print("done: \(simulator.counters.sessionsStarted.load(ordering: .relaxed)) sessions started, "
-            + "\(simulator.counters.sessionsCompleted.load(ordering: .relaxed)) completed, \(simulator.counters.sessionsAborted.load(ordering: .relaxed)) aborted, "
-            + "\(simulator.counters.enqueued.load(ordering: .relaxed)) messages")
+        let counters = simulator.counters
+        let made = counters.enqueued.load(ordering: .relaxed)
+        let undelivered = counters.undelivered.load(ordering: .relaxed)
+        print("done: \(counters.sessionsStarted.load(ordering: .relaxed)) sessions started, "
+            + "\(counters.sessionsCompleted.load(ordering: .relaxed)) completed, \(counters.sessionsAborted.load(ordering: .relaxed)) aborted, "
+            + "\(made) messages, \(made - undelivered) delivered")
+        if undelivered > 0 {
+            FileHandle.standardError.write(Data(
+                ("spectra-fleetsim: \(undelivered) of \(made) messages were not delivered: the broker did not take them before the "
+                    + "gateways' 15 s drain ended (check the broker address, credentials and its log)\n").utf8))
+            throw ExitCode(1)
+        }
     }
 }
 

@@ -53,6 +53,19 @@ struct FleetSimTests {
             ], timeout: timeout)
     }
 
+    @Test("a simulator whose broker refuses it says how much was not delivered and exits 1, not 0 with a done line")
+    func refusedFleetFails() async throws {
+        let broker = try await MosquittoBroker(extraConfig: "allow_anonymous false\n")
+        let folder = try TestEnvironment.temporaryDirectory("fleetsim-refused")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let sim = try await Self.simulate(["--gateways", "2", "--days", "2", "--seed", "3"], broker: broker, folder: folder, timeout: 120)
+        #expect(sim.status == 1, "\(sim.stderr.suffix(500))")
+        #expect(sim.stderr.contains("were not delivered"), "\(sim.stderr.suffix(500))")
+        let done = sim.stdout.split(separator: "\n").last { $0.hasPrefix("done:") }
+        #expect(done?.hasSuffix(" 0 delivered") == true, "\(String(describing: done))")
+        await broker.stop()
+    }
+
     @Test("a simulated fleet's sessions all reach the aggregator, counted once, with complete seqs")
     func simulatedFleetIsCountedExactly() async throws {
         let broker = try await MosquittoBroker(extraConfig: "max_queued_messages 0\n")
@@ -64,11 +77,12 @@ struct FleetSimTests {
 
         let sim = try await Self.simulate(["--gateways", "12", "--days", "4", "--seed", "5"], broker: broker, folder: folder, timeout: 240)
         #expect(sim.status == 0, "\(sim.stderr.suffix(500))")
-        // done: N sessions started, C completed, A aborted, M messages
+        // done: N sessions started, C completed, A aborted, M messages, D delivered
         let done = try #require(sim.stdout.split(separator: "\n").last { $0.hasPrefix("done:") }.map(String.init))
         let numbers = done.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
-        #expect(numbers.count == 4, "\(done)")
+        #expect(numbers.count == 5, "\(done)")
         let (started, completed, aborted, messages) = (numbers[0], numbers[1], numbers[2], numbers[3])
+        #expect(numbers[4] == messages, "every message delivered: \(done)")
         #expect(started > 0 && completed > 0)
 
         let settled = await eventually(timeout: 30) {
@@ -116,7 +130,7 @@ struct FleetSimTests {
         await broker.stop()
     }
 
-    @Test("a live fleet stopped while its broker is down exits after its bounded drain wait")
+    @Test("a live fleet stopped while its broker is down exits after its bounded drain wait, saying what was not delivered")
     func stopsWithoutABroker() async throws {
         let broker = try await MosquittoBroker()
         let folder = try TestEnvironment.temporaryDirectory("fleetsim")
@@ -139,7 +153,9 @@ struct FleetSimTests {
         // 15 s per gateway per core: three minutes for these 24.
         let status = await sim.wait(timeout: 40)
         if status == nil { sim.send(SIGKILL) }
-        #expect(status == 0, "exited \(String(describing: status)) after \(ContinuousClock.now - stoppedAt)")
+        // It exits 1: what the gateways made while the broker was gone was never delivered.
+        #expect(status == 1, "exited \(String(describing: status)) after \(ContinuousClock.now - stoppedAt)")
+        #expect(sim.standardError.contains("were not delivered"), "\(sim.standardError.suffix(300))")
     }
 
     /// The scale script's light load (`LOAD=light`) must itself lose nothing, or its storm
