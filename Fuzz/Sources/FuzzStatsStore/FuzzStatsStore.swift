@@ -13,34 +13,60 @@ import SpectraProtocol
 /// `Envelope.decodeForIngest`, so only what a real aggregator would accept reaches the store.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func test(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
-    var script = Script(bytes: UnsafeRawBufferPointer(start: start, count: count))
+    // One database serves many inputs, each in a fleet of its own (making a database per input
+    // ran about 10 inputs a second); it is made anew every 2,000 inputs so it stays small.
+    let input = Inputs.next()
+    var script = Script(bytes: UnsafeRawBufferPointer(start: start, count: count), fleet: try! Identifier("f\(input % 2_000)"))
     let batches = script.batches()
-    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-store-\(getpid())")
-    try? FileManager.default.removeItem(at: folder)
-    defer { try? FileManager.default.removeItem(at: folder) }
+    let fleet = script.fleet.rawValue
+    let store = Inputs.store(for: input)
     let done = DispatchSemaphore(value: 0)
     Task {
-        await check(batches, database: folder.appendingPathComponent("stats.sqlite").path)
+        await check(batches, fleet: fleet, store: store)
         done.signal()
     }
     done.wait()
     return 0
 }
 
+/// The shared database and the input counter (libFuzzer calls one input at a time).
+enum Inputs {
+    nonisolated(unsafe) private static var count = 0
+    nonisolated(unsafe) private static var current: SQLiteStatsStore?
+    static let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-store-\(getpid())")
+
+    static func next() -> Int {
+        defer { count += 1 }
+        return count
+    }
+
+    static func store(for input: Int) -> SQLiteStatsStore {
+        if input % 2_000 == 0 || current == nil {
+            current = nil
+            try? FileManager.default.removeItem(at: folder)
+            do {
+                current = try SQLiteStatsStore(path: folder.appendingPathComponent("stats.sqlite").path, newEpochsPerGatewayPerDay: 4)
+            } catch {
+                preconditionFailure("cannot make the store: \(error)")
+            }
+        }
+        return current!
+    }
+}
+
 /// The day the statistics are computed for: 2026-11-27 12:00 UTC.
 let now = Date(timeIntervalSince1970: 1_795_780_800)
 
-func check(_ batches: [[IngestRecord]], database: String) async {
+func check(_ batches: [[IngestRecord]], fleet: String, store: SQLiteStatsStore) async {
     do {
-        let store = try SQLiteStatsStore(path: database, newEpochsPerGatewayPerDay: 4)
         for batch in batches { _ = try await store.apply(batch) }
         try await store.compact(now: now)
-        let summary = try await store.summary(fleet: nil, now: now)
-        let gateways = try await store.gateways(fleet: nil, search: nil, now: now)
-        let daily = try await store.daily(fleet: nil, from: Day(now).adding(-365), to: Day(now))
+        let summary = try await store.summary(fleet: fleet, now: now)
+        let gateways = try await store.gateways(fleet: fleet, search: nil, now: now)
+        let daily = try await store.daily(fleet: fleet, from: Day(now).adding(-365), to: Day(now))
         expectInvariants(summary, gateways, daily)
         _ = try await store.prune(before: Day(now).adding(-1))
-        expectInvariants(try await store.summary(fleet: nil, now: now), try await store.gateways(fleet: nil, search: nil, now: now), [])
+        expectInvariants(try await store.summary(fleet: fleet, now: now), try await store.gateways(fleet: fleet, search: nil, now: now), [])
     } catch {
         preconditionFailure("the store failed on accepted input: \(error)")
     }
@@ -97,6 +123,7 @@ func expectInvariants(_ summary: FleetSummary, _ gateways: [GatewaySummary], _ d
 /// Reads choices from the input's bytes (zeros once they run out).
 struct Script {
     let bytes: UnsafeRawBufferPointer
+    let fleet: Identifier
     var index = 0
 
     mutating func byte() -> UInt8 {
@@ -132,7 +159,6 @@ struct Script {
         let gatewayIDs = (0..<3).map { try! Identifier("gw-\($0)") }
         let epochs = (0..<6).map { UUID(uuid: (UInt8($0), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)) }
         let boots = (0..<2).map { UUID(uuid: (9, UInt8($0), 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)) }
-        let fleet = try! Identifier("demo")
         var batches: [[IngestRecord]] = [[]]
         let records = Int(byte() % 64)
         for _ in 0..<records {
