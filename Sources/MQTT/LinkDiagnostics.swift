@@ -11,8 +11,6 @@ public struct LinkDiagnostics: Sendable, Equatable {
     public private(set) var lastError: String?
     /// Since when the current state (up, or down for `lastError`) holds.
     public private(set) var since: Date
-    /// Whether the link was ever up since the process started.
-    public private(set) var everConnected = false
     private var lastSaid: Date
 
     /// How often a lasting failure is said again, seconds.
@@ -37,13 +35,11 @@ public struct LinkDiagnostics: Sendable, Equatable {
         case .connecting:
             return nil
         case .connected:
-            let after = connected ? nil : lastError
-            if connected { return nil }
+            guard !connected else { return nil }
             connected = true
-            everConnected = true
             since = now
             lastSaid = now
-            return .connected(after: after)
+            return .connected(after: lastError)
         case .disconnected(let reason):
             if reason == "stopped" { return nil }
             let wasConnected = connected
@@ -62,12 +58,5 @@ public struct LinkDiagnostics: Sendable, Equatable {
         guard !connected, let lastError, now.timeIntervalSince(lastSaid) >= Self.reminderSeconds else { return nil }
         lastSaid = now
         return (lastError, now.timeIntervalSince(since))
-    }
-
-    /// The link for a status answer: `link` (`up` / `down`), `lastError`, `since`.
-    public var fields: [String: String] {
-        var fields = ["link": connected ? "up" : "down", "since": ISO8601DateFormatter().string(from: since)]
-        if let lastError { fields["lastError"] = lastError }
-        return fields
     }
 }

@@ -114,14 +114,12 @@ extension SQLiteStatsStore {
         var regimen: [GatewayKey: Int] = [:]
         var refusals: [RefusalKey: RefusalDelta] = [:]
         func refuse(_ gateway: GatewayKey, _ refusal: IngestRecord.Refusal, at: Date, payload: Data?) {
-            var delta = refusals[RefusalKey(gateway: gateway, reason: refusal.reason), default: RefusalDelta()]
-            delta.count += 1
-            if at.timeIntervalSince1970 >= delta.lastAt {
-                delta.lastAt = at.timeIntervalSince1970
-                delta.detail = String(refusal.detail.prefix(300))
-                delta.payload = payload.map { Data($0.prefix(Self.keptPayloadBytes)) }
-            }
-            refusals[RefusalKey(gateway: gateway, reason: refusal.reason)] = delta
+            let key = RefusalKey(gateway: gateway, reason: refusal.reason)
+            refusals[key, default: RefusalDelta()].count += 1
+            guard at.timeIntervalSince1970 >= refusals[key]?.lastAt ?? 0 else { return }
+            refusals[key]?.lastAt = at.timeIntervalSince1970
+            refusals[key]?.detail = String(refusal.detail.prefix(300))
+            refusals[key]?.payload = payload.map { Data($0.prefix(Self.keptPayloadBytes)) }
         }
         var staged = Staged()
         let commitTime = Date().timeIntervalSince1970

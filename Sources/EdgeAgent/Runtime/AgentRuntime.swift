@@ -32,7 +32,6 @@ public actor AgentRuntime: Service {
     private var link = LinkDiagnostics()
     /// Whether the last connection state seen was connected: losing the broker is logged once,
     /// not once per failed attempt while it stays away.
-    private var wasConnected = false
 
     private var statePath: String { "\(configuration.dataDirectory)/state.json" }
     /// The control socket of an agent using `dataDirectory`.
@@ -169,11 +168,7 @@ public actor AgentRuntime: Service {
                     metadata: ["broker": "\(configuration.broker.url)", "reason": "\(reason)"])
             }
         }
-        guard case .connected = state, let client else {
-            wasConnected = false
-            return
-        }
-        wasConnected = true
+        guard case .connected = state, let client else { return }
         await publishPresence()
         if !subscribed {
             let fleet = configuration.fleet
@@ -285,7 +280,10 @@ public actor AgentRuntime: Service {
             var object = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
             object["ok"] = true
             object["connected"] = client?.isConnected ?? false
-            for (key, value) in link.fields { object[key] = value }
+            // The link as the log told it (the wire's timestamp format: no ICU date formatter in the agent).
+            object["link"] = link.connected ? "up" : "down"
+            object["since"] = WireFormat.timestamp(link.since)
+            if let lastError = link.lastError { object["lastError"] = lastError }
             if let outbox { object["outboxDepth"] = await outbox.stats().depth }
             return object
         }
