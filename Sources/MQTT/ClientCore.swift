@@ -39,6 +39,15 @@ final class ClientCore: @unchecked Sendable {
     private var lastInbound: UInt64 = 0
     private var stopped = true
     private var attempt = 0
+    /// When the current connection's CONNACK came (monotonic nanoseconds).
+    private var connectedAt: UInt64 = 0
+    /// How long a connection must last before the reconnect schedule starts over: a broker
+    /// that accepts and then drops every connection (a protocol error after CONNACK, a
+    /// takeover loop) is retried on the growing schedule, not many times a second.
+    static let stableSeconds: Double = 10
+    /// Added when a connection ends before any CONNACK: what a broker that speaks only MQTT
+    /// 3.1.1 does with an MQTT 5 CONNECT (it drops it, at once or after a wait).
+    static let v311Hint = "; the broker did not answer the MQTT 5 CONNECT: if it speaks only MQTT 3.1.1, set mqtt.protocol: 3.1.1"
     private var publishes: [Int32: Pending] = [:]
     private var subscribes: [Int32: CheckedContinuation<[Int32], any Error>] = [:]
     private var unsubscribes: [Int32: CheckedContinuation<Void, any Error>] = [:]
@@ -379,7 +388,9 @@ final class ClientCore: @unchecked Sendable {
         if !mayRead { lastInbound = MQTTEventLoop.now() }
         let silence = Double(MQTTEventLoop.now() &- lastInbound) / 1e9
         if silence > 1.5 * Double(configuration.keepaliveSeconds) {
-            lastError = MQTTError.library(Int32(MOSQ_ERR_KEEPALIVE.rawValue), "no answer from \(configuration.host):\(configuration.port) for \(Int(silence)) s")
+            var error = MQTTError.library(Int32(MOSQ_ERR_KEEPALIVE.rawValue), "no answer from \(configuration.host):\(configuration.port) for \(Int(silence)) s")
+            if !connected && configuration.protocolVersion == .v5 { error.message += Self.v311Hint }
+            lastError = error
             abortSocket()
         }
         settle(handle, rc: mosquitto_loop_misc(handle))
@@ -434,14 +445,15 @@ final class ClientCore: @unchecked Sendable {
 
     // MARK: Callbacks (loop thread, inside libmosquitto)
 
-    fileprivate func onConnect(reason: Int32, flags: Int32) {
+    fileprivate func onConnect(reason: Int32, flags: Int32, capabilities: BrokerCapabilities) {
         guard reason == 0 else {
             lastError = MQTTError.connack(reason)
             return  // libmosquitto closes the connection; onDisconnect follows.
         }
         connected = true
-        attempt = 0
+        connectedAt = MQTTEventLoop.now()
         lastError = nil
+        outputs.capabilities.withLock { $0 = capabilities }
         let sessionPresent = flags & 1 == 1
         if !sessionPresent { sessionNumber += 1 }
         outputs.connected(sessionPresent: sessionPresent)
@@ -478,9 +490,14 @@ final class ClientCore: @unchecked Sendable {
     private func connectionEnded(rc: Int32, systemError: Int32 = 0) {
         let wasConnected = lostAfterConnect || connected
         lostAfterConnect = false
-        let error = lastError ?? (rc == 0
+        var error = lastError ?? (rc == 0
             ? MQTTError(.closed, "disconnected")
             : MQTTError.library(rc, "connection to \(configuration.host):\(configuration.port) lost", systemError: systemError))
+        if !wasConnected && lastError == nil && configuration.protocolVersion == .v5
+            && [MOSQ_ERR_CONN_LOST, MOSQ_ERR_PROTOCOL, MOSQ_ERR_KEEPALIVE].contains(where: { rc == Int32($0.rawValue) }) {
+            // Dropped before any CONNACK: what a broker that does not speak MQTT 5 does.
+            error.message += Self.v311Hint
+        }
         teardown()
         let lost = MQTTError(.connectionLost, code: rc, "the connection dropped before the broker acknowledged: \(error.message)")
         for (_, pending) in publishes {
@@ -503,7 +520,10 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         outputs.set(.disconnected(reason: error.message))
-        if wasConnected { outputs.countReconnect() }
+        if wasConnected {
+            outputs.countReconnect()
+            if Double(MQTTEventLoop.now() &- connectedAt) / 1e9 >= Self.stableSeconds { attempt = 0 }
+        }
         lastError = nil
         scheduleReconnect()
     }
@@ -568,6 +588,13 @@ final class ClientCore: @unchecked Sendable {
             mosquitto_publish_v5(
                 handle, &mid, message.topic, Int32(bytes.count), bytes.baseAddress, message.qos.rawValue,
                 message.retain, properties)
+        }
+        if case .token(let token) = pending,
+           rc == Int32(MOSQ_ERR_OVERSIZE_PACKET.rawValue) || rc == Int32(MOSQ_ERR_PAYLOAD_SIZE.rawValue) {
+            // This message, not the link: answered as the broker would have ("Packet too
+            // large"), so the sender can set it aside and go on with the others.
+            acks.append(PublishAcknowledgement(token: token, reasonCode: 0x95))
+            return
         }
         guard rc == 0 else { throw MQTTError.library(rc, "publishing to \(message.topic)") }
         if message.qos == .atMostOnce {
@@ -657,8 +684,30 @@ final class CallbackContext {
 
 // MARK: C callbacks: copy data out, hand it to the core.
 
-private func onConnectCallback(_: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ reason: Int32, _ flags: Int32, _: OpaquePointer?) {
-    CallbackContext.core(context)?.onConnect(reason: reason, flags: flags)
+private func onConnectCallback(
+    _: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ reason: Int32, _ flags: Int32, _ properties: OpaquePointer?
+) {
+    CallbackContext.core(context)?.onConnect(reason: reason, flags: flags, capabilities: capabilities(properties))
+}
+
+/// Reads what a CONNACK's properties say the broker lacks (absent means available).
+private func capabilities(_ properties: OpaquePointer?) -> BrokerCapabilities {
+    var result = BrokerCapabilities()
+    guard properties != nil else { return result }
+    result.announced = true
+    func byte(_ identifier: mqtt5_property) -> UInt8? {
+        var value: UInt8 = 0
+        return mosquitto_property_read_byte(properties, Int32(identifier.rawValue), &value, false) == nil ? nil : value
+    }
+    if let value = byte(MQTT_PROP_SHARED_SUB_AVAILABLE) { result.sharedSubscriptions = value != 0 }
+    if let value = byte(MQTT_PROP_WILDCARD_SUB_AVAILABLE) { result.wildcardSubscriptions = value != 0 }
+    if let value = byte(MQTT_PROP_RETAIN_AVAILABLE) { result.retain = value != 0 }
+    if let value = byte(MQTT_PROP_MAXIMUM_QOS) { result.maximumQoS = QoS(rawValue: Int32(min(value, 2))) ?? .exactlyOnce }
+    var size: UInt32 = 0
+    if mosquitto_property_read_int32(properties, Int32(MQTT_PROP_MAXIMUM_PACKET_SIZE.rawValue), &size, false) != nil {
+        result.maximumPacketSize = Int(size)
+    }
+    return result
 }
 
 private func onDisconnectCallback(_: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ rc: Int32, _: OpaquePointer?) {

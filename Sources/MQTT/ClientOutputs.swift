@@ -10,6 +10,7 @@ final class ClientOutputs: Sendable {
     private let eventSinks = Mutex<[AsyncStream<ConnectionState>.Continuation]>([])
     private let finished = Atomic<Bool>(false)
     private let current = Mutex<ConnectionState>(.disconnected(reason: "not started"))
+    let capabilities = Mutex(BrokerCapabilities())
     let dropped = Atomic<Int>(0)
     let reconnects = Atomic<Int>(0)
     let received = Atomic<Int>(0)

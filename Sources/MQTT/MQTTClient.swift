@@ -62,6 +62,9 @@ public final class MQTTClient: Sendable {
     /// The connection state now.
     public var state: ConnectionState { outputs.state }
 
+    /// What the broker's last CONNACK said it supports.
+    public var brokerCapabilities: BrokerCapabilities { outputs.capabilities.withLock { $0 } }
+
     /// Whether the client is connected now.
     public var isConnected: Bool {
         if case .connected = outputs.state { return true }
@@ -162,7 +165,9 @@ public final class MQTTClient: Sendable {
         for (index, code) in granted.enumerated() {
             guard let qos = QoS(rawValue: code) else {
                 let filter = index < subscriptions.count ? subscriptions[index].filter : "?"
-                throw MQTTError(.rejected, code: code, "the broker refused the subscription to \(filter) (reason \(code)): check the ACL")
+                throw MQTTError(
+                    .rejected, code: code,
+                    "the broker refused the subscription to \(filter): \(MQTTError.reasonName(code)) [reason \(code)] (check the broker's ACL and what it supports)")
             }
             result.append(qos)
         }

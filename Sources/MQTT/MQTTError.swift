@@ -77,11 +77,16 @@ public struct MQTTError: Error, Sendable, Hashable, CustomStringConvertible {
             advice = "payload too large for MQTT"
         case MOSQ_ERR_OVERSIZE_PACKET:
             advice = "packet larger than the broker's maximum packet size"
+        case MOSQ_ERR_QOS_NOT_SUPPORTED:
+            advice = "the broker does not take this QoS (its CONNACK says so): Spectra needs QoS 1, use a broker that has it"
         default:
             advice = text
         }
         return MQTTError(.library, code: rc, "\(context): \(advice) [\(text)]")
     }
+
+    /// The MQTT reason code's name ("Not authorized", "Quota exceeded", ...).
+    public static func reasonName(_ code: Int32) -> String { String(cString: mosquitto_reason_string(code)) }
 
     /// Maps a CONNACK reason (MQTT 3.1.1 return code or MQTT 5 reason code).
     static func connack(_ reason: Int32) -> MQTTError {

@@ -158,4 +158,40 @@ struct ConnectionTests {
         let perSecond = Dictionary(grouping: delays, by: { Int($0) }).mapValues(\.count)
         #expect(perSecond.values.max()! < 100)
     }
+
+    @Test("connections the broker drops right after accepting them (two clients with one id) are retried on the growing schedule, not many times a second")
+    func droppedAfterConnectBacksOff() async throws {
+        let broker = try await MosquittoBroker()
+        let backoff = Backoff(minimumSeconds: 0.5, maximumSeconds: 30)
+        // Each connection takes the id over from the other, which is disconnected at once.
+        let one = MQTTClient(broker.client("same-id", backoff: backoff))
+        let two = MQTTClient(broker.client("same-id", backoff: backoff))
+        one.start()
+        two.start()
+        try await Task.sleep(for: .seconds(8))
+        let reconnects = one.reconnects + two.reconnects
+        await one.disconnect()
+        await two.disconnect()
+        // With the schedule starting over at every accepted connection (the delay drawn from
+        // [0, 0.5 s]), two clients took turns about 60 times in 8 s; on the growing schedule
+        // (windows 0.5, 1, 2, 4, 8 s) it is a handful.
+        #expect(reconnects >= 1 && reconnects <= 16, "\(reconnects) reconnects in 8 s")
+        await broker.stop()
+    }
+
+    @Test("CONNACK capabilities: mosquitto says nothing is missing under MQTT 5; a 3.1.1 CONNACK announces nothing")
+    func capabilities() async throws {
+        let broker = try await MosquittoBroker()
+        let v5 = MQTTClient(broker.client("caps-5"))
+        try await v5.connect()
+        #expect(v5.brokerCapabilities.missing.isEmpty, "\(v5.brokerCapabilities)")
+        var old = broker.client("caps-311")
+        old.protocolVersion = .v311
+        let v311 = MQTTClient(old)
+        try await v311.connect()
+        #expect(!v311.brokerCapabilities.announced && v311.brokerCapabilities.sharedSubscriptions)
+        await v5.disconnect()
+        await v311.disconnect()
+        await broker.stop()
+    }
 }
