@@ -57,6 +57,7 @@ let package = Package(
         .target(
             name: "SpectraConfig",
             dependencies: [
+                "MQTT",
                 "Waveform",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),

@@ -31,10 +31,7 @@ public final class OperatorClient: Sendable {
 
     /// Connects, or throws ``OperatorError`` saying which broker could not be reached and why.
     public static func connect(_ broker: BrokerConfiguration, name: String = "spectra-ctl") async throws -> OperatorClient {
-        let client = MQTTClient(MQTTConfiguration(
-            host: broker.host, port: broker.port, clientID: "\(name)-\(getpid())-\(UInt16.random(in: 0...UInt16.max))",
-            keepaliveSeconds: broker.keepaliveSeconds, username: broker.username, password: broker.password,
-            tls: broker.tls ? .init(caFile: broker.caFile ?? "", certFile: broker.certFile, keyFile: broker.keyFile) : nil))
+        let client = MQTTClient(broker.client(id: "\(name)-\(getpid())-\(UInt16.random(in: 0...UInt16.max))"))
         do {
             _ = try await client.connect()
         } catch {

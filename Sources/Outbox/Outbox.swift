@@ -47,6 +47,13 @@ public actor Outbox {
     private var pending: [(row: StoredMessage, waiter: CheckedContinuation<UInt64, Never>?)] = []
     private var memoryBuffer: [StoredMessage] = []
     private var pendingDeletes: [UInt64] = []
+    /// Refused rows to set aside (with the broker's reason) before their delete.
+    private var pendingRefusals: [(seq: UInt64, reason: Int32)] = []
+    /// Refusals logged, by reason and topic, with when and how many since: a lasting refusal
+    /// is logged once, then at most every ``refusalReminderSeconds`` with a count.
+    private var refusalLog: [String: (at: Date, since: Int)] = [:]
+    static let refusalReminderSeconds: Double = 300
+    private var sendErrorSaid: Date?
     /// Acknowledged rows not yet deleted, with their payload bytes: they no longer count in
     /// ``stats()`` and are never sent again by this process.
     private var ackedNotDeleted: [UInt64: Int] = [:]
@@ -80,7 +87,7 @@ public actor Outbox {
     private var recentFrom: UInt64 = 1
     private var backlogCursor: UInt64 = 0
     private var hasBacklog = false
-    private var inflight: [UInt64: (sentAt: Double, backlog: Bool, bytes: Int)] = [:]
+    private var inflight: [UInt64: (sentAt: Double, backlog: Bool, bytes: Int, topic: String)] = [:]
     private var maxSentSeq: UInt64 = 0
     private var pumping = false
     private var pumpAgain = false
@@ -102,7 +109,7 @@ public actor Outbox {
         self.metrics = OutboxMetrics(
             database: (configuration.path as NSString).lastPathComponent, factory: metricsFactory ?? MetricsSystem.factory)
         var resetInfo: (String, String)?
-        let opened: (DatabaseQueue, UUID, UInt64)
+        let opened: (DatabaseQueue, UUID, UInt64, Int)
         do {
             opened = try OutboxStore.open(configuration)
         } catch {
@@ -131,8 +138,11 @@ public actor Outbox {
                 throw OutboxError(.unavailable, "cannot create a new outbox at \(configuration.path): \(error)")
             }
         }
-        (queue, epoch, nextSeq) = opened
+        (queue, epoch, nextSeq, _) = opened
         reset = resetInfo
+        if opened.3 > 0 {
+            logger.notice("outbox: messages the broker had refused are queued again", metadata: ["count": "\(opened.3)"])
+        }
         let totals = try? queue.read { db in try OutboxStore.totals(db: db) }
         storedRows = totals?.depth ?? 0
         storedBytes = totals?.bytes ?? 0
@@ -187,6 +197,8 @@ public actor Outbox {
             pending.removeAll(keepingCapacity: true)
             let deletes = pendingDeletes
             pendingDeletes.removeAll(keepingCapacity: true)
+            let refusals = pendingRefusals
+            pendingRefusals.removeAll()
             deletesDue = false
             let rows = memoryBuffer + batch.map(\.row)
             let next = nextSeq
@@ -200,8 +212,9 @@ public actor Outbox {
             let knownOldest = oldestCreatedAt
             let rowsBefore = storedRows
             do {
-                let (outcome, deletedRows, oldest) = try await queue.writeWithoutTransaction { db in
+                let (outcome, deletedRows, oldest, setAside) = try await queue.writeWithoutTransaction { db in
                     try OutboxStore.transaction(db) {
+                        let setAside = try OutboxStore.setAside(refusals, at: Date().timeIntervalSince1970, db: db)
                         let deleted = try OutboxStore.delete(deletes, db: db)
                         try OutboxStore.insert(rows, db: db)
                         let bounds = try OutboxBounds.enforce(bytes: before - deleted.bytes + added, limits: limits, rollup: rollup, db: db)
@@ -223,10 +236,14 @@ public actor Outbox {
                         } else {
                             oldest = try OutboxStore.oldestCreatedAt(db: db)
                         }
-                        return (bounds, deleted.rows, oldest)
+                        return (bounds, deleted.rows, oldest, setAside)
                     }
                 }
                 oldestCreatedAt = oldest
+                if !refusals.isEmpty {
+                    counters.refusedStored = setAside.stored
+                    counters.refusedDropped += setAside.dropped
+                }
                 memoryBuffer.removeAll()
                 for seq in deletes { ackedNotDeletedBytes -= ackedNotDeleted.removeValue(forKey: seq) ?? 0 }
                 committedNext = next
@@ -256,6 +273,7 @@ public actor Outbox {
                 counters.storageErrors += 1
                 logger.error("outbox write failed; holding messages in memory", metadata: ["error": "\(error)"])
                 pendingDeletes.insert(contentsOf: deletes, at: 0)
+                pendingRefusals.insert(contentsOf: refusals, at: 0)
                 memoryBuffer = rows
                 trimMemoryBuffer()
                 for item in batch { item.waiter?.resume(returning: item.row.seq) }
@@ -476,9 +494,10 @@ public actor Outbox {
 
     private func acknowledged(_ batch: [PublishAcknowledgement]) {
         for ack in batch {
-            let bytes = inflight.removeValue(forKey: ack.token)?.bytes ?? 0
-            if !ack.isSuccess {
-                logger.error("broker refused an outbox message; dropping it", metadata: ["seq": "\(ack.token)", "reason": "\(ack.reasonCode)"])
+            let sent = inflight.removeValue(forKey: ack.token)
+            let bytes = sent?.bytes ?? 0
+            if !ack.isSuccess && ackedNotDeleted[ack.token] == nil {
+                refused(seq: ack.token, reason: ack.reasonCode, topic: sent?.topic ?? "?")
             }
             counters.acknowledged += 1
             // A repeated PUBACK (a resend acknowledged twice) is already waiting for its delete.
@@ -490,6 +509,40 @@ public actor Outbox {
         if pendingDeletes.count >= Self.deleteBatch { startWriter() }
         // Room in the window matters only when something waits for it.
         if hasUnsent { requestPump() }
+    }
+
+    /// A send failed while connected (a QoS or packet size the broker does not take): logged
+    /// once per cause, then at a bounded rate; ``OutboxStats/sendError`` says it meanwhile.
+    /// (A send that fails because the link dropped is the link's story, told elsewhere.)
+    private func sendFailed(_ reason: String) {
+        guard connected else { return }
+        let now = Date()
+        if counters.sendError == reason, let last = sendErrorSaid, now.timeIntervalSince(last) < Self.refusalReminderSeconds { return }
+        counters.sendError = reason
+        sendErrorSaid = now
+        logger.error("the outbox cannot send to the broker; its messages wait (retried at the next connection)", metadata: ["reason": "\(reason)"])
+        // Not again and again on this connection: the next connect (or a stall recycle) retries.
+        connected = false
+    }
+
+    /// The broker refused a message: it is set aside with the reason (not deleted as if
+    /// delivered), counted, and logged once per reason and topic, then at a bounded rate.
+    private func refused(seq: UInt64, reason: Int32, topic: String) {
+        pendingRefusals.append((seq, reason))
+        counters.refused += 1
+        let text = "\(MQTTError.reasonName(reason)) [reason \(reason)] on \(topic)"
+        counters.lastRefusal = text
+        let now = Date()
+        if let last = refusalLog[text], now.timeIntervalSince(last.at) < Self.refusalReminderSeconds {
+            refusalLog[text]?.since += 1
+            return
+        }
+        let repeats = refusalLog[text]?.since ?? 0
+        if refusalLog.count >= 64 { refusalLog.removeAll() }  // a bound, whatever the broker says
+        refusalLog[text] = (now, 0)
+        logger.error(
+            "the broker refused a message; it is set aside and sent again at the next start (check the broker's ACL for this gateway's client id and topics, and its quotas)",
+            metadata: ["seq": "\(seq)", "refusal": "\(text)", "refusedSinceLastSaid": "\(repeats)", "refusedInAll": "\(counters.refused)"])
     }
 
     private func checkStall() {
@@ -530,24 +583,45 @@ public actor Outbox {
                 if live.isEmpty && backlog.isEmpty { break }
                 var outgoing: [(message: OutgoingMessage, token: UInt64)] = []
                 let now = Date().timeIntervalSince1970
+                let userProperties = client.configuration.protocolVersion == .v5
                 for (row, historical) in live.map({ ($0, false) }) + backlog.map({ ($0, true) }) {
-                    inflight[row.seq] = (now, historical, row.payload.count)
+                    inflight[row.seq] = (now, historical, row.payload.count, row.topic)
                     if row.seq <= maxSentSeq { counters.resent += 1 }
                     maxSentSeq = max(maxSentSeq, row.seq)
+                    // The historical mark: a user property under MQTT 5, a field of the envelope
+                    // under 3.1.1 (which has no properties).
+                    let mark = historical && userProperties ? [UserProperty("historical", "true")] : []
+                    let payload = historical && !userProperties && row.messageClass != .state
+                        ? Self.markedHistorical(row.payload) : row.payload
                     outgoing.append((OutgoingMessage(
-                        topic: row.topic, payload: row.payload, qos: QoS(rawValue: row.qos) ?? .atLeastOnce, retain: row.retain,
-                        userProperties: historical ? [UserProperty("historical", "true")] : []), row.seq))
+                        topic: row.topic, payload: payload, qos: QoS(rawValue: row.qos) ?? .atLeastOnce, retain: row.retain,
+                        userProperties: mark), row.seq))
                 }
                 counters.sent += outgoing.count
                 do {
                     try await client.send(outgoing)
+                    if counters.sendError != nil {
+                        counters.sendError = nil
+                        logger.notice("the broker takes the outbox's messages again")
+                    }
                 } catch {
                     for item in outgoing { inflight[item.token] = nil }
                     connected = client.isConnected
+                    sendFailed("\(error)")
                     break
                 }
             }
         } while pumpAgain && connected
+    }
+
+    /// A JSON object with `"historical":true` added before its closing brace (the envelope's
+    /// MQTT 3.1.1 form of the historical mark); anything else is returned as it is.
+    static func markedHistorical(_ payload: [UInt8]) -> [UInt8] {
+        guard let close = payload.lastIndex(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }),
+              payload[close] == UInt8(ascii: "}"), payload.first == UInt8(ascii: "{") else { return payload }
+        var marked = Array(payload[..<close])
+        marked.append(contentsOf: Array(",\"historical\":true}".utf8))
+        return marked
     }
 
     /// The next rows to send: live ones first, then the backlog. Rows in flight or acknowledged

@@ -104,6 +104,18 @@ public struct OutboxStats: Sendable, Hashable {
     public var storageErrors = 0
     /// Connections recycled because the drain stalled.
     public var stallRecycles = 0
+    /// Messages the broker refused (not authorised, quota, too large) since the start: each
+    /// is set aside, not deleted, and sent again at the next start.
+    public var refused = 0
+    /// Refused messages set aside now (at most ``OutboxStore/refusedLimit``).
+    public var refusedStored = 0
+    /// Refused messages given up because the set-aside store was full (the oldest go).
+    public var refusedDropped = 0
+    /// Why sending fails while the link is up (a QoS or packet size the broker does not take),
+    /// nil while it works.
+    public var sendError: String?
+    /// The broker's last refusal, in words ("Not authorized on spectra/v1/..."), nil if none.
+    public var lastRefusal: String?
 
     public init() {}
 }

@@ -20,7 +20,9 @@ enum OutboxStore {
 
     /// Opens (or creates) the database, checking its integrity.
     /// - Returns: the queue, the epoch and the next seq.
-    static func open(_ configuration: OutboxConfiguration) throws -> (DatabaseQueue, UUID, UInt64) {
+    /// - Returns: the queue, the epoch, the next seq and how many refused messages were put
+    ///   back in the queue.
+    static func open(_ configuration: OutboxConfiguration) throws -> (DatabaseQueue, UUID, UInt64, Int) {
         _ = spectra_sqlite_configure()
         var config = Configuration()
         config.busyMode = .timeout(5)
@@ -47,7 +49,7 @@ enum OutboxStore {
             if let maxPageCount { try db.execute(sql: "PRAGMA max_page_count = \(maxPageCount)") }
         }
         let queue = try DatabaseQueue(path: configuration.path, configuration: config)
-        let (epoch, next) = try queue.write { db -> (UUID, UInt64) in
+        let (epoch, next, requeued) = try queue.write { db -> (UUID, UInt64, Int) in
             let check = try String.fetchOne(db, sql: "PRAGMA quick_check") ?? "?"
             guard check == "ok" else { throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "quick_check: \(check)") }
             try db.execute(sql: """
@@ -61,6 +63,19 @@ enum OutboxStore {
                     retain INTEGER NOT NULL,
                     createdAt REAL NOT NULL);
                 """)
+            // Messages the broker refused, set aside (never deleted as if delivered).
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS refused (
+                    seq INTEGER PRIMARY KEY NOT NULL,
+                    class INTEGER NOT NULL,
+                    topic TEXT NOT NULL,
+                    payload BLOB NOT NULL,
+                    qos INTEGER NOT NULL,
+                    retain INTEGER NOT NULL,
+                    createdAt REAL NOT NULL,
+                    reason INTEGER NOT NULL,
+                    refusedAt REAL NOT NULL);
+                """)
             let epoch: UUID
             if let text = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'epoch'"), let stored = UUID(uuidString: text) {
                 epoch = stored
@@ -69,15 +84,16 @@ enum OutboxStore {
                 try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", arguments: [epoch.uuidString.lowercased()])
                 try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", arguments: ["\(schemaVersion)"])
             }
+            let requeued = try requeueRefused(db: db)
             let storedNext = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'nextSeq'").flatMap { UInt64($0) } ?? 1
             let maxSeq = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM message").map { UInt64($0) + 1 } ?? 1
             let next = max(storedNext, maxSeq)
             // The row `insert` updates in place (an UPDATE leaves the key's index alone: one page
             // written per commit instead of two).
             try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('nextSeq', ?)", arguments: ["\(next)"])
-            return (epoch, next)
+            return (epoch, next, requeued)
         }
-        return (queue, epoch, next)
+        return (queue, epoch, next, requeued)
     }
 
     /// Runs `body` in one transaction, begun and committed with cached statements (GRDB's
@@ -111,6 +127,38 @@ enum OutboxStore {
     /// never given twice, even after the queue empties and the agent restarts.
     static func saveNextSeq(_ nextSeq: UInt64, db: Database) throws {
         try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'nextSeq'").execute(arguments: ["\(nextSeq)"])
+    }
+
+    /// Refused messages kept at most; past it the oldest go (counted).
+    static let refusedLimit = 10_000
+
+    /// Copies refused rows (seq and the broker's reason code) into the `refused` table, before
+    /// their delete from `message`, and keeps that table within ``refusedLimit``.
+    /// - Returns: the rows set aside now, and how many old ones went to make room.
+    static func setAside(_ refusals: [(seq: UInt64, reason: Int32)], at now: Double, db: Database) throws -> (stored: Int, dropped: Int) {
+        guard !refusals.isEmpty else { return (0, 0) }
+        let copy = try db.cachedStatement(sql: """
+            INSERT OR IGNORE INTO refused (seq, class, topic, payload, qos, retain, createdAt, reason, refusedAt)
+            SELECT seq, class, topic, payload, qos, retain, createdAt, ?, ? FROM message WHERE seq = ?
+            """)
+        for refusal in refusals { try copy.execute(arguments: [Int64(refusal.reason), now, Int64(refusal.seq)]) }
+        let stored = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM refused") ?? 0
+        guard stored > refusedLimit else { return (stored, 0) }
+        try db.execute(
+            sql: "DELETE FROM refused WHERE seq IN (SELECT seq FROM refused ORDER BY seq LIMIT ?)", arguments: [stored - refusedLimit])
+        return (refusedLimit, stored - refusedLimit)
+    }
+
+    /// Puts every set-aside refused message back in the queue (at the start: the cause, an
+    /// ACL or a configuration, may have been fixed). Returns how many.
+    static func requeueRefused(db: Database) throws -> Int {
+        try db.execute(sql: """
+            INSERT OR IGNORE INTO message (seq, class, topic, payload, qos, retain, createdAt)
+            SELECT seq, class, topic, payload, qos, retain, createdAt FROM refused
+            """)
+        let count = db.changesCount
+        try db.execute(sql: "DELETE FROM refused")
+        return count
     }
 
     /// Deletes rows by seq, one statement per run of consecutive seqs (acknowledgements mostly

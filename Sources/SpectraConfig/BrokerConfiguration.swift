@@ -1,5 +1,5 @@
 /// Where and how to reach the MQTT broker; the same keys for every executable
-/// (`mqtt.url`, `mqtt.username`, `mqtt.password`, `mqtt.tls.*`, `mqtt.keepaliveS`).
+/// (`mqtt.url`, `mqtt.username`, `mqtt.password`, `mqtt.tls.*`, `mqtt.keepaliveS`, `mqtt.protocol`).
 /// The broker's certificate is checked against the URL's host name, so name the broker in
 /// `mqtt.url` as its certificate does.
 public struct BrokerConfiguration: Sendable, Equatable {
@@ -19,12 +19,20 @@ public struct BrokerConfiguration: Sendable, Equatable {
     public var password: String?
     /// MQTT keepalive, seconds; a silent link is noticed within about 1.5 keepalives.
     public var keepaliveSeconds: Int
+    /// The MQTT version spoken: `5` (the default) or `3.1.1` for brokers without MQTT 5.
+    public var protocolVersion: ProtocolVersion
+
+    /// The MQTT versions a client can speak (`mqtt.protocol`).
+    public enum ProtocolVersion: String, Sendable, Equatable, CaseIterable {
+        case v5 = "5"
+        case v311 = "3.1.1"
+    }
 
     /// Creates a configuration; defaults reach a local broker without TLS.
     public init(
         host: String = "127.0.0.1", port: Int = 1883, tls: Bool = false, caFile: String? = nil,
         certFile: String? = nil, keyFile: String? = nil,
-        username: String? = nil, password: String? = nil, keepaliveSeconds: Int = 30
+        username: String? = nil, password: String? = nil, keepaliveSeconds: Int = 30, protocolVersion: ProtocolVersion = .v5
     ) {
         self.host = host
         self.port = port
@@ -35,11 +43,12 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.username = username
         self.password = password
         self.keepaliveSeconds = keepaliveSeconds
+        self.protocolVersion = protocolVersion
     }
 
     /// The keys read by ``init(fields:)``.
     public static let keys: Set<String> = [
-        "mqtt.url", "mqtt.username", "mqtt.password", "mqtt.keepaliveS",
+        "mqtt.url", "mqtt.username", "mqtt.password", "mqtt.keepaliveS", "mqtt.protocol",
         "mqtt.tls.caFile", "mqtt.tls.certFile", "mqtt.tls.keyFile",
     ]
 
@@ -56,7 +65,10 @@ public struct BrokerConfiguration: Sendable, Equatable {
             caFile: fields.optionalString("mqtt.tls.caFile"), certFile: fields.optionalString("mqtt.tls.certFile"),
             keyFile: fields.optionalString("mqtt.tls.keyFile"),
             username: fields.optionalString("mqtt.username"), password: fields.optionalString("mqtt.password"),
-            keepaliveSeconds: try fields.int("mqtt.keepaliveS", default: 30, in: 5...3600))
+            keepaliveSeconds: try fields.int("mqtt.keepaliveS", default: 30, in: 5...3600),
+            protocolVersion: try fields.parsed(
+                "mqtt.protocol", default: .v5, expected: "5 or 3.1.1 (the MQTT version the broker speaks)",
+                { ProtocolVersion(rawValue: $0 == "5.0" ? "5" : $0) }))
         if (certFile == nil) != (keyFile == nil) {
             throw ConfigurationError(
                 file: fields.source, key: "mqtt.tls.keyFile", problem: "a client certificate needs both certFile and keyFile")

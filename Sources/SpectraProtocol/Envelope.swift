@@ -27,12 +27,18 @@ public struct Envelope: Sendable, Equatable {
     public var synced: Bool
     /// The typed content.
     public var message: Message
+    /// Replayed from a backlog. Under MQTT 5 this travels as the user property
+    /// `historical=true` and the field stays false; an MQTT 3.1.1 client, which has no user
+    /// properties, adds `"historical":true` to the envelope instead (readers that do not know
+    /// the field ignore it).
+    public var historical: Bool
 
     /// Creates an envelope.
     public init(
         fleet: Identifier, gateway: Identifier, epoch: UUID, seq: UInt64, boot: UUID,
-        monoNanos: UInt64, timestamp: Date, synced: Bool, message: Message
+        monoNanos: UInt64, timestamp: Date, synced: Bool, message: Message, historical: Bool = false
     ) {
+        self.historical = historical
         self.fleet = fleet
         self.gateway = gateway
         self.epoch = epoch
@@ -99,7 +105,7 @@ public enum Message: Sendable, Equatable {
 
 extension Envelope: Codable {
     enum CodingKeys: String, CodingKey {
-        case v, kind, type, fleet, gw, epoch, seq, boot, mono, ts, synced, body
+        case v, kind, type, fleet, gw, epoch, seq, boot, mono, ts, synced, body, historical
     }
 
     public init(from decoder: any Decoder) throws {
@@ -123,6 +129,7 @@ extension Envelope: Codable {
         monoNanos = try c.decodeCounter(forKey: .mono)
         timestamp = try c.decodeTimestamp(forKey: .ts)
         synced = try c.decode(Bool.self, forKey: .synced)
+        historical = try c.decodeIfPresent(Bool.self, forKey: .historical) ?? false
         switch kind {
         case .event:
             let type = try c.decode(String.self, forKey: .type)
@@ -145,6 +152,7 @@ extension Envelope: Codable {
         try c.encode(monoNanos, forKey: .mono)
         try c.encode(timestamp, forKey: .ts)
         try c.encode(synced, forKey: .synced)
+        if historical { try c.encode(true, forKey: .historical) }
         switch message {
         case .event(let event):
             try c.encode(event.type.rawValue, forKey: .type)

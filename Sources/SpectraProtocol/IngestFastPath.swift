@@ -63,7 +63,7 @@ struct IngestFastPath {
 
     private mutating func envelope() -> Envelope? {
         var version: Int64?, kind: String?, type: String?, fleet: Identifier?, gateway: Identifier?, epoch: UUID?, boot: UUID?
-        var seq: Int64?, mono: Int64?, timestamp: Date?, synced: Bool?, body: Body?
+        var seq: Int64?, mono: Int64?, timestamp: Date?, synced: Bool?, body: Body?, historical: Bool?
         guard object({ key, reader in
             switch key {
             case "v": return fill(&version, reader.integer())
@@ -78,6 +78,7 @@ struct IngestFastPath {
             case "ts": return fill(&timestamp, reader.string().flatMap(Timestamp.parse))
             case "synced": return fill(&synced, reader.boolean())
             case "body": return fill(&body, reader.body())
+            case "historical": return fill(&historical, reader.boolean())
             default: return reader.skipValue(depth: 1)
             }
         }) else { return nil }
@@ -100,7 +101,7 @@ struct IngestFastPath {
         }
         return Envelope(
             fleet: fleet, gateway: gateway, epoch: epoch, seq: UInt64(seq), boot: boot, monoNanos: UInt64(mono),
-            timestamp: timestamp, synced: synced, message: message)
+            timestamp: timestamp, synced: synced, message: message, historical: historical ?? false)
     }
 
     /// Telemetry when the body reads as telemetry; otherwise where the body is.
@@ -252,7 +253,7 @@ struct IngestFastPath {
     }
 
     private mutating func agent() -> Telemetry.Agent? {
-        var depth: Int64?, bytesHeld: Int64?, oldest: Double?, reconnects: Int64?, rss: Int64?
+        var depth: Int64?, bytesHeld: Int64?, oldest: Double?, reconnects: Int64?, rss: Int64?, refused: Int64??
         guard object({ key, reader in
             switch key {
             case "outboxDepth": return fill(&depth, reader.integer())
@@ -260,12 +261,13 @@ struct IngestFastPath {
             case "oldestUnackedS": return fill(&oldest, reader.number())
             case "reconnects": return fill(&reconnects, reader.integer())
             case "rssKiB": return fill(&rss, reader.integer())
+            case "outboxRefused": return fill(&refused, reader.optional { $0.integer() })
             default: return reader.skipValue(depth: 3)
             }
         }), let depth, let bytesHeld, let oldest, let reconnects, let rss else { return nil }
         return Telemetry.Agent(
             outboxDepth: Int(depth), outboxBytes: Int(bytesHeld), oldestUnackedS: oldest, reconnects: Int(reconnects),
-            rssKiB: Int(rss))
+            rssKiB: Int(rss), outboxRefused: (refused ?? nil).map { Int($0) })
     }
 
     // MARK: JSON pieces

@@ -70,11 +70,17 @@ public struct ReportedState: Sendable, Equatable, Codable {
     public var levelLimits: LevelLimits
     /// The group names this gateway listens to.
     public var groups: [String]
+    /// Messages the broker refused that the outbox holds set aside (absent when none).
+    public var outboxRefused: Int?
+    /// The broker's last refusal, in words (absent when none since the agent started).
+    public var lastRefusal: String?
 
     public init(
         boot: UUID, ts: Date, agentVersion: String, firmware: String, configVersions: [String: Int],
-        levelLimits: LevelLimits, groups: [String]
+        levelLimits: LevelLimits, groups: [String], outboxRefused: Int? = nil, lastRefusal: String? = nil
     ) {
+        self.outboxRefused = outboxRefused
+        self.lastRefusal = lastRefusal
         self.boot = boot
         self.ts = ts
         self.agentVersion = agentVersion
@@ -85,7 +91,7 @@ public struct ReportedState: Sendable, Equatable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case boot, ts, agentVersion, firmware, configVersions, levelLimits, groups
+        case boot, ts, agentVersion, firmware, configVersions, levelLimits, groups, outboxRefused, lastRefusal
     }
 
     public init(from decoder: any Decoder) throws {
@@ -97,6 +103,8 @@ public struct ReportedState: Sendable, Equatable, Codable {
         configVersions = try c.decodeMap(of: Int.self, forKey: .configVersions)
         levelLimits = try c.decode(LevelLimits.self, forKey: .levelLimits)
         groups = try c.decodeIfPresent([String].self, forKey: .groups) ?? []
+        outboxRefused = try c.decodeIfPresent(Int.self, forKey: .outboxRefused)
+        lastRefusal = try c.decodeIfPresent(String.self, forKey: .lastRefusal)
         try WireRanges.check(self)
     }
 
@@ -109,6 +117,8 @@ public struct ReportedState: Sendable, Equatable, Codable {
         try c.encode(configVersions, forKey: .configVersions)
         try c.encode(levelLimits, forKey: .levelLimits)
         try c.encode(groups, forKey: .groups)
+        try c.encodeIfPresent(outboxRefused, forKey: .outboxRefused)
+        try c.encodeIfPresent(lastRefusal, forKey: .lastRefusal)
     }
 }
 

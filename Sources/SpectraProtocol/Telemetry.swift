@@ -36,13 +36,16 @@ public struct Telemetry: Sendable, Equatable, Codable {
         public var reconnects: Int
         /// Resident memory, KiB.
         public var rssKiB: Int
+        /// Messages the broker refused, set aside in the outbox (absent when none).
+        public var outboxRefused: Int?
 
-        public init(outboxDepth: Int, outboxBytes: Int, oldestUnackedS: Double, reconnects: Int, rssKiB: Int) {
+        public init(outboxDepth: Int, outboxBytes: Int, oldestUnackedS: Double, reconnects: Int, rssKiB: Int, outboxRefused: Int? = nil) {
             self.outboxDepth = outboxDepth
             self.outboxBytes = outboxBytes
             self.oldestUnackedS = oldestUnackedS
             self.reconnects = reconnects
             self.rssKiB = rssKiB
+            self.outboxRefused = outboxRefused
         }
     }
 

@@ -52,6 +52,10 @@ struct TelemetryWriter {
         integer(agent.outboxBytes)
         raw(",\"outboxDepth\":")
         integer(agent.outboxDepth)
+        if let refused = agent.outboxRefused {
+            raw(",\"outboxRefused\":")
+            integer(refused)
+        }
         raw(",\"reconnects\":")
         integer(agent.reconnects)
         raw(",\"rssKiB\":")

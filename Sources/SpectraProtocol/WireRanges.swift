@@ -117,6 +117,7 @@ public enum WireRanges {
         try within(agent.oldestUnackedS, oldestUnackedSeconds, "body.agent.oldestUnackedS")
         try within(agent.reconnects, reconnects, "body.agent.reconnects")
         try within(agent.rssKiB, rssKiB, "body.agent.rssKiB")
+        if let refused = agent.outboxRefused { try within(refused, outboxDepth, "body.agent.outboxRefused") }
         try count(telemetry.channels.count, maxChannels, "body.channels")
         for (index, channel) in telemetry.channels.enumerated() {
             let path = "body.channels[\(index)]"
@@ -198,6 +199,8 @@ public enum WireRanges {
         try within(state.levelLimits.completedSessions, 0...10_000_000, "levelLimits.completedSessions")
         try count(state.groups.count, maxChannels, "groups")
         for (index, group) in state.groups.enumerated() { try text(group, maxShortText, "groups[\(index)]") }
+        if let refused = state.outboxRefused { try within(refused, outboxDepth, "outboxRefused") }
+        if let refusal = state.lastRefusal { try text(refusal, maxDetailText, "lastRefusal") }
     }
 
     private static func within<T: Comparable>(_ value: T, _ range: ClosedRange<T>, _ path: String) throws(ProtocolError) {

@@ -44,6 +44,7 @@ struct ConfigCommand: AsyncParsableCommand {
                 ("groups", configuration.groups.map(\.rawValue).joined(separator: ",")),
                 ("dataDir", configuration.dataDirectory),
                 ("mqtt.url", configuration.broker.url),
+                ("mqtt.protocol", configuration.broker.protocolVersion.rawValue),
                 ("mqtt.keepaliveS", String(configuration.broker.keepaliveSeconds)),
                 ("outbox.durability", configuration.durability.rawValue),
                 ("outbox.maxBytes", String(configuration.outboxMaxBytes)),

@@ -40,7 +40,7 @@ struct Watch: AsyncParsableCommand {
             } else {
                 let body = (try? JSONSerialization.jsonObject(with: envelope.encoded()) as? [String: Any])?["body"]
                 let bodyText = body.flatMap { try? JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys]) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
-                let historical = message.userProperty("historical") == "true" ? " (replayed)" : ""
+                let historical = envelope.historical || message.userProperty("historical") == "true" ? " (replayed)" : ""
                 print("\(WireFormat.timestamp(envelope.timestamp))  \(envelope.gateway)  \(event.type.rawValue)\(historical)  \(bodyText)")
             }
             fflush(nil)

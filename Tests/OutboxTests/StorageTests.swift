@@ -34,7 +34,7 @@ struct StorageTests {
         let folder = try TempFolder()
         defer { folder.remove() }
         for (durability, expected) in [(OutboxConfiguration.Durability.full, 2), (.normal, 1)] {
-            let (queue, _, _) = try OutboxStore.open(OutboxConfiguration(path: folder.path("\(durability).sqlite"), durability: durability))
+            let (queue, _, _, _) = try OutboxStore.open(OutboxConfiguration(path: folder.path("\(durability).sqlite"), durability: durability))
             let (journal, synchronous) = try queue.inDatabase { db in
                 (try String.fetchOne(db, sql: "PRAGMA journal_mode"), try Int.fetchOne(db, sql: "PRAGMA synchronous"))
             }
@@ -60,7 +60,7 @@ struct StorageTests {
     func deleteRuns() async throws {
         let folder = try TempFolder()
         defer { folder.remove() }
-        let (queue, epoch, _) = try OutboxStore.open(OutboxConfiguration(path: folder.path("o.sqlite")))
+        let (queue, epoch, _, _) = try OutboxStore.open(OutboxConfiguration(path: folder.path("o.sqlite")))
         let rows = (1...10).map { seq in
             let message = numbered(UInt64(seq), epoch, size: seq * 10)
             return StoredMessage(

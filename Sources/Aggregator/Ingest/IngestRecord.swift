@@ -78,7 +78,7 @@ public enum IngestRecord: Sendable {
                     throw Refusal(reason: "kind_mismatch", detail: "a \(envelope.kind) envelope on \(message.topic)")
                 }
                 return .envelope(
-                    envelope, receivedAt: receivedAt, historical: message.userProperty("historical") == "true",
+                    envelope, receivedAt: receivedAt, historical: envelope.historical || message.userProperty("historical") == "true",
                     payload: envelope.kind == .event ? Data(message.payload) : nil)
             case .status(let fleet, let gateway):
                 let data = Data(message.payload)

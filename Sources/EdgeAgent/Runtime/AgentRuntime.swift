@@ -24,6 +24,8 @@ public actor AgentRuntime: Service {
     private var desired: DesiredConfig
     private var state: AgentState
     private var subscribed = false
+    /// The outbox's refusal count and last refusal the retained state last carried, and when.
+    private var publishedRefusals: (count: Int, last: String?, at: Date) = (0, nil, .distantPast)
     private var stopping = false
     /// The telemetry loop's wait for its next message: cancelled when a session starts or ends,
     /// so telemetry switches between the idle and in-session intervals at once.
@@ -117,10 +119,8 @@ public actor AgentRuntime: Service {
     private func mqttConfiguration() -> MQTTConfiguration {
         let broker = configuration.broker
         let will = GatewayStatus(online: false, boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current, reason: "lost")
-        return MQTTConfiguration(
-            host: broker.host, port: broker.port, clientID: "\(configuration.fleet)-\(configuration.gateway)",
-            keepaliveSeconds: broker.keepaliveSeconds, username: broker.username, password: broker.password,
-            tls: broker.tls ? .init(caFile: broker.caFile ?? "", certFile: broker.certFile, keyFile: broker.keyFile) : nil,
+        return broker.client(
+            id: "\(configuration.fleet)-\(configuration.gateway)",
             will: .init(
                 topic: Topic.status(fleet: configuration.fleet, gateway: configuration.gateway).path,
                 payload: [UInt8](WireFormat.encode(will)), qos: .atLeastOnce, retain: true))
@@ -193,11 +193,14 @@ public actor AgentRuntime: Service {
         let gateway = configuration.gateway
         let birth = GatewayStatus(online: true, boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current)
         let status = await sessions.status()
+        let outboxStats = await outbox?.stats()
+        publishedRefusals = (outboxStats?.refused ?? 0, outboxStats?.lastRefusal, Date())
         let reported = ReportedState(
             boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current, firmware: await sessions.firmwareVersion,
             configVersions: desired.applied.versions,
             levelLimits: .init(maxLevel: desired.effective.maxLevel ?? 3, unlockedLevel: status.allowedLevel, completedSessions: status.completedSessions),
-            groups: configuration.groups.map(\.rawValue))
+            groups: configuration.groups.map(\.rawValue),
+            outboxRefused: outboxStats.flatMap { $0.refused > 0 ? $0.refusedStored : nil }, lastRefusal: outboxStats?.lastRefusal)
         do {
             try await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(birth)), retain: true))
             try await client.publish(OutgoingMessage(topic: Topic.state(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(reported)), retain: true))
@@ -284,7 +287,18 @@ public actor AgentRuntime: Service {
             object["link"] = link.connected ? "up" : "down"
             object["since"] = WireFormat.timestamp(link.since)
             if let lastError = link.lastError { object["lastError"] = lastError }
-            if let outbox { object["outboxDepth"] = await outbox.stats().depth }
+            if let outbox {
+                let stats = await outbox.stats()
+                object["outboxDepth"] = stats.depth
+                object["outboxRefused"] = stats.refused
+                object["outboxRefusedStored"] = stats.refusedStored
+                if let lastRefusal = stats.lastRefusal { object["lastRefusal"] = lastRefusal }
+                if let sendError = stats.sendError { object["outboxSendError"] = sendError }
+            }
+            if let client, client.isConnected {
+                let lacks = client.brokerCapabilities.missing
+                if !lacks.isEmpty { object["brokerLacks"] = lacks.joined(separator: ", ") }
+            }
             return object
         }
     }
@@ -335,8 +349,14 @@ public actor AgentRuntime: Service {
                 vibrationRpm: session == nil ? nil : readings.vibrationRpm, batteryPct: readings.batteryPct, headbandTempC: readings.temperatureC,
                 agent: .init(
                     outboxDepth: stats.depth, outboxBytes: stats.bytes, oldestUnackedS: stats.oldestUnackedSeconds,
-                    reconnects: client?.reconnects ?? 0, rssKiB: Self.residentKiB()))
+                    reconnects: client?.reconnects ?? 0, rssKiB: Self.residentKiB(),
+                    outboxRefused: stats.refused > 0 ? stats.refusedStored : nil))
             await enqueue(.telemetry(telemetry))
+            // A new kind of refusal goes into the retained state at once (the broker may take
+            // that topic while it refuses the others), a growing count at most once a minute.
+            let refusalNews = stats.lastRefusal != publishedRefusals.last
+                || (stats.refused != publishedRefusals.count && Date().timeIntervalSince(publishedRefusals.at) >= 60)
+            if refusalNews, client?.isConnected == true { await publishPresence() }
             let interval = session == nil ? configuration.idleTelemetryIntervalSeconds : configuration.telemetryIntervalSeconds
             let wait = Task { _ = try? await Task.sleep(for: .seconds(interval)) }
             telemetryWait = wait
