@@ -16,7 +16,7 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
               spectra-aggregator run --config Config/aggregator.yaml
               spectra-aggregator config show --config Config/aggregator.yaml --set http.port=9090
             """,
-        subcommands: [Run.self, ConfigGroup.self]
+        subcommands: [Run.self, Retire.self, ConfigGroup.self]
     )
 
     struct Run: AsyncParsableCommand {
@@ -36,7 +36,41 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("spectra-aggregator: cannot open the database \(configuration.databasePath): \(error)\n".utf8))
                 throw ExitCode(1)
             }
-            try await server.run()
+            do {
+                try await server.run()
+            } catch let failure as IngestFailure {
+                FileHandle.standardError.write(Data("spectra-aggregator: \(failure.message)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Retire: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Retire a stopped instance for good: ingest what its broker session holds, then end the session.",
+            discussion: """
+                An instance's persistent session outlives it by 7 days: the broker keeps queueing
+                messages for it and, in a share group, keeps giving it its share, which nobody then
+                reads. Stop the instance first, then run this with the same configuration (its
+                clientId, broker and database): it resumes the session, unsubscribes, ingests what
+                the session held and ends the session.
+
+                Example: spectra-aggregator retire --config /etc/spectra/aggregator-2.yaml
+                """)
+
+        @OptionGroup var options: ConfigOptions
+
+        func run() async throws {
+            let configuration = await options.aggregatorConfiguration()
+            var logger = Logger(label: "spectra.aggregator")
+            logger.logLevel = .warning
+            do {
+                let outcome = try await Retirement.run(configuration: configuration, logger: logger)
+                print("retired \(configuration.clientID): its session held \(outcome.received) messages, \(outcome.envelopes) envelopes written to \(configuration.databasePath); the broker has no session for it now")
+            } catch {
+                FileHandle.standardError.write(Data("spectra-aggregator: retiring \(configuration.clientID) failed: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
         }
     }
 
@@ -56,6 +90,7 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             let configuration = await options.aggregatorConfiguration()
             print("fleets: \(configuration.fleets.map(\.rawValue).joined(separator: ","))")
             print("mqtt.url: \(configuration.broker.url)")
+            print("mqtt.protocol: \(configuration.broker.protocolVersion.rawValue)")
             print("clientId: \(configuration.clientID)")
             print("shareGroup: \(configuration.shareGroup)")
             print("database: \(configuration.databasePath)")

@@ -21,6 +21,8 @@ public final class IngestHealth: Sendable {
         var lastRoundEnd: Date?
         var lastRoundSeconds: Double?
         var link = LinkDiagnostics()
+        /// Lasting problems other than commits, by what failed ("subscribe", "publish").
+        var problems: [String: String] = [:]
     }
 
     /// One answer of `/healthz`.
@@ -66,6 +68,23 @@ public final class IngestHealth: Sendable {
         state.withLock { $0.link = link }
     }
 
+    /// A reminder of a broker failure that has lasted ``LinkDiagnostics/reminderSeconds`` since
+    /// it was last said, with how long it has lasted.
+    func linkReminder(now: Date = Date()) -> (reason: String, seconds: Double)? {
+        state.withLock { $0.link.reminder(now: now) }
+    }
+
+    /// Something other than commits fails (`what`: "subscribe", "publish") for `reason`, or
+    /// works again (`reason` nil). Returns true when this is news (said once, logged once).
+    @discardableResult
+    func problem(_ what: String, _ reason: String?) -> Bool {
+        state.withLock { state in
+            guard state.problems[what] != reason else { return false }
+            state.problems[what] = reason
+            return true
+        }
+    }
+
     @_spi(Testing) public func roundStarted(at now: Date = Date()) {
         state.withLock { $0.roundStartedAt = now }
     }
@@ -94,6 +113,9 @@ public final class IngestHealth: Sendable {
                 reasons.append(
                     "commits have been failing for \(Int(now.timeIntervalSince(failure.since))) s: \(failure.reason); "
                         + "nothing is acknowledged to the broker meanwhile")
+            }
+            for what in state.problems.keys.sorted() {
+                if let reason = state.problems[what] { reasons.append(reason) }
             }
             if let running = state.roundStartedAt, now.timeIntervalSince(running) > statsIntervalSeconds {
                 reasons.append(

@@ -44,8 +44,10 @@ public final class IngestService: Service, Sendable {
     /// - Parameter settleWindow: messages read ahead of the last commit, at most.
     public init(
         configuration: AggregatorConfiguration, store: any StatsStore, metrics: IngestMetrics, logger: Logger,
-        now: @escaping @Sendable () -> Date = Date.init, settleWindow: Int = IngestService.settleWindow
+        now: @escaping @Sendable () -> Date = Date.init, settleWindow: Int = IngestService.settleWindow,
+        retiring: Bool = false
     ) {
+        self.retiring = retiring
         self.configuration = configuration
         self.store = store
         self.metrics = metrics
@@ -54,11 +56,8 @@ public final class IngestService: Service, Sendable {
         health = IngestHealth(statsIntervalSeconds: configuration.publishIntervalSeconds)
         limiter = GatewayRateLimiter(limit: configuration.gatewayMessagesPerHour)
         let broker = configuration.broker
-        client = MQTTClient(MQTTConfiguration(
-            host: broker.host, port: broker.port, clientID: configuration.clientID, protocolVersion: .v5,
-            cleanStart: false, sessionExpirySeconds: 7 * 86_400, keepaliveSeconds: broker.keepaliveSeconds,
-            username: broker.username, password: broker.password,
-            tls: broker.tls ? .init(caFile: broker.caFile ?? "", certFile: broker.certFile, keyFile: broker.keyFile) : nil,
+        client = MQTTClient(broker.client(
+            id: configuration.clientID, cleanStart: false, sessionExpirySeconds: 7 * 86_400,
             // Back quickly after a broker restart: gateways drain their backlogs at once.
             backoff: Backoff(minimumSeconds: 0.2, maximumSeconds: 5),
             // Acknowledge to the broker only what is committed: an aggregator killed mid-batch
@@ -70,6 +69,11 @@ public final class IngestService: Service, Sendable {
     /// overlap across several batches before reading waits for the commits to catch up.
     public static let settleWindow = 40_000
 
+    /// Set for ``Retirement``: on connecting, the session's subscriptions are removed (the
+    /// broker stops giving this client id messages, and a share group stops counting it as a
+    /// member) and only what the session already holds is ingested.
+    let retiring: Bool
+
     /// Envelopes written so far (counted or recognised as duplicates) by this instance.
     public var committedEnvelopes: Int { committed.load(ordering: .relaxed) }
     private let committed = Atomic<Int>(0)
@@ -77,15 +81,18 @@ public final class IngestService: Service, Sendable {
     /// Whether ingest is connected to the broker.
     public var isConnected: Bool { client.isConnected }
 
-    /// The subscriptions: shared for events and telemetry, direct for retained presence.
-    var subscriptions: [Subscription] {
+    /// The subscriptions: shared for events and telemetry (when a share group is configured
+    /// and the broker takes shared subscriptions), direct for retained presence.
+    var subscriptions: [Subscription] { subscriptions(shared: !configuration.shareGroup.isEmpty) }
+
+    func subscriptions(shared useGroup: Bool) -> [Subscription] {
         let fleets: [Identifier?] = configuration.fleets.isEmpty ? [nil] : configuration.fleets
         return fleets.flatMap { fleet -> [Subscription] in
             func filter(_ leaf: String) -> String {
                 fleet.map { TopicFilter.allGateways(fleet: $0, leaf: leaf) } ?? TopicFilter.allFleets(leaf: leaf)
             }
             func shared(_ filter: String) -> String {
-                configuration.shareGroup.isEmpty ? filter : TopicFilter.shared(group: configuration.shareGroup, filter)
+                useGroup ? TopicFilter.shared(group: configuration.shareGroup, filter) : filter
             }
             return [
                 Subscription(shared(filter("event"))),
@@ -103,12 +110,25 @@ public final class IngestService: Service, Sendable {
         logger.info("aggregator ingest started", metadata: ["broker": "\(configuration.broker.url)", "clientId": "\(configuration.clientID)"])
         // The writer is not part of the cancellable group: it stops only once everything
         // received has been written.
+        if !configuration.shareGroup.isEmpty && configuration.broker.protocolVersion == .v311 {
+            logger.warning(
+                "shareGroup is set, but an MQTT 3.1.1 broker cannot say whether it takes shared subscriptions: one that does not treats $share/\(configuration.shareGroup)/... as a plain topic and this instance ingests no events or telemetry",
+                metadata: ["shareGroup": "\(configuration.shareGroup)"])
+        }
         let writer = Task { await self.writeLoop() }
-        await withTaskGroup(of: Void.self) { group in
+        let fatal: IngestFailure? = await withTaskGroup(of: IngestFailure?.self) { group in
             group.addTask { await self.watchConnection(events) }
-            group.addTask { await self.publishLoop() }
-            group.addTask { await self.maintenanceLoop() }
-            try? await gracefulShutdown()
+            if !retiring {
+                group.addTask { await self.publishLoop(); return nil }
+                group.addTask { await self.maintenanceLoop(); return nil }
+            }
+            group.addTask { try? await gracefulShutdown(); return nil }
+            // Until the shutdown, or a broker this aggregator cannot work with.
+            var fatal: IngestFailure?
+            for await ending in group {
+                fatal = ending
+                break
+            }
             // Stop reading; the DISCONNECT goes out once everything delivered is committed
             // (and acknowledged), then the writer finishes.
             await client.disconnect()
@@ -119,6 +139,11 @@ public final class IngestService: Service, Sendable {
             stopping.store(true, ordering: .relaxed)
             await writer.value
             group.cancelAll()
+            return fatal
+        }
+        if let fatal {
+            logger.critical("aggregator ingest stopped: \(fatal.message)")
+            throw fatal
         }
         logger.info("aggregator ingest stopped")
     }
@@ -126,10 +151,14 @@ public final class IngestService: Service, Sendable {
     private let processed = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
 
-    private func watchConnection(_ events: AsyncStream<ConnectionState>) async {
+    /// Follows the link: logs and reports its changes, checks what the broker supports and
+    /// subscribes on each connection. Returns a failure when the broker cannot serve this
+    /// aggregator at all (nil when the stream ends).
+    private func watchConnection(_ events: AsyncStream<ConnectionState>) async -> IngestFailure? {
         var link = LinkDiagnostics()
+        var warnedShared = false
         for await state in events {
-            guard !Task.isCancelled else { return }
+            guard !Task.isCancelled else { return nil }
             if let line = link.update(state) {
                 switch line {
                 case .connected(let after):
@@ -143,15 +172,45 @@ public final class IngestService: Service, Sendable {
             }
             if case .connected = state {
                 metrics.connected.set(to: 1)
+                let capabilities = client.brokerCapabilities
+                var shared = !configuration.shareGroup.isEmpty
+                if shared && !capabilities.sharedSubscriptions {
+                    shared = false
+                    if !warnedShared {
+                        warnedShared = true
+                        logger.warning(
+                            "the broker does not take shared subscriptions: shareGroup '\(configuration.shareGroup)' is ignored and this instance subscribes directly (run one instance per broker, or every instance counts every message)",
+                            metadata: ["broker": "\(configuration.broker.url)"])
+                    }
+                }
+                if retiring {
+                    let filters = subscriptions(shared: true).map(\.filter) + subscriptions(shared: false).map(\.filter)
+                    do {
+                        try await client.unsubscribe(Array(Set(filters)).sorted())
+                        logger.info("retiring: unsubscribed; ingesting what the session still holds")
+                    } catch {
+                        logger.error("retiring: unsubscribing failed", metadata: ["error": "\(error)"])
+                    }
+                    continue
+                }
+                if !capabilities.wildcardSubscriptions {
+                    return IngestFailure(
+                        message: "the broker at \(configuration.broker.url) does not take wildcard subscriptions, which the aggregator needs to hear every gateway (spectra/v1/+/gw/+/...): use a broker that has them (mosquitto, EMQX, HiveMQ, VerneMQ)")
+                }
                 do {
-                    _ = try await client.subscribe(subscriptions)
+                    _ = try await client.subscribe(subscriptions(shared: shared))
+                    if health.problem("subscribe", nil) { logger.info("subscribed") }
                 } catch {
-                    logger.error("subscribing failed; retried on the next connect", metadata: ["error": "\(error)"])
+                    let reason = "subscribing failed: \(error); retried at the next connection"
+                    if health.problem("subscribe", reason) {
+                        logger.error("subscribing failed; retried at the next connection", metadata: ["error": "\(error)"])
+                    }
                 }
             } else {
                 metrics.connected.set(to: 0)
             }
         }
+        return nil
     }
 
     /// Files a message for the writer, on the MQTT event loop's thread as it arrives (a lock
@@ -388,6 +447,9 @@ public final class IngestService: Service, Sendable {
     /// One summary per fleet: `/metrics`' gateway counts take it connected to the broker or
     /// not, the retained topics when connected.
     private func statsRound() async {
+        if let (reason, seconds) = health.linkReminder() {
+            logger.error("still cannot reach the broker", metadata: ["broker": "\(configuration.broker.url)", "reason": "\(reason)", "forS": "\(Int(seconds))"])
+        }
         let summaries: [(fleet: String, summary: FleetSummary)]
         do {
             summaries = try await fleetSummaries()
@@ -435,10 +497,14 @@ public final class IngestService: Service, Sendable {
                     metrics.publishedStats.increment()
                 }
             }
+            if health.problem("publish", nil) { logger.info("publishing stats works again") }
         } catch {
             self.changed.withLock { $0.formUnion(changed) }
             if everything { publishedOnce.store(false, ordering: .relaxed) }
-            logger.warning("publishing stats failed; retried next round", metadata: ["error": "\(error)"])
+            // A refusal (the broker's ACL) lasts: said once, and on /healthz while it does.
+            if health.problem("publish", "publishing the retained stats failed: \(error); retried every round") {
+                logger.warning("publishing stats failed; retried every round", metadata: ["error": "\(error)"])
+            }
         }
     }
 
@@ -482,4 +548,10 @@ extension IngestService {
 
     /// Drops the broker connection without DISCONNECT, as a cut cable would; it comes back by itself.
     @_spi(Testing) public func dropConnection() { client.reconnect() }
+}
+
+/// Why ingest cannot run against this broker at all (retrying would not help).
+public struct IngestFailure: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
 }

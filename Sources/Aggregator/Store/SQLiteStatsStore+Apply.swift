@@ -217,14 +217,17 @@ extension SQLiteStatsStore {
                     let gateway = GatewayKey(fleet: fleet.rawValue, gateway: gw.rawValue)
                     // The status the broker kept (sent again at every subscribe, so at every
                     // restart of the aggregator) is no sign of life: it moves `lastSeen` only
-                    // for a gateway never heard from before.
+                    // for a gateway never heard from before. A Will (`lost`) carries the time
+                    // its connection was set up, not of the loss: a live one is dated by its
+                    // arrival, which is within 1.5 keepalives of the loss.
+                    let statusAt = status.reason == "lost" && !retained ? receivedAt : status.ts
                     try db.cachedStatement(sql: """
                         INSERT INTO gateway (fleet, gw, online, statusAt, boot, agentVersion, lastSeen) VALUES (?, ?, ?, ?, ?, ?, ?)
                         ON CONFLICT (fleet, gw) DO UPDATE SET online = excluded.online, statusAt = excluded.statusAt,
                             boot = excluded.boot, agentVersion = COALESCE(excluded.agentVersion, agentVersion),
                             lastSeen = iif(?, COALESCE(lastSeen, excluded.lastSeen), MAX(COALESCE(lastSeen, 0), excluded.lastSeen))
                         """).execute(arguments: [
-                            gateway.fleet, gateway.gateway, status.online, status.ts.timeIntervalSince1970, status.boot.wireString,
+                            gateway.fleet, gateway.gateway, status.online, statusAt.timeIntervalSince1970, status.boot.wireString,
                             status.agentVersion, receivedAt.timeIntervalSince1970, retained,
                         ])
                     outcome.presence += 1
