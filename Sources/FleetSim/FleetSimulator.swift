@@ -122,7 +122,10 @@ public struct FleetSimulator: Sendable {
                         + "online \(counters.online.load(ordering: .relaxed))/\(total)  "
                         + "sessions \(counters.sessionsStarted.load(ordering: .relaxed)) started, "
                         + "\(counters.sessionsCompleted.load(ordering: .relaxed)) completed, \(counters.sessionsAborted.load(ordering: .relaxed)) aborted  "
-                        + "messages \(counters.enqueued.load(ordering: .relaxed))  outages \(counters.outages.load(ordering: .relaxed))")
+                        + "messages \(counters.enqueued.load(ordering: .relaxed))  outages \(counters.outages.load(ordering: .relaxed))  "
+                        + "broker \(counters.connected.load(ordering: .relaxed))/\(total) connected"
+                        + (counters.connected.load(ordering: .relaxed) < counters.online.load(ordering: .relaxed)
+                            ? counters.lastLinkError.map { " (last error: \($0))" } ?? "" : ""))
             }
         }
         defer { reporter.cancel() }

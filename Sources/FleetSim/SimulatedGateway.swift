@@ -17,6 +17,7 @@ public actor SimulatedGateway {
     private let clock: SimClock
     private let profile: CalibrationProfile
     private let counters: FleetCounters
+    private let logger: Logger
     private let envelopes: EnvelopeFactory
     private let outbox: Outbox
     private let brokerConfiguration: MQTTConfiguration
@@ -45,6 +46,7 @@ public actor SimulatedGateway {
         self.clock = clock
         self.profile = profile
         self.counters = counters
+        self.logger = logger
         self.telemetryIntervalSeconds = telemetryIntervalSeconds
         self.idleTelemetryIntervalSeconds = idleTelemetryIntervalSeconds
         var random = SeededRandom(seed: seed)
@@ -71,7 +73,28 @@ public actor SimulatedGateway {
         await outbox.attach(client)
         let updates = client.connectionUpdates()
         presence?.cancel()
-        presence = Task { for await state in updates { if case .connected = state { await self.publishPresence() } } }
+        let counters = self.counters
+        let logger = self.logger
+        presence = Task {
+            var up = false
+            defer { if up { counters.connected.subtract(1, ordering: .relaxed) } }
+            for await state in updates {
+                switch state {
+                case .connected:
+                    if !up { counters.connected.add(1, ordering: .relaxed) }
+                    up = true
+                    await self.publishPresence()
+                case .disconnected(let reason):
+                    if up { counters.connected.subtract(1, ordering: .relaxed) }
+                    up = false
+                    if reason != "stopped", counters.linkFailed(reason) {
+                        logger.error("a gateway cannot reach the broker (said once per cause for the whole fleet)", metadata: ["reason": "\(reason)"])
+                    }
+                case .connecting:
+                    break
+                }
+            }
+        }
         client.start()
     }
 
@@ -240,7 +263,11 @@ public actor SimulatedGateway {
         }
         // What the broker never took, counted as such (the simulator's last line and its exit
         // status say so).
-        counters.undelivered.add(await outbox.stats().depth, ordering: .relaxed)
+        // Messages the broker refused are set aside in the outbox: not delivered either.
+        let left = await outbox.stats()
+        counters.undelivered.add(left.depth + left.refused, ordering: .relaxed)
+        counters.refused.add(left.refused, ordering: .relaxed)
+        if let refusal = left.lastRefusal { _ = counters.linkFailed("the broker refused a message: \(refusal)") }
         if client.isConnected {
             let offline = GatewayStatus(online: false, boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current, reason: "shutdown")
             try? await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(offline)), retain: true))
@@ -263,7 +290,25 @@ public final class FleetCounters: Sendable {
     public let enqueued = Atomic<Int>(0)
     /// Messages still in the gateways' outboxes when they shut down: never delivered.
     public let undelivered = Atomic<Int>(0)
+    /// Of those, messages the broker refused (not authorised, quota, too large).
+    public let refused = Atomic<Int>(0)
     public let online = Atomic<Int>(0)
     public let outages = Atomic<Int>(0)
+    /// Gateways whose client is connected to the broker now.
+    public let connected = Atomic<Int>(0)
+    /// The last reason a gateway's client gave for not reaching the broker.
+    public var lastLinkError: String? { linkErrors.withLock { $0.last } }
+    private let linkErrors = Mutex<(last: String?, said: Set<String>)>((nil, []))
     public init() {}
+
+    /// Records a link failure; true the first time this reason is seen (to log it once for the
+    /// whole fleet; at most 64 distinct reasons are remembered).
+    func linkFailed(_ reason: String) -> Bool {
+        linkErrors.withLock { errors in
+            errors.last = reason
+            guard !errors.said.contains(reason), errors.said.count < 64 else { return false }
+            errors.said.insert(reason)
+            return true
+        }
+    }
 }

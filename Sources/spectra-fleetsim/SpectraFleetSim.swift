@@ -20,6 +20,14 @@ struct SpectraFleetSim: AsyncParsableCommand {
             unsynced clocks. The simulated calendar ends now: --days 30 --speed 8640 plays the last
             30 days in 5 minutes. The same --seed gives the same wearers and events.
 
+            The broker is reached with the same mqtt.* settings as the other binaries (mqtt.url,
+            mqtt.username, mqtt.password, mqtt.tls.caFile/certFile/keyFile, mqtt.keepaliveS,
+            mqtt.protocol), from --config FILE, SPECTRA_MQTT_* variables and --set KEY=VALUE;
+            --broker URL sets mqtt.url. Every gateway connects as FLEET-GATEWAY with those
+            credentials, so the broker account must be allowed to publish for the whole fleet.
+
+            It exits 1 when any message was not delivered.
+
             Example:
               spectra-fleetsim --gateways 200 --speed 8640 --days 30 --broker mqtt://127.0.0.1:1883 --seed 7
             """)
@@ -30,7 +38,8 @@ struct SpectraFleetSim: AsyncParsableCommand {
         valueName: "n")) var firstGateway = 1
     @Option(help: "Simulated seconds per real second.") var speed = 1440.0
     @Option(help: "Simulated days, ending now.") var days = 14
-    @Option(help: ArgumentHelp("Broker URL.", valueName: "url")) var broker = "mqtt://127.0.0.1:1883"
+    @Option(help: ArgumentHelp("Broker URL (mqtt.url; default mqtt://127.0.0.1:1883).", valueName: "url")) var broker: String?
+    @OptionGroup var settings: ConfigOptions
     @Option(help: "Seed for wearers, habits and faults.") var seed: UInt64 = 1
     @Option(help: ArgumentHelp("Fleet name.", valueName: "name")) var fleet = "demo"
     @Option(help: ArgumentHelp("Where the gateways' outboxes live.", valueName: "dir")) var dataDir = "var/fleetsim"
@@ -48,9 +57,14 @@ struct SpectraFleetSim: AsyncParsableCommand {
         guard Identifier.isValid(fleet) else { throw ValidationError("--fleet must be 1-64 of A-Z a-z 0-9 _ -") }
     }
 
-    func run() async throws {
-        guard let endpoint = BrokerConfiguration.parseURL(broker), !endpoint.tls else {
-            throw ValidationError("--broker must be mqtt://host:port (the simulator speaks plain MQTT), got '\(broker)'")
+    mutating func run() async throws {
+        if let broker { settings.overrides.append("mqtt.url=\(broker)") }
+        let fields = await settings.load(knownKeys: BrokerConfiguration.keys)
+        let brokerSettings: BrokerConfiguration
+        do {
+            brokerSettings = try BrokerConfiguration(fields: fields)
+        } catch {
+            ConfigOptions.exit(with: error)
         }
         AllocatorTuning.apply()
         do {
@@ -72,14 +86,12 @@ struct SpectraFleetSim: AsyncParsableCommand {
         let simulator = FleetSimulator(
             configuration: .init(
                 fleet: try Identifier(fleet), gateways: gateways, firstGateway: firstGateway - 1, speed: speed, days: days, live: live, seed: seed,
-                broker: MQTTConfiguration(
-                    host: endpoint.host, port: endpoint.port, clientID: "fleetsim", keepaliveSeconds: 30,
-                    backoff: Backoff(minimumSeconds: 0.5, maximumSeconds: 30)),
+                broker: brokerSettings.client(id: "fleetsim", backoff: Backoff(minimumSeconds: 0.5, maximumSeconds: 30)),
                 dataDirectory: dataDir, telemetryIntervalSeconds: telemetryInterval, idleTelemetryIntervalSeconds: idleTelemetryInterval),
             profile: calibration.value, logger: Logger(label: "spectra.fleetsim"))
         let terminal = isatty(STDOUT_FILENO) == 1
         let range = firstGateway == 1 ? "" : " (from \(FleetSimulator.gatewayID(firstGateway - 1)))"
-        print("spectra-fleetsim: \(gateways) gateways\(range) of fleet \(fleet), \(days) days at \(Int(speed))x, broker \(broker), seed \(seed)")
+        print("spectra-fleetsim: \(gateways) gateways\(range) of fleet \(fleet), \(days) days at \(Int(speed))x, broker \(brokerSettings.url) (MQTT \(brokerSettings.protocolVersion.rawValue)), seed \(seed)")
         let runTask = Task {
             try await simulator.run { line in
                 if terminal {
@@ -107,9 +119,12 @@ struct SpectraFleetSim: AsyncParsableCommand {
             + "\(counters.sessionsCompleted.load(ordering: .relaxed)) completed, \(counters.sessionsAborted.load(ordering: .relaxed)) aborted, "
             + "\(made) messages, \(made - undelivered) delivered")
         if undelivered > 0 {
-            FileHandle.standardError.write(Data(
-                ("spectra-fleetsim: \(undelivered) of \(made) messages were not delivered: the broker did not take them before the "
-                    + "gateways' 15 s drain ended (check the broker address, credentials and its log)\n").utf8))
+            let refused = counters.refused.load(ordering: .relaxed)
+            let why = refused > 0
+                ? "\(refused) were refused by the broker (\(counters.lastLinkError ?? "see above")): check its ACL for the fleet's topics"
+                : "the broker did not take them before the gateways' 15 s drain ended"
+                    + (counters.lastLinkError.map { " (last error: \($0))" } ?? "") + ": check the broker address, credentials and its log"
+            FileHandle.standardError.write(Data("spectra-fleetsim: \(undelivered) of \(made) messages were not delivered; \(why)\n".utf8))
             throw ExitCode(1)
         }
     }
