@@ -421,16 +421,7 @@ extension AgentTests {
         let broker = try await MosquittoBroker(extraConfig: "allow_anonymous false\n")
         let folder = try TestEnvironment.temporaryDirectory("agent-refused")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let config = folder.appendingPathComponent("agent.yaml").path
-        try """
-            fleet: demo
-            gateway: gw-0001
-            dataDir: \(folder.path)/var
-            mqtt:
-              url: mqtt://127.0.0.1:\(broker.port)
-            session:
-              profile: \(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let config = try writeAgentConfig(in: folder, broker: broker.url)
         let agent = try ChildProcess(TestEnvironment.product("spectra-agent"), ["run", "--config", config])
         func said() -> [Substring] { agent.standardError.split(separator: "\n").filter { $0.contains("cannot connect to the broker") } }
         #expect(await eventually(timeout: 15) { !said().isEmpty }, "\(agent.standardError)")
@@ -442,6 +433,73 @@ extension AgentTests {
         #expect(status.stdout.contains("lastError:") && status.stdout.contains("not authori"), "\(status.stdout)")
         agent.send(SIGTERM)
         #expect(await agent.wait(timeout: 15) == 0)
+        await broker.stop()
+    }
+}
+
+extension AgentTests {
+    @Test("messages the broker refuses are set aside, counted, said once per cause, reported in status and the retained state, and delivered after the ACL is fixed and the agent restarted")
+    func refusedPublishesAreKept() async throws {
+        let folder = try TestEnvironment.temporaryDirectory("agent-acl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let acl = folder.appendingPathComponent("acl").path
+        // The gateway may publish its presence, nothing else; the witness reads everything.
+        try """
+            topic read spectra/v1/demo/#
+            topic write spectra/v1/demo/gw/gw-0001/status
+            topic write spectra/v1/demo/gw/gw-0001/state
+
+            """.write(toFile: acl, atomically: true, encoding: .utf8)
+        let broker = try await MosquittoBroker(extraConfig: "acl_file \(acl)\n")
+        let config = try writeAgentConfig(
+            in: folder, broker: broker.url, mqtt: ["keepaliveS: 5"], telemetry: (0.2, 1), timeScale: 300)
+        let witness = MQTTClient(MQTTConfiguration(port: broker.port, clientID: "witness", cleanStart: false, sessionExpirySeconds: 3600))
+        let received = Collector(witness.messages)
+        try await witness.connect()
+        try await witness.subscribe([Subscription("spectra/v1/demo/#")])
+        func control(_ arguments: [String]) async throws -> String {
+            try await ChildProcess.run(TestEnvironment.product("spectra-agent"), arguments + ["--config", config]).stdout
+        }
+        let first = try ChildProcess(TestEnvironment.product("spectra-agent"), ["run", "--config", config])
+        defer { first.send(SIGKILL) }
+        #expect(await eventually(timeout: 20) { (try? await control(["status"]))?.contains("link: up") == true })
+        _ = try await control(["session", "start", "--level", "1"])
+        var status = ""
+        let counted = await eventually(timeout: 30) {
+            status = (try? await control(["status"])) ?? ""
+            return status.contains("outboxRefusedStored:") && !status.contains("outboxRefusedStored: 0")
+        }
+        #expect(counted, "\(status)\n\(first.standardError.suffix(2000))")
+        #expect(status.contains("lastRefusal: Not authorized"), "\(status)")
+        try await Task.sleep(for: .seconds(4))  // a session's events and many telemetry messages, all refused
+        let said = first.standardError.split(separator: "\n").filter { $0.contains("the broker refused a message") }
+        #expect(said.count == 2, "once per reason and topic (event, telemetry): \(said)")
+        let states = received.elements.filter { $0.topic.hasSuffix("/state") }.compactMap {
+            try? WireFormat.decode(ReportedState.self, from: Data($0.payload))
+        }
+        #expect(states.contains { ($0.outboxRefused ?? 0) > 0 && $0.lastRefusal?.contains("Not authorized") == true }, "\(states)")
+        #expect(!received.elements.contains { $0.topic.hasSuffix("/event") }, "nothing got through the ACL")
+        first.send(SIGTERM)
+        #expect(await first.wait(timeout: 20) == 0)
+
+        // The ACL fixed and the agent started again: what was refused is delivered.
+        try "topic readwrite spectra/v1/demo/#\n".write(toFile: acl, atomically: true, encoding: .utf8)
+        try await broker.restart()
+        #expect(await eventually(timeout: 30) { witness.isConnected })
+        let second = try ChildProcess(TestEnvironment.product("spectra-agent"), ["run", "--config", config])
+        defer { second.send(SIGKILL) }
+        func eventTypes() -> [String] {
+            received.elements.filter { $0.topic.hasSuffix("/event") }.compactMap { message in
+                guard let envelope = try? Envelope.decode(Data(message.payload)), case .event(let event) = envelope.message else { return nil }
+                return event.type.rawValue
+            }
+        }
+        let delivered = await eventually(timeout: 30) { eventTypes().contains("session.started") && eventTypes().contains("session.completed") }
+        #expect(delivered, "\(eventTypes())\n\(second.standardError.suffix(2000))")
+        #expect(second.standardError.contains("messages the broker had refused are queued again"), "\(second.standardError.suffix(2000))")
+        second.send(SIGTERM)
+        #expect(await second.wait(timeout: 20) == 0)
+        await witness.disconnect()
         await broker.stop()
     }
 }
