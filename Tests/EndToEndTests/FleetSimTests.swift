@@ -66,6 +66,28 @@ struct FleetSimTests {
         await broker.stop()
     }
 
+    @Test("the simulator authenticates with the other binaries' mqtt.* settings: a user name from --set, the password from the environment")
+    func credentials() async throws {
+        let folder = try TestEnvironment.temporaryDirectory("fleetsim-auth")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let passwords = folder.appendingPathComponent("passwd").path
+        let tool = try #require(TestEnvironment.executable("mosquitto_passwd"))
+        #expect(try await ChildProcess.run(tool, ["-b", "-c", passwords, "fleet", "s3cret"]).status == 0)
+        let broker = try await MosquittoBroker(extraConfig: "allow_anonymous false\npassword_file \(passwords)\n")
+        let sim = try await ChildProcess.run(
+            TestEnvironment.product("spectra-fleetsim"),
+            [
+                "--gateways", "2", "--days", "1", "--seed", "4", "--speed", "43200", "--broker", broker.url, "--set", "mqtt.username=fleet",
+                "--data-dir", "\(folder.path)/fleet", "--profile", "\(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml",
+            ],
+            environment: ["SPECTRA_MQTT_PASSWORD": "s3cret"], timeout: 120)
+        #expect(sim.status == 0, "\(sim.stderr.suffix(800))")
+        let done = sim.stdout.split(separator: "\n").last { $0.hasPrefix("done:") }
+        let numbers = done.map { $0.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) } } ?? []
+        #expect(numbers.count == 5 && numbers[3] > 0 && numbers[3] == numbers[4], "\(String(describing: done))")
+        await broker.stop()
+    }
+
     @Test("a simulated fleet's sessions all reach the aggregator, counted once, with complete seqs")
     func simulatedFleetIsCountedExactly() async throws {
         let broker = try await MosquittoBroker(extraConfig: "max_queued_messages 0\n")
