@@ -169,3 +169,32 @@ struct AggregatorEndToEndTests {
         #expect(await aggregator.wait(timeout: 15) == 0)
     }
 }
+
+extension AggregatorEndToEndTests {
+    @Test("an aggregator its broker refuses says why once in its log, on /healthz (503, the reason, since when) and on /metrics")
+    func refusedByBroker() async throws {
+        let broker = try await MosquittoBroker(extraConfig: "allow_anonymous false\n")
+        let folder = try TestEnvironment.temporaryDirectory("aggregator-refused")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let aggregator = try BrokerCompatibilityTests.Aggregator(url: broker.url, folder: folder)
+        var health: [String: Any]?
+        let reported = await eventually(timeout: 20) {
+            health = await aggregator.get("/healthz")
+            return (health?["brokerLastError"] as? String)?.contains("not authori") == true
+        }
+        #expect(reported, "\(String(describing: health))")
+        #expect(health?["status"] as? String == "unhealthy" && health?["broker"] as? String == "disconnected")
+        #expect((health?["reasons"] as? [String])?.contains { $0.contains("not authori") } == true, "\(String(describing: health))")
+        #expect(health?["brokerSince"] is String)
+        try await Task.sleep(for: .seconds(3))  // several retries, one cause
+        let said = aggregator.process.standardError.split(separator: "\n").filter { $0.contains("cannot connect to the broker") }
+        #expect(said.count == 1, "\(said)")
+        let (data, _) = try await URLSession.shared.data(from: URL(string: aggregator.base + "/metrics")!)
+        let metrics = String(decoding: data, as: UTF8.self)
+        #expect(metrics.contains("spectra_aggregator_broker_connected 0"), "\(metrics.prefix(2000))")
+        let age = metrics.split(separator: "\n").first { $0.hasPrefix("spectra_aggregator_broker_state_age_seconds ") }
+        #expect(age.flatMap { Double($0.split(separator: " ").last ?? "") }.map { $0 >= 3 } == true, "\(String(describing: age))")
+        #expect(await aggregator.stop() == 0)
+        await broker.stop()
+    }
+}

@@ -83,8 +83,13 @@ public enum APIRouter {
         var lastCommitAgeS: Double
         var statsRoundAgeS: Double
         var lastStatsRoundS: Double?
+        /// Since when the broker has been connected (or not), and the last reason it was not.
+        var brokerSince: String
+        var brokerLastError: String?
 
         init(_ report: IngestHealth.Report) {
+            brokerSince = WireFormat.timestamp(report.brokerSince)
+            brokerLastError = report.brokerLastError
             status = report.healthy ? "ok" : "unhealthy"
             broker = report.brokerConnected ? "connected" : "disconnected"
             reasons = report.reasons

@@ -37,6 +37,10 @@ public final class IngestHealth: Sendable {
         public var statsRoundAgeSeconds: Double
         /// How long the last stats round took, seconds.
         public var lastStatsRoundSeconds: Double?
+        /// Why the broker link is (or last was) down, in words; nil before any failure.
+        public var brokerLastError: String?
+        /// Since when the broker link has been in its current state (up, or down).
+        public var brokerSince: Date
     }
 
     public init(statsIntervalSeconds: Double, now: Date = Date()) {
@@ -127,7 +131,7 @@ public final class IngestHealth: Sendable {
                 healthy: reasons.isEmpty, reasons: reasons, brokerConnected: brokerConnected,
                 lastCommitAgeSeconds: now.timeIntervalSince(state.lastCommit ?? state.started),
                 statsRoundAgeSeconds: now.timeIntervalSince(state.lastRoundEnd ?? state.started),
-                lastStatsRoundSeconds: state.lastRoundSeconds)
+                lastStatsRoundSeconds: state.lastRoundSeconds, brokerLastError: state.link.lastError, brokerSince: state.link.since)
         }
     }
 }

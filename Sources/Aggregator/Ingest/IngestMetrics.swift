@@ -1,3 +1,4 @@
+import Foundation
 import Prometheus
 import Synchronization
 
@@ -18,6 +19,7 @@ public final class IngestMetrics: Sendable {
     let lastCommitAge: Gauge
     let statsRoundAge: Gauge
     let healthy: Gauge
+    let brokerStateAge: Gauge
     private let failures = Mutex<[String: Counter]>([:])
     private let fleetGauges = Mutex<[[String]: Gauge]>([:])
 
@@ -42,6 +44,8 @@ public final class IngestMetrics: Sendable {
         statsRoundAge = registry.makeGauge(
             descriptor: Self.name("last_stats_round_age", "seconds", "Seconds since the last stats round ended (since the start before the first)."))
         healthy = registry.makeGauge(descriptor: Self.name("healthy", "", "1 while /healthz answers 200."))
+        brokerStateAge = registry.makeGauge(
+            descriptor: Self.name("broker_state_age", "seconds", "Seconds the broker link has been in its current state (see broker_connected)."))
     }
 
     /// Sets the health figures from a `/healthz` report (called as `/metrics` is rendered).
@@ -49,6 +53,7 @@ public final class IngestMetrics: Sendable {
         lastCommitAge.set(to: report.lastCommitAgeSeconds)
         statsRoundAge.set(to: report.statsRoundAgeSeconds)
         healthy.set(to: report.healthy ? 1 : 0)
+        brokerStateAge.set(to: max(0, Date().timeIntervalSince(report.brokerSince)))
     }
 
     private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
