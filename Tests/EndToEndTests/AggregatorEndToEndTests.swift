@@ -198,3 +198,34 @@ extension AggregatorEndToEndTests {
         await broker.stop()
     }
 }
+
+extension AggregatorEndToEndTests {
+    @Test("a gateway whose connection dies is offline since the loss, not since its agent started (the Will's ts is the start)")
+    func offlineSinceTheLoss() async throws {
+        let broker = try await MosquittoBroker()
+        let folder = try TestEnvironment.temporaryDirectory("aggregator-will")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let aggregator = try BrokerCompatibilityTests.Aggregator(url: broker.url, folder: folder)
+        #expect(await aggregator.connected())
+        let config = try writeAgentConfig(in: folder, broker: broker.url, mqtt: ["keepaliveS: 5"])
+        let agent = try ChildProcess(TestEnvironment.product("spectra-agent"), ["run", "--config", config])
+        defer { agent.send(SIGKILL) }
+        func gateway() async -> [String: Any]? { await aggregator.get("/api/v1/gateways/gw-0001")?["gateway"] as? [String: Any] }
+        #expect(await eventually(timeout: 20) { await gateway()?["online"] as? Bool == true })
+        try await Task.sleep(for: .seconds(6))
+        let killedAt = Date()
+        agent.send(SIGKILL)
+        var last: [String: Any]?
+        let offline = await eventually(timeout: 30) {
+            last = await gateway()
+            return last?["online"] as? Bool == false
+        }
+        #expect(offline, "\(String(describing: last))")
+        let format = ISO8601DateFormatter()
+        format.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let since = (last?["statusSince"] as? String).flatMap { format.date(from: $0) }
+        #expect(since.map { $0 >= killedAt.addingTimeInterval(-1) } == true, "offline since \(String(describing: last?["statusSince"])), killed at \(killedAt)")
+        #expect(await aggregator.stop() == 0)
+        await broker.stop()
+    }
+}

@@ -146,6 +146,9 @@ public struct GatewaySummary: Sendable, Equatable, Codable {
     public var reconnects: Int?
     /// Messages from this gateway's topics that were refused, by reason; nil when none ever were.
     public var refusals: GatewayRefusals?
+    /// Since when `online` holds: the time of the gateway's birth or clean stop, or when the
+    /// aggregator received the Will of a lost connection (nil before any status).
+    public var statusSince: Date? = nil
 }
 
 /// What was refused from one gateway (bad input, a per-gateway limit, or something the store

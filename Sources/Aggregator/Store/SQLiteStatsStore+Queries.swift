@@ -251,7 +251,7 @@ extension SQLiteStatsStore {
                 backlog: Backlog(messages: depth ?? 0, bytes: row.int("outboxBytes") ?? 0, gatewaysWithBacklog: (depth ?? 0) > 0 ? 1 : 0),
                 completeness: completeness[key] ?? Completeness(),
                 batteryPct: row["batteryPct"], rssKiB: row.int("rssKiB"), reconnects: row.int("reconnects"),
-                refusals: refusals[key])
+                refusals: refusals[key], statusSince: (row["statusAt"] as Double?).map(Date.init(timeIntervalSince1970:)))
         }
     }
 
