@@ -202,6 +202,9 @@ final class ClientCore: @unchecked Sendable {
             }
             mosquitto_tls_opts_set(handle, 1, nil, nil)  // SSL_VERIFY_PEER
             mosquitto_tls_insecure_set(handle, false)  // check the server name
+            // libmosquitto says why a handshake failed only through its log: listened to until
+            // the CONNACK (a log callback makes it format every packet's debug line).
+            mosquitto_log_callback_set(handle, onLogCallback)
         }
         return nil
     }
@@ -452,6 +455,7 @@ final class ClientCore: @unchecked Sendable {
         }
         connected = true
         connectedAt = MQTTEventLoop.now()
+        if configuration.tls != nil, let handle { mosquitto_log_callback_set(handle, nil) }
         lastError = nil
         outputs.capabilities.withLock { $0 = capabilities }
         let sessionPresent = flags & 1 == 1
@@ -526,6 +530,16 @@ final class ClientCore: @unchecked Sendable {
         }
         lastError = nil
         scheduleReconnect()
+    }
+
+    /// libmosquitto logged an error during the handshake: a TLS failure becomes the reason the
+    /// connection ends, with OpenSSL's certificate verification result when there is one.
+    fileprivate func onLog(_ handle: OpaquePointer?, level: Int32, message: String) {
+        guard level == Int32(MOSQ_LOG_ERR), message.hasPrefix("OpenSSL Error"), lastError == nil else { return }
+        let detail = TLSVerification.result(handle, host: configuration.host) ?? message
+        lastError = MQTTError(
+            .library, code: Int32(MOSQ_ERR_TLS.rawValue),
+            "TLS with \(configuration.host):\(configuration.port) failed: \(detail): check mqtt.tls.caFile (the CA that signed the broker's certificate), that the certificate names \(configuration.host), and the client certificate and key")
     }
 
     fileprivate func onPublish(mid: Int32, reason: Int32) {
@@ -712,6 +726,35 @@ private func capabilities(_ properties: OpaquePointer?) -> BrokerCapabilities {
 
 private func onDisconnectCallback(_: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ rc: Int32, _: OpaquePointer?) {
     CallbackContext.core(context)?.onDisconnect(rc: rc)
+}
+
+private func onLogCallback(_ handle: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ level: Int32, _ message: UnsafePointer<CChar>?) {
+    guard level == Int32(MOSQ_LOG_ERR), let message else { return }
+    CallbackContext.core(context)?.onLog(handle, level: level, message: String(cString: message))
+}
+
+/// OpenSSL's verdict on the broker's certificate ("certificate has expired", "hostname
+/// mismatch", "unable to get local issuer certificate"), read from the library libmosquitto
+/// already loaded (looked up at run time: no build-time dependency on OpenSSL's headers).
+enum TLSVerification {
+    private typealias VerifyResult = @convention(c) (UnsafeMutableRawPointer?) -> Int
+    private typealias ErrorString = @convention(c) (Int) -> UnsafePointer<CChar>?
+    private static let functions: (VerifyResult, ErrorString)? = {
+        guard let verify = dlsym(nil, "SSL_get_verify_result"), let text = dlsym(nil, "X509_verify_cert_error_string") else { return nil }
+        return (unsafeBitCast(verify, to: VerifyResult.self), unsafeBitCast(text, to: ErrorString.self))
+    }()
+
+    /// The verification failure of `handle`'s TLS session, nil when it verified (or is gone).
+    static func result(_ handle: OpaquePointer?, host: String) -> String? {
+        guard let handle, let (verify, text) = functions, let ssl = mosquitto_ssl_get(handle) else { return nil }
+        let code = verify(ssl)
+        guard code != 0 else { return nil }
+        // libmosquitto checks the name itself and fails the check without a code of its own
+        // (X509_V_ERR_UNSPECIFIED): the certificate does not name the host.
+        if code == 1 { return "the broker's certificate was not accepted (it does not name \(host))" }
+        guard let reason = text(code) else { return nil }
+        return "the broker's certificate was not accepted (\(String(cString: reason)))"
+    }
 }
 
 private func onPublishCallback(_: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ mid: Int32, _ reason: Int32, _: OpaquePointer?) {
