@@ -41,10 +41,14 @@ final class ClientCore: @unchecked Sendable {
     private var attempt = 0
     /// When the current connection's CONNACK came (monotonic nanoseconds).
     private var connectedAt: UInt64 = 0
-    /// How long a connection must last before the reconnect schedule starts over: a broker
-    /// that accepts and then drops every connection (a protocol error after CONNACK, a
-    /// takeover loop) is retried on the growing schedule, not many times a second.
+    /// How long a connection must last to count as stable. The reconnect schedule starts over
+    /// at every accepted connection, but one that ends sooner starts it one step further each
+    /// time: a broker that accepts and then drops every connection (a protocol error after
+    /// CONNACK, a takeover loop) is retried on a growing schedule, not many times a second,
+    /// while a single drop soon after an outage is retried within a second.
     static let stableSeconds: Double = 10
+    /// Connections in a row that ended before ``stableSeconds``.
+    private var unstable = 0
     /// Added when a connection ends before any CONNACK: what a broker that speaks only MQTT
     /// 3.1.1 does with an MQTT 5 CONNECT (it drops it, at once or after a wait).
     static let v311Hint = "; the broker did not answer the MQTT 5 CONNECT: if it speaks only MQTT 3.1.1, set mqtt.protocol: 3.1.1"
@@ -454,6 +458,7 @@ final class ClientCore: @unchecked Sendable {
             return  // libmosquitto closes the connection; onDisconnect follows.
         }
         connected = true
+        attempt = 0
         connectedAt = MQTTEventLoop.now()
         if configuration.tls != nil, let handle { mosquitto_log_callback_set(handle, nil) }
         lastError = nil
@@ -526,7 +531,8 @@ final class ClientCore: @unchecked Sendable {
         outputs.set(.disconnected(reason: error.message))
         if wasConnected {
             outputs.countReconnect()
-            if Double(MQTTEventLoop.now() &- connectedAt) / 1e9 >= Self.stableSeconds { attempt = 0 }
+            unstable = Double(MQTTEventLoop.now() &- connectedAt) / 1e9 >= Self.stableSeconds ? 0 : unstable + 1
+            attempt = unstable
         }
         lastError = nil
         scheduleReconnect()
