@@ -52,20 +52,33 @@ public enum ConfigPush {
         public var outcomes: [(gateway: String, outcome: Outcome)]
     }
 
-    /// Signs and publishes the next version of a layer, retained at QoS 1.
+    /// Signs and publishes the next version of a layer (one above the retained document's),
+    /// retained at QoS 1.
     /// - Parameters:
     ///   - body: the config, or nil to clear the layer.
+    ///   - reset: publish a reset (`"reset": true`, version 1): the way back from a retained
+    ///     document whose version is out of reach; gateways apply it because it is issued later.
+    /// - Throws: ``OperatorError`` when the retained document's version leaves no room for a
+    ///   next one and `reset` is not set.
     ///   - waitSeconds: when set, waits that long for `config.applied` / `config.rejected` from
     ///     every gateway the target reaches (from their retained state) and reports each.
     public static func push(
         fleet: Identifier, target: DocumentTarget, body: ConfigBody?, key: SigningKey, expiresIn: TimeInterval?,
-        waitSeconds: Double?, on connection: OperatorClient, now: Date = Date()
+        waitSeconds: Double?, reset: Bool = false, on connection: OperatorClient, now: Date = Date()
     ) async throws -> Report {
         let previous = try await current(fleet: fleet, target: target, on: connection)
-        let version = (previous?.payload.version ?? 0) + 1
+        let version: Int
+        if reset {
+            version = 1
+        } else if let next = DocumentPayload.nextVersion(after: previous?.payload.version, now: now) {
+            version = next
+        } else {
+            throw OperatorError(
+                "the retained \(target.layer) document has version \(previous?.payload.version ?? 0), above what a document issued now may carry (gateways refuse it, or it froze the layer): publish a reset with --reset, which gateways apply because it is issued later")
+        }
         let document = DocumentPayload(
             kind: .config, fleet: fleet, target: target, version: version, issuedAt: now,
-            expiresAt: expiresIn.map { now.addingTimeInterval($0) }, body: body.map(DocumentBody.config))
+            expiresAt: expiresIn.map { now.addingTimeInterval($0) }, body: body.map(DocumentBody.config), reset: reset)
         let signed = key.sign(document.encoded())
 
         var targets: [Identifier] = []

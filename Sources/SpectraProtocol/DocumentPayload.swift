@@ -5,6 +5,13 @@ import Foundation
 /// `{"kind":"config"|"firmware","fleet":..,"target":{"gateway"|"group"|"all":..},
 /// "version":Int,"issuedAt":iso8601,"expiresAt":iso8601?,"body":{...}|null}`.
 /// A `null` body clears the layer.
+///
+/// Versions are bounded by issue time, so that no document can put a layer out of reach of
+/// every later one (SECURITY.md, "Document versions"): a version is at most `issuedAt` in Unix seconds
+/// plus a day (``versionCeiling(issuedAt:)``), and `issuedAt` is at most a day after the
+/// receiver's clock. A document with `"reset": true` is applied when it
+/// was issued after the layer's applied document, whatever the two versions: the operator's
+/// way back from a version that went too far, which no replay of an older reset can undo.
 public struct DocumentPayload: Sendable, Equatable {
     /// The two document kinds.
     public enum Kind: String, Sendable, Codable, CaseIterable {
@@ -21,11 +28,36 @@ public struct DocumentPayload: Sendable, Equatable {
     public var expiresAt: Date?
     /// The content; nil clears the layer.
     public var body: DocumentBody?
+    /// Applied when issued after the layer's applied document, even with a version not above
+    /// its version (the layer then continues from this version).
+    public var reset: Bool
+
+    /// How far ahead of the receiver's clock `issuedAt` may be, seconds.
+    public static let maxIssueAheadSeconds: Double = 86_400
+    /// The highest version a document issued at `issuedAt` may carry: its Unix time in whole
+    /// seconds, plus a day (room for counting up by one, several documents a second).
+    public static func versionCeiling(issuedAt: Date) -> Int {
+        let seconds = issuedAt.timeIntervalSince1970
+        // issuedAt is a decoded date; far outside any real range it is clamped, not trapped on.
+        guard seconds.isFinite else { return Int(maxIssueAheadSeconds) }
+        return Int(max(0, min(seconds, 1e12))) + Int(maxIssueAheadSeconds)
+    }
+
+    /// The version `spectra-ctl` gives the next document of a layer whose current version is
+    /// `previous` (1 for the first): one more, or nil when that would pass the ceiling of a
+    /// document issued `now` (the layer then needs a reset).
+    public static func nextVersion(after previous: Int?, now: Date) -> Int? {
+        guard let previous else { return 1 }
+        let (next, overflow) = previous.addingReportingOverflow(1)
+        guard !overflow, next <= versionCeiling(issuedAt: now) else { return nil }
+        return max(1, next)
+    }
 
     public init(
         kind: Kind, fleet: Identifier, target: DocumentTarget, version: Int, issuedAt: Date,
-        expiresAt: Date? = nil, body: DocumentBody?
+        expiresAt: Date? = nil, body: DocumentBody?, reset: Bool = false
     ) {
+        self.reset = reset
         self.kind = kind
         self.fleet = fleet
         self.target = target
@@ -57,6 +89,17 @@ public struct DocumentPayload: Sendable, Equatable {
         if let expiresAt, expiresAt <= now {
             throw ProtocolError(
                 .expired, path: "expiresAt", "document expired at \(WireFormat.timestamp(expiresAt))")
+        }
+        guard issuedAt.timeIntervalSince(now) <= Self.maxIssueAheadSeconds else {
+            throw ProtocolError(
+                .issuedInFuture, path: "issuedAt",
+                "document issued at \(WireFormat.timestamp(issuedAt)), more than a day after this gateway's clock (\(WireFormat.timestamp(now)))")
+        }
+        let ceiling = Self.versionCeiling(issuedAt: issuedAt)
+        guard version <= ceiling else {
+            throw ProtocolError(
+                .versionTooHigh, path: "version",
+                "version \(version) is above \(ceiling), the highest a document issued at \(WireFormat.timestamp(issuedAt)) may carry (its Unix time in seconds, plus a day)")
         }
     }
 }
@@ -118,7 +161,7 @@ public enum DocumentBody: Sendable, Equatable {
 }
 
 extension DocumentPayload: Codable {
-    enum CodingKeys: String, CodingKey { case kind, fleet, target, version, issuedAt, expiresAt, body }
+    enum CodingKeys: String, CodingKey { case kind, fleet, target, version, issuedAt, expiresAt, body, reset }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -136,6 +179,7 @@ extension DocumentPayload: Codable {
         }
         issuedAt = try c.decode(Date.self, forKey: .issuedAt)
         expiresAt = try c.decodeIfPresent(Date.self, forKey: .expiresAt)
+        reset = try c.decodeIfPresent(Bool.self, forKey: .reset) ?? false
         if c.contains(.body), try !c.decodeNil(forKey: .body) {
             switch kind {
             case .config: body = .config(try c.decode(ConfigBody.self, forKey: .body))
@@ -156,6 +200,7 @@ extension DocumentPayload: Codable {
         try c.encode(version, forKey: .version)
         try c.encode(issuedAt, forKey: .issuedAt)
         try c.encodeIfPresent(expiresAt, forKey: .expiresAt)
+        if reset { try c.encode(true, forKey: .reset) }
         switch body {
         case .config(let config): try c.encode(config, forKey: .body)
         case .firmware(let manifest): try c.encode(manifest, forKey: .body)

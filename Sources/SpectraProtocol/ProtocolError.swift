@@ -40,6 +40,10 @@ public struct ProtocolError: Error, Sendable, Hashable, CustomStringConvertible 
         case wrongTarget
         /// A key file that cannot be read as a key.
         case badKey
+        /// A signed document issued more than a day after the receiver's clock.
+        case issuedInFuture
+        /// A signed document whose version is above what its issue time allows.
+        case versionTooHigh
 
         /// A stable, lower-case label for metrics and logs.
         public var label: String { rawValue }

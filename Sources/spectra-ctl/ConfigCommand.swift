@@ -31,6 +31,8 @@ struct ConfigCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Validity, e.g. 7d or 12h (default: no expiry).", valueName: "duration")) var expires: String?
         @Flag(help: "Wait for the targeted gateways' config.applied / config.rejected and report each.") var wait = false
         @Option(help: ArgumentHelp("How long --wait waits.", valueName: "duration")) var timeout = "30s"
+        @Flag(help: "Publish a reset: applied by gateways because it is issued later, whatever the layer's version (the way back from a version pushed too far).")
+        var reset = false
 
         func run() async throws {
             let target = try target.target()
@@ -46,9 +48,15 @@ struct ConfigCommand: AsyncParsableCommand {
             let fleet = try await connection.fleet(fleet)
             let client = try await connection.connect()
             defer { Task { await client.disconnect() } }
-            let report = try await ConfigPush.push(
-                fleet: fleet, target: target, body: body, key: signingKey, expiresIn: expiresIn, waitSeconds: waitSeconds, on: client)
-            print("published \(target.layer) version \(report.version) (key \(report.keyID)) on \(report.topic)")
+            let report: ConfigPush.Report
+            do {
+                report = try await ConfigPush.push(
+                    fleet: fleet, target: target, body: body, key: signingKey, expiresIn: expiresIn, waitSeconds: waitSeconds, reset: reset,
+                    on: client)
+            } catch let error as OperatorError {
+                throw UsageFailure(error.description)
+            }
+            print("published \(reset ? "a reset of " : "")\(target.layer) version \(report.version) (key \(report.keyID)) on \(report.topic)")
             try finish(report, waited: wait)
             await client.disconnect()
         }
@@ -72,8 +80,13 @@ struct ConfigCommand: AsyncParsableCommand {
             let waitSeconds = wait ? try parseDuration(timeout, option: "--timeout") : nil
             let fleet = try await connection.fleet(fleet)
             let client = try await connection.connect()
-            let report = try await ConfigPush.push(
-                fleet: fleet, target: target, body: nil, key: signingKey, expiresIn: nil, waitSeconds: waitSeconds, on: client)
+            let report: ConfigPush.Report
+            do {
+                report = try await ConfigPush.push(
+                    fleet: fleet, target: target, body: nil, key: signingKey, expiresIn: nil, waitSeconds: waitSeconds, on: client)
+            } catch let error as OperatorError {
+                throw UsageFailure(error.description)
+            }
             print("cleared \(target.layer) with version \(report.version) (key \(report.keyID))")
             await client.disconnect()
             try finish(report, waited: wait)

@@ -139,4 +139,66 @@ struct RegimenTests {
             #expect(Regimen.day(of: date) == Regimen.day(of: date, in: .current), "\(date)")
         }
     }
+
+}
+
+extension DesiredConfigTests {
+    func signed(_ version: Int, issuedAt: Date, body: ConfigBody?, reset: Bool = false) -> Data {
+        operatorKey.sign(DocumentPayload(
+            kind: .config, fleet: fleet, target: .gateway(gateway), version: version, issuedAt: issuedAt,
+            body: body.map { .config($0) }, reset: reset).encoded()).encoded()
+    }
+
+    @Test("no document can freeze a layer: versions above what the issue time allows, and issue times a day ahead, are refused")
+    func versionsCannotFreeze() {
+        var desired = config()
+        #expect(desired.receive(signed(3, issuedAt: now, body: ConfigBody(maxLevel: 2)), on: gatewayTopic, now: now) == .applied(layer: "gateway", version: 3))
+        for (version, issuedAt, code) in [
+            (Int.max, now, "versionTooHigh"),
+            (DocumentPayload.versionCeiling(issuedAt: now) + 1, now, "versionTooHigh"),
+            (4, now.addingTimeInterval(86_400 + 60), "issuedInFuture"),
+        ] {
+            let decision = desired.receive(signed(version, issuedAt: issuedAt, body: ConfigBody(maxLevel: 1)), on: gatewayTopic, now: now)
+            guard case .rejected(_, _, let reason) = decision else {
+                Issue.record("version \(version) issued \(issuedAt): \(decision)")
+                continue
+            }
+            #expect(reason.hasPrefix(code), "\(reason)")
+        }
+        #expect(desired.applied.versions == ["gateway": 3])
+        // The highest version allowed is still followed by the next, once it is issued later.
+        let ceiling = DocumentPayload.versionCeiling(issuedAt: now)
+        #expect(desired.receive(signed(ceiling, issuedAt: now, body: nil), on: gatewayTopic, now: now) == .applied(layer: "gateway", version: ceiling))
+        let later = now.addingTimeInterval(2)
+        #expect(DocumentPayload.nextVersion(after: ceiling, now: later) == ceiling + 1)
+        #expect(DocumentPayload.nextVersion(after: Int.max, now: later) == nil, "no overflow: the layer needs a reset")
+    }
+
+    @Test("a reset issued later takes a layer back to a low version; the document it undid, and older resets, cannot come back")
+    func resetRecovers() {
+        var desired = config()
+        let ceiling = DocumentPayload.versionCeiling(issuedAt: now)
+        #expect(desired.receive(signed(ceiling, issuedAt: now, body: ConfigBody(maxLevel: 1)), on: gatewayTopic, now: now) == .applied(layer: "gateway", version: ceiling))
+        let resetAt = now.addingTimeInterval(60)
+        let reset = signed(1, issuedAt: resetAt, body: ConfigBody(maxLevel: 3), reset: true)
+        #expect(desired.receive(reset, on: gatewayTopic, now: resetAt) == .applied(layer: "gateway", version: 1))
+        #expect(desired.effective.maxLevel == 3)
+        // The same reset again (it stays retained): nothing to do.
+        #expect(desired.receive(reset, on: gatewayTopic, now: resetAt) == .unchanged)
+        // The high document replayed: issued before what is applied.
+        if case .rejected(_, _, let reason) = desired.receive(signed(ceiling, issuedAt: now, body: ConfigBody(maxLevel: 1)), on: gatewayTopic, now: resetAt) {
+            #expect(reason.hasPrefix("staleVersion"), "\(reason)")
+        } else {
+            Issue.record("the undone document applied again")
+        }
+        // An older reset replayed.
+        if case .rejected(_, _, let reason) = desired.receive(signed(1, issuedAt: now.addingTimeInterval(30), body: nil, reset: true), on: gatewayTopic, now: resetAt) {
+            #expect(reason.hasPrefix("staleReset"), "\(reason)")
+        } else {
+            Issue.record("an older reset applied")
+        }
+        #expect(desired.effective.maxLevel == 3)
+        // Pushes continue from the reset's version.
+        #expect(desired.receive(signed(2, issuedAt: resetAt.addingTimeInterval(5), body: ConfigBody(maxLevel: 2)), on: gatewayTopic, now: resetAt) == .applied(layer: "gateway", version: 2))
+    }
 }

@@ -305,3 +305,37 @@ extension OperatorTests {
         await fleet.stopAll()
     }
 }
+
+extension OperatorTests {
+    @Test("a signed document cannot freeze a layer: version 2^63-1 is refused by the agent, spectra-ctl refuses to count past it without trapping, and --reset recovers")
+    func frozenLayerRefused() async throws {
+        let fleet = try await Fleet()
+        try await fleet.start("gw-f", groups: ["clinic-a"])
+        let key = try SigningKey(pem: String(contentsOfFile: fleet.privateKey, encoding: .utf8))
+        // What an attacker with the key (or a mistaken script) publishes.
+        let frozen = key.sign(DocumentPayload(
+            kind: .config, fleet: try Identifier("demo"), target: .group(try Identifier("clinic-a")), version: Int.max, issuedAt: Date(),
+            body: .config(ConfigBody(maxLevel: 1))).encoded())
+        try await fleet.witness.publish(OutgoingMessage(
+            topic: "spectra/v1/demo/group/clinic-a/cmd/config", payload: [UInt8](frozen.encoded()), retain: true))
+        func rejected() -> [ConfigOutcome] {
+            fleet.events("gw-f").compactMap { if case .configRejected(let outcome) = $0 { outcome } else { nil } }
+        }
+        #expect(await eventually(timeout: 15) { rejected().contains { $0.reason?.hasPrefix("versionTooHigh") == true } }, "\(rejected())")
+
+        let body = try fleet.writeBody("level2.yaml", "maxLevel: 2\n")
+        let push = ["config", "push", "--broker", fleet.brokerURL, "--fleet", "demo", "--group", "clinic-a", "--file", body, "--key", fleet.privateKey]
+        let refused = try await fleet.ctl(push)
+        #expect(refused.status != 0 && refused.err.contains("--reset"), "no trap, one line saying what to do: \(refused)")
+        let reset = try await fleet.ctl(push + ["--reset"])
+        #expect(reset.status == 0 && reset.out.contains("published a reset of group:clinic-a version 1"), "\(reset)")
+        func applied() -> [ConfigOutcome] {
+            fleet.events("gw-f").compactMap { if case .configApplied(let outcome) = $0 { outcome } else { nil } }
+        }
+        #expect(await eventually(timeout: 15) { applied().contains { $0.layer == "group:clinic-a" && $0.version == 1 } }, "\(applied())")
+        let next = try await fleet.ctl(push)
+        #expect(next.status == 0 && next.out.contains("version 2"), "\(next)")
+        #expect(await eventually(timeout: 15) { applied().contains { $0.layer == "group:clinic-a" && $0.version == 2 } }, "\(applied())")
+        await fleet.stopAll()
+    }
+}

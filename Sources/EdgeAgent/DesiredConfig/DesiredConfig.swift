@@ -64,11 +64,29 @@ public struct DesiredConfig: Sendable {
                 reason: "wrongTarget: a document for \(document.target) arrived on the \(layer) topic")
         }
         if let current = applied.layers[layer] {
-            if document.version == current.version { return .unchanged }
-            guard document.version > current.version else {
+            if document.reset {
+                // A reset counts by issue time, not version: only one issued after what is
+                // applied, so replaying an older reset changes nothing.
+                guard document.issuedAt > (current.issuedAt ?? .distantPast) else {
+                    // The applied reset itself again (it stays retained): nothing to do.
+                    if document.version == current.version && document.issuedAt == current.issuedAt { return .unchanged }
+                    return .rejected(
+                        layer: layer, version: document.version,
+                        reason: "staleReset: a reset issued at \(WireFormat.timestamp(document.issuedAt)) is not after the applied document (\(current.issuedAt.map(WireFormat.timestamp) ?? "?"))")
+                }
+            } else if document.version == current.version {
+                return .unchanged
+            } else if document.version < current.version {
                 return .rejected(
                     layer: layer, version: document.version,
                     reason: "staleVersion: version \(document.version) is not above the applied version \(current.version)")
+            } else if let appliedIssue = current.issuedAt, document.issuedAt < appliedIssue {
+                // Issued before what is applied: an old document replayed (after a reset took
+                // the layer back to a lower version, the document it undid would otherwise
+                // apply again).
+                return .rejected(
+                    layer: layer, version: document.version,
+                    reason: "staleVersion: issued at \(WireFormat.timestamp(document.issuedAt)), before the applied document (\(WireFormat.timestamp(appliedIssue)))")
             }
         }
         var body: ConfigBody?
@@ -78,7 +96,8 @@ public struct DesiredConfig: Sendable {
             }
             body = config
         }
-        applied.layers[layer] = LayerState(version: document.version, body: body, keyID: verified.keyID, appliedAt: now)
+        applied.layers[layer] = LayerState(
+            version: document.version, body: body, keyID: verified.keyID, appliedAt: now, issuedAt: document.issuedAt)
         return .applied(layer: layer, version: document.version)
     }
 

@@ -8,12 +8,16 @@ public struct LayerState: Sendable, Equatable, Codable {
     /// The key that signed it.
     public var keyID: String
     public var appliedAt: Date
+    /// When the applied document was issued (nil in state written before it was kept): a
+    /// reset must be issued later.
+    public var issuedAt: Date?
 
-    public init(version: Int, body: ConfigBody?, keyID: String, appliedAt: Date) {
+    public init(version: Int, body: ConfigBody?, keyID: String, appliedAt: Date, issuedAt: Date? = nil) {
         self.version = version
         self.body = body
         self.keyID = keyID
         self.appliedAt = appliedAt
+        self.issuedAt = issuedAt
     }
 }
 

@@ -240,7 +240,9 @@ public actor AgentRuntime: Service {
                 await publishPresence()
             case .rejected(let layer, let version, let reason):
                 logger.warning("config rejected", metadata: ["layer": "\(layer)", "version": "\(version)", "reason": "\(reason)"])
-                await enqueue(.event(.configRejected(ConfigOutcome(layer: layer, version: version, reason: reason))))
+                // The version as the wire allows it (a refused document's may be anything).
+                let reported = min(max(version, WireRanges.configVersion.lowerBound), WireRanges.configVersion.upperBound)
+                await enqueue(.event(.configRejected(ConfigOutcome(layer: layer, version: reported, reason: reason))))
             }
         default:
             return
