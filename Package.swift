@@ -48,6 +48,8 @@ let package = Package(
         .target(name: "CSQLiteSettings", linkerSettings: [.linkedLibrary("sqlite3")]),
         // Buffered reads for the MQTT loop's sockets (defines the process's `read` and `close`).
         .target(name: "CSocketBuffer"),
+        // The kernel's view of whether the wall clock is synchronised (adjtimex).
+        .target(name: "CSystemClock"),
 
         // Libraries
         .target(
@@ -82,7 +84,7 @@ let package = Package(
         .target(
             name: "EdgeAgent",
             dependencies: [
-                "SpectraProtocol", "SpectraConfig", "Waveform", "MQTT", "Outbox", "CCurlFetch",
+                "SpectraProtocol", "SpectraConfig", "Waveform", "MQTT", "Outbox", "CCurlFetch", "CSystemClock",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),

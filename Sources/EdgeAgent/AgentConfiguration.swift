@@ -37,6 +37,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var trustedKeyFiles: [String]
     /// How much faster than real time sessions run: 1 on a gateway; more for demos and tests.
     public var timeScale: Double
+    /// Whether the wall clock counts as synchronised (envelopes' `synced`, document expiry).
+    public var clock: ClockTrust = .auto
     /// Faults the simulated headband plays (see `ScriptedFault(script:)`), for tests and demos.
     public var headbandFaults: [String]
 
@@ -71,7 +73,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         "fleet", "gateway", "groups", "dataDir",
         "outbox.durability", "outbox.maxBytes", "outbox.minFreeBytes",
         "telemetry.intervalS", "telemetry.idleIntervalS",
-        "session.profile", "session.maxPerDay", "session.timeScale", "trust.keys", "headband.faults",
+        "session.profile", "session.maxPerDay", "session.timeScale", "trust.keys", "headband.faults", "clock.synced",
     ])
 
     static func faults(_ fields: ConfigFields) throws(ConfigurationError) -> [String] {
@@ -120,5 +122,6 @@ public struct AgentConfiguration: Sendable, Equatable {
             trustedKeyFiles: fields.stringList("trust.keys", default: []),
             timeScale: try fields.double("session.timeScale", default: 1, in: 1...100_000),
             headbandFaults: try Self.faults(fields))
+        clock = try fields.choice("clock.synced", default: ClockTrust.auto)
     }
 }

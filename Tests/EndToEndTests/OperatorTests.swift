@@ -34,7 +34,7 @@ struct OperatorTests {
 
         deinit { try? FileManager.default.removeItem(at: folder) }
 
-        func config(_ gateway: String, groups: [String], faults: [String]) throws -> String {
+        func config(_ gateway: String, groups: [String], faults: [String], trust: [String]? = nil, extra: String = "") throws -> String {
             let path = folder.appendingPathComponent("\(gateway).yaml").path
             try """
                 fleet: demo
@@ -53,14 +53,15 @@ struct OperatorTests {
                 headband:
                   faults: [\(faults.joined(separator: ", "))]
                 trust:
-                  keys: [\(publicKey)]
+                  keys: [\((trust ?? [publicKey]).joined(separator: ", "))]
+                \(extra)
                 """.write(toFile: path, atomically: true, encoding: .utf8)
             return path
         }
 
         /// Starts an agent and waits for its retained state.
-        func start(_ gateway: String, groups: [String] = [], faults: [String] = []) async throws {
-            let config = try config(gateway, groups: groups, faults: faults)
+        func start(_ gateway: String, groups: [String] = [], faults: [String] = [], trust: [String]? = nil, extra: String = "") async throws {
+            let config = try config(gateway, groups: groups, faults: faults, trust: trust, extra: extra)
             let before = stateCount(gateway)
             let child = try ChildProcess(TestEnvironment.product("spectra-agent"), ["run", "--config", config])
             agents.withLock { $0[gateway] = child }
@@ -336,6 +337,48 @@ extension OperatorTests {
         let next = try await fleet.ctl(push)
         #expect(next.status == 0 && next.out.contains("version 2"), "\(next)")
         #expect(await eventually(timeout: 15) { applied().contains { $0.layer == "group:clinic-a" && $0.version == 2 } }, "\(applied())")
+        await fleet.stopAll()
+    }
+}
+
+extension OperatorTests {
+    @Test("trust is re-checked: a layer whose key left trust.keys stops applying at the next start, and an expired layer stops applying, each reported")
+    func trustReevaluated() async throws {
+        let fleet = try await Fleet()
+        func rejected(_ gateway: String) -> [ConfigOutcome] {
+            fleet.events(gateway).compactMap { if case .configRejected(let outcome) = $0 { outcome } else { nil } }
+        }
+        func applied(_ gateway: String) -> [ConfigOutcome] {
+            fleet.events(gateway).compactMap { if case .configApplied(let outcome) = $0 { outcome } else { nil } }
+        }
+        let body = try fleet.writeBody("level1.yaml", "maxLevel: 1\n")
+
+        // A layer signed by a key that is later dropped from trust.keys.
+        try await fleet.start("gw-t")
+        let pushed = try await fleet.ctl([
+            "config", "push", "--broker", fleet.brokerURL, "--fleet", "demo", "--gateway", "gw-t", "--file", body, "--key", fleet.privateKey,
+        ])
+        #expect(pushed.status == 0, "\(pushed)")
+        #expect(await eventually(timeout: 15) { applied("gw-t").contains { $0.layer == "gateway" } })
+        await fleet.stop("gw-t")
+        let other = fleet.folder.appendingPathComponent("other-keys").path
+        #expect(try await fleet.ctl(["keys", "generate", "--out", other]).status == 0)
+        try await fleet.start("gw-t", trust: ["\(other)/signing.pub"])
+        #expect(
+            await eventually(timeout: 15) { rejected("gw-t").contains { $0.layer == "gateway" && $0.reason?.hasPrefix("untrustedKey") == true } },
+            "\(rejected("gw-t"))")
+
+        // A layer that expires, on a gateway whose clock counts as synchronised.
+        try await fleet.start("gw-e", extra: "clock:\n  synced: always\n")
+        let expiring = try await fleet.ctl([
+            "config", "push", "--broker", fleet.brokerURL, "--fleet", "demo", "--gateway", "gw-e", "--file", body, "--key", fleet.privateKey,
+            "--expires", "3s",
+        ])
+        #expect(expiring.status == 0, "\(expiring)")
+        #expect(await eventually(timeout: 15) { applied("gw-e").contains { $0.layer == "gateway" } })
+        #expect(
+            await eventually(timeout: 20) { rejected("gw-e").contains { $0.layer == "gateway" && $0.reason?.hasPrefix("expired") == true } },
+            "\(rejected("gw-e"))")
         await fleet.stopAll()
     }
 }

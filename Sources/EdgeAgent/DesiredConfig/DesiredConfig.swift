@@ -97,8 +97,36 @@ public struct DesiredConfig: Sendable {
             body = config
         }
         applied.layers[layer] = LayerState(
-            version: document.version, body: body, keyID: verified.keyID, appliedAt: now, issuedAt: document.issuedAt)
+            version: document.version, body: body, keyID: verified.keyID, appliedAt: now, issuedAt: document.issuedAt,
+            expiresAt: document.expiresAt)
         return .applied(layer: layer, version: document.version)
+    }
+
+    /// Stops applying the layers that no longer hold: signed by a key ``keyring`` no longer
+    /// trusts (checked at every start, which is when `trust.keys` is read), or past their
+    /// `expiresAt`, judged only while the wall clock is synchronised (`clockSynced`): a clock
+    /// that is wrong neither ends a layer early nor keeps it, and the check runs again once it
+    /// is right. A dropped layer keeps its version (so nothing older can come back) and applies
+    /// no body.
+    /// - Returns: each dropped layer, as the `config.rejected` to report.
+    public mutating func revalidate(now: Date, clockSynced: Bool) -> [ConfigDecision] {
+        var dropped: [ConfigDecision] = []
+        for name in applied.layers.keys.sorted() {
+            guard var layer = applied.layers[name], layer.dropped == nil, layer.body != nil else { continue }
+            let reason: String
+            if keyring.keys[layer.keyID] == nil {
+                reason = "untrustedKey: key \(layer.keyID), which signed version \(layer.version), is no longer in trust.keys"
+            } else if clockSynced, let expiresAt = layer.expiresAt, expiresAt <= now {
+                reason = "expired: version \(layer.version) expired at \(WireFormat.timestamp(expiresAt))"
+            } else {
+                continue
+            }
+            layer.body = nil
+            layer.dropped = reason
+            applied.layers[name] = layer
+            dropped.append(.rejected(layer: name, version: layer.version, reason: reason))
+        }
+        return dropped
     }
 
     /// Why a config body breaks the engine's hard limits, or nil when it does not.

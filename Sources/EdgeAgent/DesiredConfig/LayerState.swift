@@ -11,8 +11,18 @@ public struct LayerState: Sendable, Equatable, Codable {
     /// When the applied document was issued (nil in state written before it was kept): a
     /// reset must be issued later.
     public var issuedAt: Date?
+    /// When the applied document stops applying (nil: never).
+    public var expiresAt: Date?
+    /// Why the layer stopped applying although no document replaced it (its key is no longer
+    /// trusted, or it expired); its version still bounds what may come next.
+    public var dropped: String?
 
-    public init(version: Int, body: ConfigBody?, keyID: String, appliedAt: Date, issuedAt: Date? = nil) {
+    public init(
+        version: Int, body: ConfigBody?, keyID: String, appliedAt: Date, issuedAt: Date? = nil, expiresAt: Date? = nil,
+        dropped: String? = nil
+    ) {
+        self.expiresAt = expiresAt
+        self.dropped = dropped
         self.version = version
         self.body = body
         self.keyID = keyID

@@ -44,7 +44,9 @@ public actor AgentRuntime: Service {
         self.baseProfile = profile
         self.keyring = Keyring(trustedKeys)
         self.logger = logger
-        self.envelopes = EnvelopeFactory(fleet: configuration.fleet, gateway: configuration.gateway)
+        var envelopes = EnvelopeFactory(fleet: configuration.fleet, gateway: configuration.gateway)
+        envelopes.clock = configuration.clock
+        self.envelopes = envelopes
         let state = AgentState.load(path: "\(configuration.dataDirectory)/state.json")
         self.state = state
         self.desired = DesiredConfig(
@@ -70,6 +72,8 @@ public actor AgentRuntime: Service {
         if let reset = await outbox.reset {
             await enqueue(.event(.outboxReset(OutboxReset(reason: reset.reason, movedTo: reset.movedTo))))
         }
+        // trust.keys is read at the start: layers its keys no longer sign stop here.
+        await revalidateConfig()
         var regimen = state.regimen
         regimen.maxPerDay = configuration.maxSessionsPerDay
         let scripted = configuration.headbandFaults.compactMap(ScriptedFault.init(script:))
@@ -108,6 +112,10 @@ public actor AgentRuntime: Service {
             group.addTask { for await event in events { await self.connectionChanged(event) } }
             group.addTask { for await message in client.messages { await self.received(message) } }
             group.addTask { await self.telemetryLoop() }
+            group.addTask {
+                // Expiry is checked every few seconds: a layer stops applying within 5 s of it.
+                while (try? await Task.sleep(for: .seconds(5))) != nil { await self.revalidateConfig() }
+            }
             group.addTask { await self.headbandLoop() }
             group.addTask { await control.run() }
             try? await gracefulShutdown()
@@ -318,6 +326,24 @@ public actor AgentRuntime: Service {
             persist()
             await publishPresence()
         }
+    }
+
+    /// Stops applying the layers whose key is no longer trusted or that expired, and reports
+    /// each as `config.rejected` (at the start, then every 5 s for expiry).
+    private func revalidateConfig() async {
+        let dropped = desired.revalidate(now: Date(), clockSynced: configuration.clock.isSynchronised)
+        guard !dropped.isEmpty else { return }
+        state.applied = desired.applied
+        persist()
+        if let sessions {
+            await sessions.setMaxLevel(desired.effective.maxLevel ?? 3)
+            if let profile = try? desired.profile(applyingTo: baseProfile) { try? await sessions.setProfile(profile) }
+        }
+        for case .rejected(let layer, let version, let reason) in dropped {
+            logger.warning("config layer no longer applies", metadata: ["layer": "\(layer)", "version": "\(version)", "reason": "\(reason)"])
+            await enqueue(.event(.configRejected(ConfigOutcome(layer: layer, version: version, reason: reason))))
+        }
+        if client?.isConnected == true { await publishPresence() }
     }
 
     private func enqueue(_ message: Message) async {
