@@ -169,3 +169,29 @@ struct SecurityTests {
         await secure.broker.stop()
     }
 }
+
+extension SecurityTests {
+    @Test("the production broker offers TLS 1.3 and, under TLS 1.2, only AEAD suites with forward secrecy; CBC / SHA-1 suites and TLS 1.1 are refused")
+    func cipherSuites() async throws {
+        let secure = try await SecureBroker()
+        let openssl = try #require(TestEnvironment.executable("openssl"))
+        func handshake(_ options: [String]) async throws -> (ok: Bool, output: String) {
+            let result = try await ChildProcess.run(
+                openssl,
+                ["s_client", "-connect", "localhost:\(secure.broker.port)", "-servername", "localhost", "-CAfile", secure.file("ca.crt"),
+                 "-cert", secure.file("gw-a.crt"), "-key", secure.file("gw-a.key"), "-verify_return_error", "-brief"] + options,
+                timeout: 30)
+            let output = result.stdout + result.stderr
+            return (result.status == 0 && output.contains("CONNECTION ESTABLISHED"), output)
+        }
+        let modern = try await handshake(["-tls1_3"])
+        #expect(modern.ok && modern.output.contains("TLSv1.3"), "\(modern.output)")
+        let aead = try await handshake(["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"])
+        #expect(aead.ok, "\(aead.output)")
+        let cbc = try await handshake(["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:AES128-SHA:AES128-GCM-SHA256"])
+        #expect(!cbc.ok, "a CBC / SHA-1 or static-RSA suite was accepted: \(cbc.output)")
+        let old = try await handshake(["-tls1_1", "-cipher", "ALL:@SECLEVEL=0"])
+        #expect(!old.ok, "TLS 1.1 was accepted: \(old.output)")
+        await secure.broker.stop()
+    }
+}

@@ -142,6 +142,14 @@ public struct DesiredConfig: Sendable {
                 return error.description
             }
         }
+        // The agent's own bounds for the intervals (as for telemetry.* in its file): a signed
+        // document cannot make it flood its uplink.
+        if let interval = body.telemetryIntervalS, !(0.1...3600).contains(interval) {
+            return "telemetryIntervalS: \(interval) s is outside 0.1-3600"
+        }
+        if let interval = body.idleTelemetryIntervalS, !(1...86_400).contains(interval) {
+            return "idleTelemetryIntervalS: \(interval) s is outside 1-86400"
+        }
         if let watchdog = body.headband?.sessionWatchdogS, !(watchdog > 0 && watchdog <= HardLimits.maxSessionSeconds) {
             return "headband.sessionWatchdogS: \(watchdog) s is outside (0, 900] (rule 6, session_limit)"
         }

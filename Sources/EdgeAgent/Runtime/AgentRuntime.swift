@@ -235,15 +235,28 @@ public actor AgentRuntime: Service {
                 Task { await firmware.receive(payload) }
             }
         case .fleetConfig, .groupConfig, .gatewayConfig:
+            let before = desired
             let decision = desired.receive(Data(message.payload), on: topic)
             switch decision {
             case .unchanged:
                 return
             case .applied(let layer, let version):
+                // The merged settings must make a profile the engine takes (it applies to the
+                // next session when one runs); otherwise the document is refused whole.
+                do {
+                    try await sessions.setProfile(try desired.profile(applyingTo: baseProfile))
+                } catch {
+                    desired = before
+                    let reason = "profile: the merged settings make a profile the engine refuses: \(error)"
+                    logger.warning("config rejected", metadata: ["layer": "\(layer)", "version": "\(version)", "reason": "\(reason)"])
+                    await enqueue(.event(.configRejected(ConfigOutcome(layer: layer, version: version, reason: reason))))
+                    return
+                }
                 state.applied = desired.applied
                 persist()
                 await sessions.setMaxLevel(desired.effective.maxLevel ?? 3)
-                if let profile = try? desired.profile(applyingTo: baseProfile) { try? await sessions.setProfile(profile) }
+                // Signed telemetry intervals take effect at once (the wait in progress ends).
+                telemetryWait?.cancel()
                 await enqueue(.event(.configApplied(ConfigOutcome(layer: layer, version: version))))
                 await publishPresence()
             case .rejected(let layer, let version, let reason):
@@ -337,7 +350,11 @@ public actor AgentRuntime: Service {
         persist()
         if let sessions {
             await sessions.setMaxLevel(desired.effective.maxLevel ?? 3)
-            if let profile = try? desired.profile(applyingTo: baseProfile) { try? await sessions.setProfile(profile) }
+            do {
+                try await sessions.setProfile(try desired.profile(applyingTo: baseProfile))
+            } catch {
+                logger.error("the remaining config layers make a profile the engine refuses; the last one it took stays", metadata: ["error": "\(error)"])
+            }
         }
         for case .rejected(let layer, let version, let reason) in dropped {
             logger.warning("config layer no longer applies", metadata: ["layer": "\(layer)", "version": "\(version)", "reason": "\(reason)"])
@@ -385,7 +402,11 @@ public actor AgentRuntime: Service {
             let refusalNews = stats.lastRefusal != publishedRefusals.last
                 || (stats.refused != publishedRefusals.count && Date().timeIntervalSince(publishedRefusals.at) >= 60)
             if refusalNews, client?.isConnected == true { await publishPresence() }
-            let interval = session == nil ? configuration.idleTelemetryIntervalSeconds : configuration.telemetryIntervalSeconds
+            // A signed config's intervals, when it sets them, over the local file's.
+            let effective = desired.effective
+            let interval = session == nil
+                ? effective.idleTelemetryIntervalS ?? configuration.idleTelemetryIntervalSeconds
+                : effective.telemetryIntervalS ?? configuration.telemetryIntervalSeconds
             let wait = Task { _ = try? await Task.sleep(for: .seconds(interval)) }
             telemetryWait = wait
             // The loop's own cancellation (shutdown) ends the wait too.

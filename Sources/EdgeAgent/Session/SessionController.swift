@@ -27,6 +27,8 @@ public actor SessionController {
     }
 
     private var profile: CalibrationProfile
+    /// A profile set while a session ran: it takes over when the session ends.
+    private var pendingProfile: CalibrationProfile?
     private var headband: SimulatedHeadband
     private var regimen: Regimen
     private let journal: SessionJournal?
@@ -86,9 +88,20 @@ public actor SessionController {
     }
 
     /// Replaces the profile (config pushes apply between sessions).
+    /// Sets the profile of the next sessions: at once, or, while a session runs, when it ends
+    /// (a running session keeps the settings it started with).
+    /// - Throws: ``StartError`` when the profile breaks the engine's rules.
     public func setProfile(_ profile: CalibrationProfile) throws(StartError) {
-        guard runner == nil else { throw StartError(reason: "a session is running; new settings apply after it") }
-        self.profile = profile
+        do {
+            try profile.validate()
+        } catch {
+            throw StartError(reason: "\(error)")
+        }
+        if runner == nil {
+            self.profile = profile
+        } else {
+            pendingProfile = profile
+        }
     }
 
     /// Starts a session.
@@ -219,6 +232,10 @@ public actor SessionController {
             if case .ended = step {
                 headband = current.headband
                 runner = nil
+                if let pending = pendingProfile {
+                    profile = pending
+                    pendingProfile = nil
+                }
                 break
             }
             if current.engine.totals.stimulatingS - lastCheckpoint >= 5 {
