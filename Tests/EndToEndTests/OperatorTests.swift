@@ -382,3 +382,70 @@ extension OperatorTests {
         await fleet.stopAll()
     }
 }
+
+extension OperatorTests {
+    @Test("a signed config's telemetry intervals govern the agent; a level table pushed during a session governs the next one; a flood is refused")
+    func signedSettingsTakeEffect() async throws {
+        let fleet = try await Fleet()
+        try await fleet.start("gw-s")  // idle telemetry every 60 s from its file
+        func telemetry() -> Int { fleet.received.elements.filter { $0.topic == "spectra/v1/demo/gw/gw-s/telemetry" }.count }
+        func outcomes() -> [(applied: Bool, outcome: ConfigOutcome)] {
+            fleet.events("gw-s").compactMap {
+                switch $0 {
+                case .configApplied(let outcome): (true, outcome)
+                case .configRejected(let outcome): (false, outcome)
+                default: nil
+                }
+            }
+        }
+        let push = ["config", "push", "--broker", fleet.brokerURL, "--fleet", "demo", "--gateway", "gw-s", "--key", fleet.privateKey]
+        let fast = try fleet.writeBody("fast.yaml", "idleTelemetryIntervalS: 1\n")
+        #expect(try await fleet.ctl(push + ["--file", fast]).status == 0)
+        #expect(await eventually(timeout: 15) { outcomes().contains { $0.applied && $0.outcome.version == 1 } }, "\(outcomes())")
+        let before = telemetry()
+        try await Task.sleep(for: .seconds(5))
+        #expect(telemetry() - before >= 3, "idle telemetry every second now: \(telemetry() - before) in 5 s")
+
+        // A level table pushed during a session: the running session keeps its settings, the
+        // next one has the new ones (they were dropped before: set while a session ran).
+        func peaks(_ session: Identifier) -> [Double] {
+            fleet.received.elements.filter { $0.topic == "spectra/v1/demo/gw/gw-s/telemetry" }.compactMap { message -> [Double]? in
+                guard let envelope = try? Envelope.decode(Data(message.payload)), case .telemetry(let body) = envelope.message,
+                      body.sessionId == session else { return nil }
+                return body.channels.map(\.peakMicroAmps)
+            }.flatMap { $0 }
+        }
+        func sessions() -> [Identifier] {
+            fleet.events("gw-s").compactMap { if case .sessionCompleted(let summary) = $0 { summary.sessionId } else { nil } }
+        }
+        let agentConfig = fleet.folder.appendingPathComponent("gw-s.yaml").path
+        func startSession() async throws {
+            let started = try await ChildProcess.run(TestEnvironment.product("spectra-agent"), ["session", "start", "--level", "1", "--config", agentConfig])
+            #expect(started.status == 0, "\(started.stderr)")
+        }
+        try await startSession()
+        let gentle = try fleet.writeBody("gentle.yaml", "levels:\n  - { level: 1, peakMicroAmps: 100 }\n")
+        #expect(try await fleet.ctl(push + ["--file", gentle]).status == 0)
+        #expect(await eventually(timeout: 15) { outcomes().contains { $0.applied && $0.outcome.version == 2 } }, "\(outcomes())")
+        #expect(await eventually(timeout: 30) { sessions().count == 1 })
+        try await startSession()
+        #expect(await eventually(timeout: 30) { sessions().count == 2 })
+        let (first, second) = (peaks(sessions()[0]), peaks(sessions()[1]))
+        #expect((first.max() ?? 0) > 150, "the running session kept 200 uA: \(first)")
+        #expect(!second.isEmpty && second.allSatisfy { $0 <= 120 }, "the next session has 100 uA: \(second)")
+
+        // A flood: spectra-ctl refuses to sign it; signed anyway, the agent refuses it too.
+        let floodFile = try fleet.writeBody("flood.yaml", "idleTelemetryIntervalS: 0.01\n")
+        #expect(try await fleet.ctl(push + ["--file", floodFile]).status != 0)
+        let key = try SigningKey(pem: String(contentsOfFile: fleet.privateKey, encoding: .utf8))
+        let signed = key.sign(DocumentPayload(
+            kind: .config, fleet: try Identifier("demo"), target: .gateway(try Identifier("gw-s")), version: 3, issuedAt: Date(),
+            body: .config(ConfigBody(idleTelemetryIntervalS: 0.01))).encoded())
+        try await fleet.witness.publish(OutgoingMessage(
+            topic: "spectra/v1/demo/gw/gw-s/cmd/config", payload: [UInt8](signed.encoded()), retain: true))
+        #expect(
+            await eventually(timeout: 15) { outcomes().contains { !$0.applied && $0.outcome.version == 3 && $0.outcome.reason?.contains("idleTelemetryIntervalS") == true } },
+            "\(outcomes())")
+        await fleet.stopAll()
+    }
+}
