@@ -48,8 +48,9 @@ let package = Package(
         .target(name: "CSQLiteSettings", linkerSettings: [.linkedLibrary("sqlite3")]),
         // Buffered reads for the MQTT loop's sockets (defines the process's `read` and `close`).
         .target(name: "CSocketBuffer"),
-        // The kernel's view of whether the wall clock is synchronised (adjtimex).
-        .target(name: "CSystemClock"),
+        // What the kernel says: whether the wall clock is synchronised (adjtimex), and who is
+        // on the other end of a Unix socket (SO_PEERCRED).
+        .target(name: "CSpectraSystem"),
 
         // Libraries
         .target(
@@ -84,7 +85,7 @@ let package = Package(
         .target(
             name: "EdgeAgent",
             dependencies: [
-                "SpectraProtocol", "SpectraConfig", "Waveform", "MQTT", "Outbox", "CCurlFetch", "CSystemClock",
+                "SpectraProtocol", "SpectraConfig", "Waveform", "MQTT", "Outbox", "CCurlFetch", "CSpectraSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),

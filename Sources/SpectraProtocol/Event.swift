@@ -110,11 +110,14 @@ public struct SessionStarted: Sendable, Equatable, Codable {
     public var regimenPhase: RegimenPhase?
     /// The day of use, counted from the wearer's first session (day 1).
     public var regimenDay: Int?
+    /// Who asked: `button`, or `local:uid=N` for the control socket (absent from older agents).
+    public var requestedBy: String?
 
     public init(
         sessionId: Identifier, level: Int, profileVersion: String, channels: [String],
-        regimenPhase: RegimenPhase? = nil, regimenDay: Int? = nil
+        regimenPhase: RegimenPhase? = nil, regimenDay: Int? = nil, requestedBy: String? = nil
     ) {
+        self.requestedBy = requestedBy
         self.sessionId = sessionId
         self.level = level
         self.profileVersion = profileVersion
@@ -131,6 +134,7 @@ public struct SessionStarted: Sendable, Equatable, Codable {
         channels = try c.decode([String].self, forKey: .channels)
         regimenPhase = try c.decodeIfPresent(RegimenPhase.self, forKey: .regimenPhase)
         regimenDay = try c.decodeIfPresent(Int.self, forKey: .regimenDay)
+        requestedBy = try c.decodeIfPresent(String.self, forKey: .requestedBy)
     }
 }
 
@@ -139,11 +143,14 @@ public struct LevelChanged: Sendable, Equatable, Codable {
     public var sessionId: Identifier
     public var from: Int
     public var to: Int
+    /// Who asked (`local:uid=N`); absent when the engine changed it itself.
+    public var requestedBy: String?
 
-    public init(sessionId: Identifier, from: Int, to: Int) {
+    public init(sessionId: Identifier, from: Int, to: Int, requestedBy: String? = nil) {
         self.sessionId = sessionId
         self.from = from
         self.to = to
+        self.requestedBy = requestedBy
     }
 
     public init(from decoder: any Decoder) throws {
@@ -151,6 +158,7 @@ public struct LevelChanged: Sendable, Equatable, Codable {
         sessionId = try c.decode(Identifier.self, forKey: .sessionId)
         from = try c.decodeLevel(forKey: .from)
         to = try c.decodeLevel(forKey: .to)
+        requestedBy = try c.decodeIfPresent(String.self, forKey: .requestedBy)
     }
 }
 
@@ -204,12 +212,16 @@ public struct SessionSummary: Sendable, Equatable, Codable {
     public var reason: AbortReason?
     public var regimenPhase: RegimenPhase?
     public var regimenDay: Int?
+    /// Who asked for the stop, for `user_stop` (`button`, `local:uid=N`) and `remote_stop`
+    /// (`remote`).
+    public var requestedBy: String?
 
     public init(
         sessionId: Identifier, durationS: Double, stimulatingS: Double, levelSeconds: [String: Double],
         pauses: Int, chargeMicroCoulombs: [String: Double], reason: AbortReason? = nil,
-        regimenPhase: RegimenPhase? = nil, regimenDay: Int? = nil
+        regimenPhase: RegimenPhase? = nil, regimenDay: Int? = nil, requestedBy: String? = nil
     ) {
+        self.requestedBy = requestedBy
         self.sessionId = sessionId
         self.durationS = durationS
         self.stimulatingS = stimulatingS
@@ -236,6 +248,7 @@ public struct SessionSummary: Sendable, Equatable, Codable {
         reason = try c.decodeIfPresent(AbortReason.self, forKey: .reason)
         regimenPhase = try c.decodeIfPresent(RegimenPhase.self, forKey: .regimenPhase)
         regimenDay = try c.decodeIfPresent(Int.self, forKey: .regimenDay)
+        requestedBy = try c.decodeIfPresent(String.self, forKey: .requestedBy)
     }
 }
 

@@ -135,10 +135,11 @@ struct IngestFastPath {
 
     private mutating func sessionStarted() -> SessionStarted? {
         var sessionId: Identifier?, level: Int?, profileVersion: String?, channels: [String]?
-        var phase: RegimenPhase??, day: Int64??
+        var phase: RegimenPhase??, day: Int64??, requestedBy: String??
         guard object({ key, reader in
             switch key {
             case "sessionId": return fill(&sessionId, reader.identifier())
+            case "requestedBy": return fill(&requestedBy, reader.optional { $0.string() })
             case "level": return fill(&level, reader.level())
             case "profileVersion": return fill(&profileVersion, reader.string())
             case "channels": return fill(&channels, reader.strings())
@@ -149,20 +150,21 @@ struct IngestFastPath {
         }), let sessionId, let level, let profileVersion, let channels else { return nil }
         return SessionStarted(
             sessionId: sessionId, level: level, profileVersion: profileVersion, channels: channels,
-            regimenPhase: phase ?? nil, regimenDay: (day ?? nil).map { Int($0) })
+            regimenPhase: phase ?? nil, regimenDay: (day ?? nil).map { Int($0) }, requestedBy: requestedBy ?? nil)
     }
 
     private mutating func levelChanged() -> LevelChanged? {
-        var sessionId: Identifier?, from: Int?, to: Int?
+        var sessionId: Identifier?, from: Int?, to: Int?, requestedBy: String??
         guard object({ key, reader in
             switch key {
             case "sessionId": return fill(&sessionId, reader.identifier())
+            case "requestedBy": return fill(&requestedBy, reader.optional { $0.string() })
             case "from": return fill(&from, reader.level())
             case "to": return fill(&to, reader.level())
             default: return reader.skipValue(depth: 2)
             }
         }), let sessionId, let from, let to else { return nil }
-        return LevelChanged(sessionId: sessionId, from: from, to: to)
+        return LevelChanged(sessionId: sessionId, from: from, to: to, requestedBy: requestedBy ?? nil)
     }
 
     private mutating func pauseChange() -> PauseChange? {
@@ -179,9 +181,10 @@ struct IngestFastPath {
 
     private mutating func summary() -> SessionSummary? {
         var sessionId: Identifier?, duration: Double?, stimulating: Double?, levelSeconds: [String: Double]?
-        var pauses: Int64?, charge: [String: Double]?, reason: String??, phase: RegimenPhase??, day: Int64??
+        var pauses: Int64?, charge: [String: Double]?, reason: String??, phase: RegimenPhase??, day: Int64??, requestedBy: String??
         guard object({ key, reader in
             switch key {
+            case "requestedBy": return fill(&requestedBy, reader.optional { $0.string() })
             case "sessionId": return fill(&sessionId, reader.identifier())
             case "durationS": return fill(&duration, reader.number().flatMap { $0 >= 0 ? $0 : nil })
             case "stimulatingS": return fill(&stimulating, reader.number().flatMap { $0 >= 0 ? $0 : nil })
@@ -198,7 +201,7 @@ struct IngestFastPath {
         return SessionSummary(
             sessionId: sessionId, durationS: duration, stimulatingS: stimulating, levelSeconds: levelSeconds, pauses: Int(pauses),
             chargeMicroCoulombs: charge, reason: (reason ?? nil).map(AbortReason.init(rawValue:)), regimenPhase: phase ?? nil,
-            regimenDay: (day ?? nil).map { Int($0) })
+            regimenDay: (day ?? nil).map { Int($0) }, requestedBy: requestedBy ?? nil)
     }
 
     /// A level as the reference reads one: a number that is a whole 1, 2 or 3 (`2.0` included).

@@ -136,8 +136,10 @@ public enum WireRanges {
             try count(body.channels.count, maxChannels, "body.channels")
             for (index, channel) in body.channels.enumerated() { try text(channel, maxShortText, "body.channels[\(index)]") }
             if let day = body.regimenDay { try within(day, regimenDays(at: timestamp), "body.regimenDay") }
-        case .sessionLevelChanged:
-            break  // levels are checked (1-3) as they are decoded
+            if let who = body.requestedBy { try text(who, maxShortText, "body.requestedBy") }
+        case .sessionLevelChanged(let body):
+            // (levels are checked, 1-3, as they are decoded)
+            if let who = body.requestedBy { try text(who, maxShortText, "body.requestedBy") }
         case .sessionPaused(let body), .sessionResumed(let body):
             try text(body.reason, maxShortText, "body.reason")
         case .sessionCompleted(let summary), .sessionAborted(let summary):
@@ -153,6 +155,7 @@ public enum WireRanges {
                 try within(summary.chargeMicroCoulombs[key] ?? 0, chargeMicroCoulombs, "body.chargeMicroCoulombs.\(key)")
             }
             if let reason = summary.reason { try text(reason.rawValue, maxShortText, "body.reason") }
+            if let who = summary.requestedBy { try text(who, maxShortText, "body.requestedBy") }
             if let day = summary.regimenDay { try within(day, regimenDays(at: timestamp), "body.regimenDay") }
         case .safetyTrip(let trip):
             try text(trip.rule, maxShortText, "body.rule")

@@ -19,7 +19,7 @@ struct ControlSocketTests {
         init(delay: Duration = .zero) throws {
             folder = try TestEnvironment.temporaryDirectory("control")
             path = folder.appendingPathComponent("agent.sock").path
-            server = try ControlSocketServer(path: path) { _ in
+            server = try ControlSocketServer(path: path) { _, _ in
                 try? await Task.sleep(for: delay)
                 return Data(#"{"ok":true}"#.utf8)
             }

@@ -336,10 +336,56 @@ struct AgentTests {
         let harness = try await Harness(timeScale: 100, extra: "headband:\n  faults: [press@100]\n")
         try await harness.startAgent()
         #expect(await eventually(timeout: 15) { harness.eventTypes().contains("session.started") })
+        if case .sessionStarted(let body)? = harness.events().first(where: { $0.type.rawValue == "session.started" }) {
+            #expect(body.requestedBy == "button", "who asked is recorded")
+        }
         harness.process?.send(SIGTERM)
         #expect(await harness.process?.wait(timeout: 15) == 0)
         #expect(await eventually { harness.eventTypes().last == "session.aborted" })
         if case .sessionAborted(let summary) = harness.events().last { #expect(summary.reason == .agentShutdown) }
+    }
+
+    @Test("the control socket is the agent's user's alone (0600, peer credentials checked), and every start, level change and stop records who asked")
+    func localControlIsOwned() async throws {
+        let profileFolder = try TestEnvironment.temporaryDirectory("profile")
+        defer { try? FileManager.default.removeItem(at: profileFolder) }
+        let profilePath = profileFolder.appendingPathComponent("unlocked.yaml").path
+        try String(contentsOfFile: "\(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "level2AfterSessions: 7, level3AfterSessions: 21", with: "level2AfterSessions: 0, level3AfterSessions: 0")
+            .write(toFile: profilePath, atomically: true, encoding: .utf8)
+        let harness = try await Harness(timeScale: 20, profile: profilePath)
+        try await harness.startAgent()
+        let socket = harness.folder.appendingPathComponent("var/agent.sock").path
+        let attributes = try FileManager.default.attributesOfItem(atPath: socket)
+        #expect((attributes[.posixPermissions] as? Int).map { $0 & 0o777 } == 0o600)
+        let me = "local:uid=\(getuid())"
+
+        #expect(try await harness.control(["session", "start", "--level", "1"]).0 == 0)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await harness.control(["session", "level", "2"]).0 == 0)
+        #expect(await eventually(timeout: 15) { harness.eventTypes().contains("session.level_changed") })
+        #expect(try await harness.control(["session", "stop"]).0 == 0)
+        #expect(await eventually(timeout: 15) { harness.eventTypes().contains("session.aborted") }, "\(harness.diagnostics())")
+        for event in harness.events() {
+            switch event {
+            case .sessionStarted(let body): #expect(body.requestedBy == me)
+            case .sessionLevelChanged(let body): #expect(body.requestedBy == me)
+            case .sessionAborted(let summary): #expect(summary.reason == .userStop && summary.requestedBy == me)
+            default: break
+            }
+        }
+        #expect(harness.process?.standardError.contains("by=\(me)") == true, "and the log says who")
+
+        // Another user cannot even start a command.
+        if getuid() == 0, let setpriv = TestEnvironment.executable("setpriv") {
+            let stranger = try await ChildProcess.run(
+                setpriv, ["--reuid", "65534", "--regid", "65534", "--clear-groups", TestEnvironment.product("spectra-agent"), "session", "start",
+                          "--config", harness.config])
+            #expect(stranger.status != 0, "\(stranger)")
+            #expect(!harness.eventTypes().dropFirst(3).contains("session.started"))
+        }
+        harness.process?.send(SIGTERM)
+        #expect(await harness.process?.wait(timeout: 15) == 0)
     }
 
     @Test("SIGTERM mid-session ends it as agent_shutdown and marks the gateway offline; SIGKILL gives agent_restart on the next start")

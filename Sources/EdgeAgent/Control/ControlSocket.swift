@@ -1,3 +1,4 @@
+import CSpectraSystem
 import Foundation
 import Synchronization
 
@@ -6,11 +7,21 @@ import Glibc
 #endif
 
 /// The local control socket: a Unix domain socket on the gateway. Each connection carries one
-/// JSON request line and gets one JSON response line. Only local users with access to the
-/// socket file (mode 0660) can start a session; nothing on the broker can.
+/// JSON request line and gets one JSON response line. Only the agent's own user (and root) can
+/// use it: the socket file is 0600, and each connection's peer credentials are checked (a
+/// connection made before the mode was set, or through a descriptor passed on, is refused as
+/// well). Nothing on the broker can start a session.
 public final class ControlSocketServer: Sendable {
+    /// Who is on the other end of a connection (from the kernel: SO_PEERCRED).
+    public struct Peer: Sendable, Equatable {
+        public var uid: UInt32
+        public var pid: Int32
+        /// How events record it: `local:uid=N`.
+        public var requester: String { "local:uid=\(uid)" }
+    }
+
     /// Answers one request: a JSON object in, a JSON object out (as bytes).
-    public typealias Handler = @Sendable (Data) async -> Data
+    public typealias Handler = @Sendable (Data, Peer) async -> Data
 
     public let path: String
     private let fd: Int32
@@ -44,7 +55,18 @@ public final class ControlSocketServer: Sendable {
             close(fd)
             throw ControlSocketError("cannot listen on \(path): \(String(cString: strerror(error)))")
         }
-        chmod(path, 0o660)
+        chmod(path, 0o600)
+    }
+
+    /// Whether `peer` may use the socket: the agent's own user, or root.
+    static func allowed(_ peer: Peer) -> Bool { peer.uid == geteuid() || peer.uid == 0 }
+
+    /// The kernel's record of who connected, nil when it cannot be read.
+    static func peer(of client: Int32) -> Peer? {
+        var uid: UInt32 = 0
+        var pid: Int32 = 0
+        guard spectra_peer_credentials(client, &uid, &pid) == 0 else { return nil }
+        return Peer(uid: uid, pid: pid)
     }
 
     /// Accepts connections until ``stop()``.
@@ -57,8 +79,14 @@ public final class ControlSocketServer: Sendable {
                 guard client >= 0 else { break }
                 group.addTask {
                     defer { close(client) }
+                    guard let peer = Self.peer(of: client), Self.allowed(peer) else {
+                        let who = Self.peer(of: client).map { "uid \($0.uid)" } ?? "an unknown user"
+                        Self.write(
+                            bytes: Data("{\"ok\":false,\"error\":\"not allowed: \(who) is not the agent's user\"}".utf8), to: client)
+                        return
+                    }
                     guard let line = await Self.readRequest(client) else { return }
-                    Self.write(bytes: await handler(Data(line.utf8)), to: client)
+                    Self.write(bytes: await handler(Data(line.utf8), peer), to: client)
                 }
             }
         }

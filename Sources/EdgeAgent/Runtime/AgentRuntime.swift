@@ -101,7 +101,7 @@ public actor AgentRuntime: Service {
         self.client = client
         await outbox.attach(client)
         let control = try ControlSocketServer(path: Self.controlSocketPath(dataDirectory: configuration.dataDirectory)) {
-            [weak self] request in await self?.handleControl(request) ?? Data("{\"ok\":false,\"error\":\"shutting down\"}".utf8)
+            [weak self] request, peer in await self?.handleControl(request, from: peer) ?? Data("{\"ok\":false,\"error\":\"shutting down\"}".utf8)
         }
         self.control = control
         let events = client.connectionEvents
@@ -225,7 +225,7 @@ public actor AgentRuntime: Service {
         case .stop:
             let command = StopCommand.lenient(Data(message.payload))
             logger.notice("remote stop", metadata: ["reason": "\(command.reason)"])
-            await sessions.stop(reason: .remoteStop)
+            await sessions.stop(reason: .remoteStop, requestedBy: "remote")
         case .rebirth:
             await publishPresence()
         case .firmware:
@@ -270,9 +270,9 @@ public actor AgentRuntime: Service {
         }
     }
 
-    private func handleControl(_ bytes: Data) async -> Data {
+    private func handleControl(_ bytes: Data, from peer: ControlSocketServer.Peer) async -> Data {
         switch ControlRequest.parse(bytes) {
-        case .success(let request): return Self.json(await answer(request))
+        case .success(let request): return Self.json(await answer(request, by: peer.requester))
         case .failure(let error): return Self.json(["ok": false, "error": error.reason])
         }
     }
@@ -284,21 +284,25 @@ public actor AgentRuntime: Service {
         (try? JSONSerialization.data(withJSONObject: object)) ?? Data("{}".utf8)
     }
 
-    private func answer(_ request: ControlRequest) async -> [String: Any] {
+    /// - Parameter requester: who asked (`local:uid=N`), logged and recorded in the events.
+    private func answer(_ request: ControlRequest, by requester: String) async -> [String: Any] {
         guard let sessions, !stopping else { return ["ok": false, "error": "the agent is shutting down"] }
         switch request {
         case .start(let level):
             do {
-                let id = try await sessions.start(level: level)
+                let id = try await sessions.start(level: level, requestedBy: requester)
+                logger.notice("session started", metadata: ["sessionId": "\(id)", "by": "\(requester)"])
                 return ["ok": true, "sessionId": id.rawValue]
             } catch {
                 return ["ok": false, "error": error.reason]
             }
         case .stop:
-            await sessions.stop(reason: .userStop)
+            logger.notice("session stop asked", metadata: ["by": "\(requester)"])
+            await sessions.stop(reason: .userStop, requestedBy: requester)
             return ["ok": true]
         case .level(let level):
-            guard let granted = await sessions.requestLevel(level) else { return ["ok": false, "error": "no session is running"] }
+            guard let granted = await sessions.requestLevel(level, requestedBy: requester) else { return ["ok": false, "error": "no session is running"] }
+            logger.notice("level asked", metadata: ["level": "\(level)", "granted": "\(granted)", "by": "\(requester)"])
             return ["ok": true, "level": granted]
         case .status:
             let status = await sessions.status()

@@ -1,4 +1,4 @@
-import CSystemClock
+import CSpectraSystem
 import Foundation
 import SpectraProtocol
 

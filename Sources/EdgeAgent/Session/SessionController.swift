@@ -29,6 +29,9 @@ public actor SessionController {
     private var profile: CalibrationProfile
     /// A profile set while a session ran: it takes over when the session ends.
     private var pendingProfile: CalibrationProfile?
+    /// Who asked for the level change under way, and for the stop (recorded in the events).
+    private var levelRequester: String?
+    private var stopRequester: String?
     private var headband: SimulatedHeadband
     private var regimen: Regimen
     private let journal: SessionJournal?
@@ -109,7 +112,8 @@ public actor SessionController {
     ///   rule 8 and the remote cap allow.
     /// - Throws: ``StartError`` when a session already runs or the profile is refused.
     @discardableResult
-    public func start(level requested: Int? = nil) async throws(StartError) -> Identifier {
+    /// - Parameter requestedBy: who asked (`button`, `local:uid=N`), recorded in `session.started`.
+    public func start(level requested: Int? = nil, requestedBy: String? = nil) async throws(StartError) -> Identifier {
         guard runner == nil else { throw StartError(reason: "a session is already running") }
         let allowed = LevelPolicy(unlock: profile.levelUnlock, maxLevel: maxLevel).allowedLevel(completedSessions: regimen.completedSessions)
         let level = min(requested ?? allowed, allowed)
@@ -126,25 +130,33 @@ public actor SessionController {
         regimen.sessionStarted(on: day)
         sessionId = id
         reportedTrips = []
+        levelRequester = nil
+        stopRequester = nil
         startedAt = startDate
         journal?.write(SessionJournal.Entry(
             sessionId: id.rawValue, level: engine.level, startedAt: startDate, stimulatingS: 0, levelSeconds: [:], pauses: 0,
             chargeMicroCoulombs: [:]))
         await emit(.sessionStarted(SessionStarted(
             sessionId: id, level: engine.level, profileVersion: profile.version, channels: profile.channels.map(\.id),
-            regimenPhase: regimen.phase(on: day), regimenDay: regimen.dayNumber(on: day))))
+            regimenPhase: regimen.phase(on: day), regimenDay: regimen.dayNumber(on: day), requestedBy: requestedBy)))
         task = Task { await self.drive() }
         return id
     }
 
     /// Asks for a level; applies at the next pulse boundary through a ramp.
     /// - Returns: the level granted, or nil when no session runs.
-    public func requestLevel(_ level: Int) -> Int? {
-        runner?.engine.requestLevel(level)
+    public func requestLevel(_ level: Int, requestedBy: String? = nil) -> Int? {
+        guard runner != nil else { return nil }
+        levelRequester = requestedBy
+        return runner?.engine.requestLevel(level)
     }
 
     /// Stops the running session through a ramp (`user_stop`, `remote_stop`, `agent_shutdown`).
-    public func stop(reason: AbortReason) {
+    /// - Parameter requestedBy: who asked (`button`, `local:uid=N`, `remote`), recorded in
+    ///   `session.aborted` (the first stop's, when several come).
+    public func stop(reason: AbortReason, requestedBy: String? = nil) {
+        guard runner != nil else { return }
+        if stopRequester == nil { stopRequester = requestedBy }
         runner?.engine.stop(reason: reason.rawValue)
     }
 
@@ -201,7 +213,7 @@ public actor SessionController {
         guard runner == nil else { return }
         headband.idle(seconds)
         let status = headband.status(channel: 0)
-        if status.buttons.contains(.short) { _ = try? await start() }
+        if status.buttons.contains(.short) { _ = try? await start(requestedBy: "button") }
     }
 
     /// The headband's firmware version now.
@@ -263,7 +275,8 @@ public actor SessionController {
         guard let sessionId, let runner else { return }
         switch event {
         case .levelChanged(let from, let to):
-            await emit(.sessionLevelChanged(LevelChanged(sessionId: sessionId, from: from, to: to)))
+            await emit(.sessionLevelChanged(LevelChanged(sessionId: sessionId, from: from, to: to, requestedBy: levelRequester)))
+            levelRequester = nil
         case .paused(let reason):
             await emit(.sessionPaused(PauseChange(sessionId: sessionId, reason: reason)))
         case .resumed(let reason):
@@ -286,6 +299,12 @@ public actor SessionController {
                 regimenPhase: regimen.phase(on: day), regimenDay: regimen.dayNumber(on: day))
             if case .aborted(let reason) = outcome {
                 summary.reason = AbortReason(rawValue: reason)
+                // A user stop nobody asked for through the agent came from the headband's button.
+                if reason == AbortReason.userStop.rawValue {
+                    summary.requestedBy = stopRequester ?? "button"
+                } else if reason == AbortReason.remoteStop.rawValue {
+                    summary.requestedBy = stopRequester
+                }
                 await emit(.sessionAborted(summary))
             } else {
                 await emit(.sessionCompleted(summary))

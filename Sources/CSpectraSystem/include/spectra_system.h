@@ -1,0 +1,12 @@
+#ifndef SPECTRA_SYSTEM_H
+#define SPECTRA_SYSTEM_H
+
+/// 1 when the kernel says the wall clock is synchronised (an NTP daemon, whichever, has
+/// cleared STA_UNSYNC and adjtimex does not answer TIME_ERROR), 0 otherwise.
+int spectra_clock_synchronised(void);
+
+/// The user and process on the other end of a connected Unix socket (SO_PEERCRED).
+/// Returns 0 and fills `uid` and `pid`, or -1 (errno set).
+int spectra_peer_credentials(int fd, unsigned int *uid, int *pid);
+
+#endif
