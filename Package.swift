@@ -115,6 +115,7 @@ let package = Package(
             name: "FleetControl",
             dependencies: [
                 "SpectraProtocol", "SpectraConfig", "MQTT", "EdgeAgent",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

@@ -64,17 +64,32 @@ public enum ConfigPush {
     ///     every gateway the target reaches (from their retained state) and reports each.
     public static func push(
         fleet: Identifier, target: DocumentTarget, body: ConfigBody?, key: SigningKey, expiresIn: TimeInterval?,
-        waitSeconds: Double?, reset: Bool = false, on connection: OperatorClient, now: Date = Date()
+        waitSeconds: Double?, reset: Bool = false, trusted: [VerifyingKey] = [], force: Bool = false,
+        audit: AuditLog = AuditLog(), on connection: OperatorClient, now: Date = Date()
     ) async throws -> Report {
         let previous = try await current(fleet: fleet, target: target, on: connection)
+        // The retained document is the broker's word: its version counts only once it verifies
+        // against a key the operator trusts (their own, and --trust).
+        if let previous, !reset, !force {
+            do {
+                _ = try Keyring([key.verifyingKey] + trusted).verify(previous.signed)
+            } catch {
+                throw OperatorError(
+                    "the retained \(target.layer) document (version \(previous.payload.version), key \(previous.signed.kid)) does not verify against your key or the --trust keys (\(error)): pass --trust with the key that signed it, or --force to publish over it")
+            }
+        }
+        // What the gateways report having applied counts too: a broker that lost its retained
+        // document must not make the next version one they refuse as stale.
+        let reported = try await FleetDirectory.read(fleet: fleet, from: connection).appliedVersion(of: target)
+        let base = max(previous?.payload.version ?? 0, reported ?? 0)
         let version: Int
         if reset {
             version = 1
-        } else if let next = DocumentPayload.nextVersion(after: previous?.payload.version, now: now) {
+        } else if let next = DocumentPayload.nextVersion(after: base == 0 ? nil : base, now: now) {
             version = next
         } else {
             throw OperatorError(
-                "the retained \(target.layer) document has version \(previous?.payload.version ?? 0), above what a document issued now may carry (gateways refuse it, or it froze the layer): publish a reset with --reset, which gateways apply because it is issued later")
+                "the \(target.layer) layer is at version \(base), above what a document issued now may carry (gateways refuse it, or it froze the layer): publish a reset with --reset, which gateways apply because it is issued later")
         }
         let document = DocumentPayload(
             kind: .config, fleet: fleet, target: target, version: version, issuedAt: now,
@@ -107,7 +122,12 @@ public enum ConfigPush {
         defer { watcher?.cancel() }
 
         let path = topic(fleet: fleet, target: target).path
-        try await connection.client.publish(OutgoingMessage(topic: path, payload: [UInt8](signed.encoded()), qos: .atLeastOnce, retain: true))
+        let bytes = signed.encoded()
+        try await connection.client.publish(OutgoingMessage(topic: path, payload: [UInt8](bytes), qos: .atLeastOnce, retain: true))
+        audit.append(
+            action: reset ? "config.reset" : body == nil ? "config.clear" : "config.push", fleet: fleet.rawValue, target: target.auditName,
+            topic: path, payload: bytes, version: version, keyID: signed.kid,
+            detail: force && previous != nil ? "published over an unverified retained document (--force)" : nil)
 
         var outcomes: [(String, Outcome)] = []
         if let waitSeconds {

@@ -24,6 +24,13 @@ public struct FleetDirectory: Sendable {
         return FleetDirectory(entries: entries.sorted { $0.gateway < $1.gateway })
     }
 
+    /// The highest version the gateways a target reaches report for its layer (nil: none does).
+    public func appliedVersion(of target: DocumentTarget) -> Int? {
+        let layer = target.layer
+        let reached = Set(gateways(for: target))
+        return entries.filter { reached.contains($0.gateway) }.compactMap { $0.state.configVersions[layer] }.max()
+    }
+
     /// The gateways a target reaches: one gateway, the members of a group, or everyone.
     public func gateways(for target: DocumentTarget) -> [Identifier] {
         switch target {

@@ -149,7 +149,11 @@ public struct RolloutRunner: Sendable {
             let newcomers = members.filter { !state.sent.contains($0) }
             for gateway in newcomers {
                 let topic = Topic.firmware(fleet: fleet, gateway: try Identifier(gateway, field: "gateway"))
-                try await connection.client.publish(OutgoingMessage(topic: topic.path, payload: [UInt8](state.manifest.encoded()), retain: true))
+                let bytes = state.manifest.encoded()
+                try await connection.client.publish(OutgoingMessage(topic: topic.path, payload: [UInt8](bytes), retain: true))
+                AuditLog().append(
+                    action: "firmware.rollout", fleet: fleet.rawValue, target: "gateway:\(gateway)", topic: topic.path, payload: bytes,
+                    keyID: state.manifest.kid, detail: "wave \(wave + 1)/\(state.waves.count), firmware \(state.firmwareVersion)")
                 state.sent.append(gateway)
             }
             try save(&state)
@@ -212,6 +216,9 @@ public struct RolloutRunner: Sendable {
         for gateway in state.sent where state.results[gateway] == nil {
             let topic = Topic.firmware(fleet: fleet, gateway: try Identifier(gateway, field: "gateway"))
             try await connection.client.publish(OutgoingMessage(topic: topic.path, payload: [], retain: true))
+            AuditLog().append(
+                action: "firmware.withdraw", fleet: fleet.rawValue, target: "gateway:\(gateway)", topic: topic.path, payload: Data(),
+                detail: "rollout halted")
         }
         try save(&state)
         log("rollout HALTED at \(state.haltReason ?? "")")

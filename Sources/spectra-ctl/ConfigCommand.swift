@@ -33,6 +33,9 @@ struct ConfigCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("How long --wait waits.", valueName: "duration")) var timeout = "30s"
         @Flag(help: "Publish a reset: applied by gateways because it is issued later, whatever the layer's version (the way back from a version pushed too far).")
         var reset = false
+        @Option(help: ArgumentHelp("Another operator's public key the retained document may be signed with (repeatable; your own key always counts).", valueName: "file"))
+        var trust: [String] = []
+        @Flag(help: "Publish even over a retained document that does not verify against your key or --trust.") var force = false
 
         func run() async throws {
             let target = try target.target()
@@ -52,7 +55,7 @@ struct ConfigCommand: AsyncParsableCommand {
             do {
                 report = try await ConfigPush.push(
                     fleet: fleet, target: target, body: body, key: signingKey, expiresIn: expiresIn, waitSeconds: waitSeconds, reset: reset,
-                    on: client)
+                    trusted: try loadTrustedKeys(trust), force: force, on: client)
             } catch let error as OperatorError {
                 throw UsageFailure(error.description)
             }
@@ -73,6 +76,9 @@ struct ConfigCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The operator's private signing key (PEM).", valueName: "file")) var key: String
         @Flag(help: "Wait for the targeted gateways to report.") var wait = false
         @Option(help: ArgumentHelp("How long --wait waits.", valueName: "duration")) var timeout = "30s"
+        @Option(help: ArgumentHelp("Another operator's public key the retained document may be signed with (repeatable).", valueName: "file"))
+        var trust: [String] = []
+        @Flag(help: "Clear even over a retained document that does not verify against your key or --trust.") var force = false
 
         func run() async throws {
             let target = try target.target()
@@ -83,7 +89,8 @@ struct ConfigCommand: AsyncParsableCommand {
             let report: ConfigPush.Report
             do {
                 report = try await ConfigPush.push(
-                    fleet: fleet, target: target, body: nil, key: signingKey, expiresIn: nil, waitSeconds: waitSeconds, on: client)
+                    fleet: fleet, target: target, body: nil, key: signingKey, expiresIn: nil, waitSeconds: waitSeconds,
+                    trusted: try loadTrustedKeys(trust), force: force, on: client)
             } catch let error as OperatorError {
                 throw UsageFailure(error.description)
             }
@@ -106,17 +113,7 @@ struct ConfigCommand: AsyncParsableCommand {
         @Flag(help: "One JSON object per layer.") var json = false
 
         func run() async throws {
-            var keys: [VerifyingKey] = []
-            for path in trust {
-                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw UsageFailure("cannot read \(path)") }
-                if let key = try? VerifyingKey(pem: text) {
-                    keys.append(key)
-                } else if let key = try? SigningKey(pem: text) {
-                    keys.append(key.verifyingKey)
-                } else {
-                    throw UsageFailure("\(path) is not an Ed25519 key in PEM form")
-                }
-            }
+            let keys = try loadTrustedKeys(trust)
             let keyring = Keyring(keys)
             let fleet = try await connection.fleet(fleet)
             let client = try await connection.connect()
@@ -181,4 +178,20 @@ func finish(_ report: ConfigPush.Report, waited: Bool) throws {
         FileHandle.standardError.write(Data("spectra-ctl: \(failed.count) of \(report.outcomes.count) gateway(s) did not apply version \(report.version)\n".utf8))
         throw ExitCode(1)
     }
+}
+
+/// The keys in `paths`: public keys, or private keys (their public half).
+func loadTrustedKeys(_ paths: [String]) throws -> [VerifyingKey] {
+    var keys: [VerifyingKey] = []
+    for path in paths {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw UsageFailure("cannot read \(path)") }
+        if let key = try? VerifyingKey(pem: text) {
+            keys.append(key)
+        } else if let key = try? SigningKey(pem: text) {
+            keys.append(key.verifyingKey)
+        } else {
+            throw UsageFailure("\(path) is not an Ed25519 key in PEM form")
+        }
+    }
+    return keys
 }

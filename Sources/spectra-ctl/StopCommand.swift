@@ -21,7 +21,9 @@ struct StopCommand: AsyncParsableCommand {
         let fleet = try await connection.fleet(fleet)
         let client = try await connection.connect()
         let topic = Topic.stop(fleet: fleet, gateway: gatewayID)
-        try await client.client.publish(OutgoingMessage(topic: topic.path, payload: [UInt8](WireFormat.encode(SpectraProtocol.StopCommand(reason: reason)))))
+        let payload = WireFormat.encode(SpectraProtocol.StopCommand(reason: reason))
+        try await client.client.publish(OutgoingMessage(topic: topic.path, payload: [UInt8](payload)))
+        AuditLog().append(action: "stop", fleet: fleet.rawValue, target: "gateway:\(gatewayID)", topic: topic.path, payload: payload, detail: reason)
         await client.disconnect()
         print("stop sent to \(fleet)/\(gatewayID) (acknowledged by the broker)")
     }

@@ -449,3 +449,48 @@ extension OperatorTests {
         await fleet.stopAll()
     }
 }
+
+extension OperatorTests {
+    @Test("spectra-ctl trusts the broker no further than its keys: a retained document it cannot verify is not built on without --force, a lost one does not make the next version stale, and every push and stop is in the audit log")
+    func operatorToolVerifies() async throws {
+        let fleet = try await Fleet()
+        try await fleet.start("gw-v", groups: ["clinic-v"])
+        func applied() -> [ConfigOutcome] {
+            fleet.events("gw-v").compactMap { if case .configApplied(let outcome) = $0 { outcome } else { nil } }
+        }
+        let body = try fleet.writeBody("v.yaml", "maxLevel: 2\n")
+        let push = ["config", "push", "--broker", fleet.brokerURL, "--fleet", "demo", "--group", "clinic-v", "--file", body, "--key", fleet.privateKey]
+        #expect(try await fleet.ctl(push).status == 0)
+        #expect(await eventually(timeout: 15) { applied().contains { $0.version == 1 } })
+
+        // The broker loses its retained document: the gateways' reported version still counts.
+        try await fleet.witness.publish(OutgoingMessage(topic: "spectra/v1/demo/group/clinic-v/cmd/config", payload: [], retain: true))
+        #expect(await eventually(timeout: 15) { fleet.received.elements.contains { $0.topic.hasSuffix("/state") && $0.topic.contains("gw-v") } })
+        let again = try await fleet.ctl(push)
+        #expect(again.status == 0 && again.out.contains("version 2"), "\(again)")
+        #expect(await eventually(timeout: 15) { applied().contains { $0.version == 2 } }, "\(applied())")
+
+        // A retained document signed by a key the operator does not know.
+        let stranger = SigningKey()
+        let forged = stranger.sign(DocumentPayload(
+            kind: .config, fleet: try Identifier("demo"), target: .group(try Identifier("clinic-v")), version: 50, issuedAt: Date(),
+            body: .config(ConfigBody(maxLevel: 1))).encoded())
+        try await fleet.witness.publish(OutgoingMessage(
+            topic: "spectra/v1/demo/group/clinic-v/cmd/config", payload: [UInt8](forged.encoded()), retain: true))
+        let refused = try await fleet.ctl(push)
+        #expect(refused.status != 0 && refused.err.contains("does not verify") && refused.err.contains("--force"), "\(refused)")
+        let forced = try await fleet.ctl(push + ["--force"])
+        #expect(forced.status == 0 && forced.out.contains("version 51"), "\(forced)")
+        #expect(await eventually(timeout: 15) { applied().contains { $0.version == 51 } }, "\(applied())")
+
+        #expect(try await fleet.ctl(["stop", "--broker", fleet.brokerURL, "--fleet", "demo", "--gateway", "gw-v", "--reason", "audit"]).status == 0)
+        let log = try String(contentsOfFile: fleet.folder.appendingPathComponent("var/audit.jsonl").path, encoding: .utf8)
+        let records = log.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(records.map { $0["action"] as? String ?? "" } == ["config.push", "config.push", "config.push", "stop"], "\(log)")
+        #expect(records.prefix(3).map { $0["version"] as? Int ?? 0 } == [1, 2, 51])
+        #expect(records.allSatisfy { ($0["sha256"] as? String)?.count == 64 && ($0["user"] as? String)?.contains("uid") == true }, "\(log)")
+        #expect(records.last?["target"] as? String == "gateway:gw-v" && records.last?["detail"] as? String == "audit")
+        #expect(records[2]["detail"] as? String == "published over an unverified retained document (--force)")
+        await fleet.stopAll()
+    }
+}
