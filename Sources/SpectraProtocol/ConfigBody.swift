@@ -106,8 +106,12 @@ public struct FirmwareManifest: Sendable, Equatable, Codable {
     public var sizeBytes: Int
     /// The headband hardware revision the image is for.
     public var hardware: String
+    /// A signed downgrade: the image may be older than (or the same as) the one installed.
+    /// Without it, a manifest for a version not newer than the installed one is refused.
+    public var allowDowngrade: Bool
 
-    public init(version: String, url: String, sha256: String, sizeBytes: Int, hardware: String) {
+    public init(version: String, url: String, sha256: String, sizeBytes: Int, hardware: String, allowDowngrade: Bool = false) {
+        self.allowDowngrade = allowDowngrade
         self.version = version
         self.url = url
         self.sha256 = sha256
@@ -115,7 +119,32 @@ public struct FirmwareManifest: Sendable, Equatable, Codable {
         self.hardware = hardware
     }
 
-    enum CodingKeys: String, CodingKey { case version, url, sha256, sizeBytes, hardware }
+    enum CodingKeys: String, CodingKey { case version, url, sha256, sizeBytes, hardware, allowDowngrade }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(version, forKey: .version)
+        try c.encode(url, forKey: .url)
+        try c.encode(sha256, forKey: .sha256)
+        try c.encode(sizeBytes, forKey: .sizeBytes)
+        try c.encode(hardware, forKey: .hardware)
+        if allowDowngrade { try c.encode(true, forKey: .allowDowngrade) }
+    }
+
+    /// Whether firmware version `a` is older than `b`: dot-separated parts compared as numbers
+    /// where both are numbers (`2.10.0` > `2.9.1`), as text otherwise.
+    public static func isOlder(_ a: String, than b: String) -> Bool {
+        let left = a.split(separator: ".", omittingEmptySubsequences: false)
+        let right = b.split(separator: ".", omittingEmptySubsequences: false)
+        for index in 0..<max(left.count, right.count) {
+            let x = index < left.count ? left[index] : "0"
+            let y = index < right.count ? right[index] : "0"
+            if x == y { continue }
+            if let m = UInt64(x), let n = UInt64(y) { return m < n }
+            return x < y
+        }
+        return false
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -137,6 +166,7 @@ public struct FirmwareManifest: Sendable, Equatable, Codable {
             throw ProtocolError(.invalidValue, path: "body.sizeBytes", "sizeBytes must be positive")
         }
         hardware = try c.decode(String.self, forKey: .hardware)
+        allowDowngrade = try c.decodeIfPresent(Bool.self, forKey: .allowDowngrade) ?? false
     }
 }
 

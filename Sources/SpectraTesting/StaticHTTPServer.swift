@@ -19,6 +19,9 @@ public final class StaticHTTPServer: Sendable {
         case stall(announcing: Int)
         /// `302 Found` to another URL.
         case redirect(String)
+        /// `503 Service Unavailable` for the first `failures` requests, then `200 OK` with the body
+        /// (a server that is down for a while).
+        case unavailable(failures: Int, then: [UInt8])
     }
 
     public let port: Int
@@ -82,7 +85,10 @@ public final class StaticHTTPServer: Sendable {
         let line = String(decoding: request.prefix(max(0, count)), as: UTF8.self).split(separator: "\r\n").first ?? ""
         let parts = line.split(separator: " ")
         let path = parts.count > 1 ? String(parts[1]) : ""
-        tally.arrivals.withLock { $0[path, default: []].append(.now) }
+        let arrival = tally.arrivals.withLock { arrivals in
+            arrivals[path, default: []].append(.now)
+            return arrivals[path, default: []].count
+        }
         let ok = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n"
         switch routes[path] {
         case .body(let body):
@@ -97,6 +103,11 @@ public final class StaticHTTPServer: Sendable {
         case .stall(let announced):
             send(client, Array("\(ok)Content-Length: \(announced)\r\n\r\n".utf8))
             sleep(30)
+        case .unavailable(let failures, _) where arrival <= failures:
+            send(client, Array("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
+        case .unavailable(_, let body):
+            guard send(client, Array("\(ok)Content-Length: \(body.count)\r\n\r\n".utf8)) else { return }
+            sendBody(client, body, countedAs: path, in: tally, framing: { Array($0) })
         case .redirect(let location):
             send(client, Array("HTTP/1.1 302 Found\r\nLocation: \(location)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
         case nil:

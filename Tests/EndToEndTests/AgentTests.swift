@@ -549,3 +549,57 @@ extension AgentTests {
         await broker.stop()
     }
 }
+
+extension AgentTests {
+    @Test("firmware integrity: an older image is refused unless signed as a downgrade; a download that fails is retried; a manifest arriving during an update is kept; the staged name is sanitised and old images removed")
+    func firmwareIntegrity() async throws {
+        let keyFolder = try TestEnvironment.temporaryDirectory("keys")
+        defer { try? FileManager.default.removeItem(at: keyFolder) }
+        let key = SigningKey()
+        let publicPath = keyFolder.appendingPathComponent("operator.pub").path
+        try key.verifyingKey.pem.write(toFile: publicPath, atomically: true, encoding: .utf8)
+        let image = (0..<40_000).map { UInt8($0 % 253) }
+        let older = (0..<30_000).map { UInt8($0 % 241) }
+        // The new image's server is down for its first two requests.
+        let server = try StaticHTTPServer(routes: ["/new.bin": .unavailable(failures: 2, then: image), "/old.bin": .body(older)])
+        let harness = try await Harness(extra: "trust:\n  keys: [\(publicPath)]\n")
+        try await harness.startAgent()
+        let publisher = MQTTClient(MQTTConfiguration(port: harness.broker.port, clientID: "operator"))
+        try await publisher.connect()
+        let fleet = try Identifier("demo")
+        let gateway = try Identifier("gw-0001")
+        func push(_ manifest: FirmwareManifest, version: Int) async throws {
+            let payload = DocumentPayload(kind: .firmware, fleet: fleet, target: .gateway(gateway), version: version, issuedAt: Date(), body: .firmware(manifest))
+            try await publisher.publish(OutgoingMessage(
+                topic: Topic.firmware(fleet: fleet, gateway: gateway).path, payload: [UInt8](key.sign(payload.encoded()).encoded()), retain: true))
+        }
+        func progress() -> [FirmwareProgress] { harness.events().compactMap { if case .firmwareProgress(let p) = $0 { p } else { nil } } }
+
+        // Older than the installed 2.4.0: refused as a rollback.
+        let oldManifest = FirmwareManifest(
+            version: "2.3.9", url: server.url("/old.bin"), sha256: try await Self.sha256(older), sizeBytes: older.count, hardware: "sculpt-r2")
+        try await push(oldManifest, version: 1)
+        #expect(await eventually { progress().contains { $0.stage == .rejected && $0.detail?.hasPrefix("rollback") == true } }, "\(progress())")
+
+        // A newer one whose server fails twice: retried, then installed. A hostile version
+        // string does not escape the staging folder.
+        let newManifest = FirmwareManifest(
+            version: "2.10.0/../../x", url: server.url("/new.bin"), sha256: try await Self.sha256(image), sizeBytes: image.count, hardware: "sculpt-r2")
+        try await push(newManifest, version: 2)
+        // While it retries, a signed downgrade arrives: it is handled after, not dropped.
+        try await Task.sleep(for: .milliseconds(500))
+        try await push(FirmwareManifest(
+            version: "2.3.9", url: server.url("/old.bin"), sha256: try await Self.sha256(older), sizeBytes: older.count, hardware: "sculpt-r2",
+            allowDowngrade: true), version: 3)
+        #expect(await eventually(timeout: 40) { progress().filter { $0.stage == .installed }.count == 2 }, "\(progress())")
+        let stages = progress().map { "\($0.version):\($0.stage.rawValue)" }
+        #expect(stages.filter { $0 == "2.10.0/../../x:downloading" }.count == 3, "two retries: \(stages)")
+        #expect(stages.firstIndex(of: "2.10.0/../../x:installed")! < stages.firstIndex(of: "2.3.9:installed")!, "\(stages)")
+        let staging = harness.folder.appendingPathComponent("var/firmware")
+        let staged = try FileManager.default.contentsOfDirectory(atPath: staging.path)
+        #expect(staged == ["headband-2.3.9.bin"], "the older staged image is removed, names are sanitised: \(staged)")
+        #expect(!FileManager.default.fileExists(atPath: harness.folder.appendingPathComponent("x").path))
+        harness.process?.send(SIGTERM)
+        await harness.process?.wait()
+    }
+}

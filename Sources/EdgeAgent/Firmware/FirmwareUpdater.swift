@@ -20,8 +20,13 @@ public actor FirmwareUpdater {
     private let accepted: @Sendable (Int, String) async -> Void
     private var lastVersion: Int?
     private var busy = false
-    /// Download timeout, seconds.
+    /// A manifest that arrived during an update: handled once it is over (the latest wins).
+    private var pending: Data?
+    /// Download timeout for a small image, seconds; larger ones get more (``timeout(for:)``).
     public var timeoutSeconds: Double = 60
+    /// Waits before each retry of a failed download, seconds: after the last, the manifest is
+    /// tried again when it next arrives (the broker's retained copy, at a reconnect or restart).
+    public var retryDelaysSeconds: [Double] = [2, 5, 15]
 
     /// - Parameters:
     ///   - lastVersion: the last manifest version accepted (persisted by the caller).
@@ -83,31 +88,70 @@ public actor FirmwareUpdater {
             return
         }
         guard !busy else {
-            await report(FirmwareProgress(version: manifest.version, stage: .rejected, detail: "another firmware update is in progress"))
+            // Not lost: handled when the update under way is over.
+            pending = payload
+            return
+        }
+        // Anti-rollback: only a newer image, unless the manifest is a signed downgrade.
+        let installed = await sessions.firmwareVersion
+        if !manifest.allowDowngrade && !FirmwareManifest.isOlder(installed, than: manifest.version) {
+            lastVersion = document.version
+            await accepted(document.version, manifest.version)
+            await report(FirmwareProgress(
+                version: manifest.version, stage: .rejected,
+                detail: "rollback: \(manifest.version) is not newer than the installed \(installed) (a downgrade must be signed with allowDowngrade)"))
             return
         }
         busy = true
-        defer { busy = false }
-        lastVersion = document.version
-        await accepted(document.version, manifest.version)
+        await update(manifest, documentVersion: document.version)
+        busy = false
+        if let next = pending {
+            pending = nil
+            await receive(next)
+        }
+    }
+
+    /// Downloads (retrying), verifies, stages and installs one accepted manifest.
+    private func update(_ manifest: FirmwareManifest, documentVersion: Int) async {
         await report(FirmwareProgress(version: manifest.version, stage: .received))
         await report(FirmwareProgress(version: manifest.version, stage: .downloading))
-        let image: [UInt8]
-        do {
-            image = try await download(manifest)
-        } catch {
-            await report(FirmwareProgress(version: manifest.version, stage: .failed, detail: "\(error)"))
-            return
+        var image: [UInt8]?
+        var attempt = 0
+        while image == nil {
+            do {
+                image = try await download(manifest)
+            } catch {
+                guard attempt < retryDelaysSeconds.count else {
+                    // Not recorded as taken: the manifest is tried again when it next arrives.
+                    await report(FirmwareProgress(
+                        version: manifest.version, stage: .failed,
+                        detail: "\(error) (after \(attempt + 1) attempts; tried again when the manifest next arrives)"))
+                    return
+                }
+                let delay = retryDelaysSeconds[attempt]
+                attempt += 1
+                await report(FirmwareProgress(
+                    version: manifest.version, stage: .downloading, detail: "attempt \(attempt + 1) in \(Int(delay)) s after: \(error)"))
+                try? await Task.sleep(for: .seconds(delay))
+            }
         }
+        guard let image else { return }
         let digest = SHA256.hash(data: image).map { String(format: "%02x", $0) }.joined()
+        lastVersion = documentVersion
+        await accepted(documentVersion, manifest.version)
         guard digest == manifest.sha256 else {
             await report(FirmwareProgress(
                 version: manifest.version, stage: .rejected, detail: "sha256 mismatch: the image hashes to \(digest), the manifest says \(manifest.sha256)"))
             return
         }
-        let staged = "\(stagingDirectory)/headband-\(manifest.version).bin"
-        try? FileManager.default.createDirectory(atPath: stagingDirectory, withIntermediateDirectories: true)
-        try? Data(image).write(to: URL(fileURLWithPath: staged), options: .atomic)
+        let staged = "\(stagingDirectory)/\(Self.stagingName(manifest.version))"
+        do {
+            try FileManager.default.createDirectory(atPath: stagingDirectory, withIntermediateDirectories: true)
+            try Data(image).write(to: URL(fileURLWithPath: staged), options: .atomic)
+        } catch {
+            await report(FirmwareProgress(version: manifest.version, stage: .failed, detail: "staging the image in \(stagingDirectory) failed: \(error)"))
+            return
+        }
         await report(FirmwareProgress(version: manifest.version, stage: .verified))
         // Install only between sessions.
         while true {
@@ -121,17 +165,40 @@ public actor FirmwareUpdater {
                     await report(FirmwareProgress(
                         version: manifest.version, stage: .rolledBack, detail: "running \(await sessions.firmwareVersion) again"))
                 }
+                removeStaged(except: staged)
                 return
             }
             try? await Task.sleep(for: .milliseconds(250))
         }
     }
 
+    /// The staged image's file name: the version with anything but `A-Z a-z 0-9 . _ -` replaced,
+    /// so a manifest cannot name a path outside the staging folder.
+    static func stagingName(_ version: String) -> String {
+        let safe = String(version.prefix(64).map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "_" })
+        return "headband-\(safe == "." || safe == ".." ? "_" : safe).bin"
+    }
+
+    /// Removes staged images other than `kept` (installed or rolled back: no longer needed but
+    /// the latest, for the record).
+    private func removeStaged(except kept: String) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: stagingDirectory) else { return }
+        for name in names where "\(stagingDirectory)/\(name)" != kept && name.hasPrefix("headband-") {
+            try? FileManager.default.removeItem(atPath: "\(stagingDirectory)/\(name)")
+        }
+    }
+
+    /// The download's time limit: the base for a small image, plus a second for every 50 kB
+    /// (a slow cellular link), so a large image is not cut off by a limit meant for a small one.
+    func timeout(for sizeBytes: Int) -> Double {
+        timeoutSeconds + Double(max(0, sizeBytes)) / 50_000
+    }
+
     /// Downloads the image; a body longer than the manifest says is cut off as it arrives.
     private func download(_ manifest: FirmwareManifest) async throws -> [UInt8] {
         let body: [UInt8]
         do {
-            body = try await HTTPDownload.get(manifest.url, maxBytes: manifest.sizeBytes, timeout: .seconds(timeoutSeconds))
+            body = try await HTTPDownload.get(manifest.url, maxBytes: manifest.sizeBytes, timeout: .seconds(timeout(for: manifest.sizeBytes)))
         } catch where error.code == .tooLarge {
             throw FirmwareError("download larger than the manifest's \(manifest.sizeBytes) bytes: \(error)")
         } catch {
