@@ -195,3 +195,67 @@ extension SecurityTests {
         await secure.broker.stop()
     }
 }
+
+extension SecurityTests {
+    @Test("identities are bound: a certificate cannot take over another client's session or fire its Will, a service identity cannot publish as a gateway, and a revoked certificate is refused while others still connect")
+    func identityAndRevocation() async throws {
+        let secure = try await SecureBroker()
+        let watcher = secure.client("spectra-operator")
+        try await watcher.connect()
+        let seen = Collector(watcher.messages)
+        _ = try await watcher.subscribe([Subscription("spectra/v1/demo/#")])
+
+        // gw-b is online with a Will; gw-a's certificate connects asking for gw-b's client id.
+        var victimConfiguration = secure.client("gw-b").configuration
+        victimConfiguration.clientID = "demo-gw-b"
+        victimConfiguration.will = .init(topic: "spectra/v1/demo/gw/gw-b/status", payload: Array("{\"online\":false}".utf8))
+        let victim = MQTTClient(victimConfiguration)
+        try await victim.connect()
+        var attackerConfiguration = secure.client("gw-a").configuration
+        attackerConfiguration.clientID = "demo-gw-b"
+        let attacker = MQTTClient(attackerConfiguration)
+        try await attacker.connect()
+        try await Task.sleep(for: .seconds(2))
+        #expect(victim.isConnected && victim.reconnects == 0, "gw-b keeps its session")
+        #expect(!seen.elements.contains { $0.topic == "spectra/v1/demo/gw/gw-b/status" }, "and its Will did not fire")
+
+        // The aggregator's identity cannot publish as a gateway named after it.
+        let aggregator = secure.client("spectra-aggregator")
+        try await aggregator.connect()
+        await #expect(throws: MQTTError.self) {
+            try await aggregator.publish(OutgoingMessage(topic: "spectra/v1/demo/gw/spectra-aggregator/event", payload: Array("x".utf8)))
+        }
+        await aggregator.disconnect()
+        await attacker.disconnect()
+        await victim.disconnect()
+        await watcher.disconnect()
+
+        // Revoke gw-b: after the broker's restart it is refused; gw-a still connects.
+        let script = TestEnvironment.packageRoot.appendingPathComponent("Deploy/pki/make-pki.sh").path
+        let oldCertificate = try Data(contentsOf: URL(fileURLWithPath: secure.file("gw-b.crt")))
+        let oldKey = try Data(contentsOf: URL(fileURLWithPath: secure.file("gw-b.key")))
+        let revoked = try await ChildProcess.run("/bin/bash", [script, "revoke", secure.pki.path, "gw-b"], timeout: 60)
+        #expect(revoked.status == 0, "\(revoked.stderr)")
+        try await secure.broker.restart()
+        let kept = secure.client("gw-a")
+        try await kept.connect()
+        await kept.disconnect()
+        let revokedFolder = try TestEnvironment.temporaryDirectory("revoked")
+        defer { try? FileManager.default.removeItem(at: revokedFolder) }
+        try oldCertificate.write(to: revokedFolder.appendingPathComponent("gw-b.crt"))
+        try oldKey.write(to: revokedFolder.appendingPathComponent("gw-b.key"))
+        let refused = secure.client("gw-b", certificateFolder: revokedFolder)
+        await #expect(throws: MQTTError.self) { try await refused.connect() }
+        #expect(!((try? String(contentsOfFile: secure.file("acl"), encoding: .utf8)) ?? "").contains("user gw-b"))
+
+        // Renewing issues a new certificate that works (and revokes the one before).
+        let script2 = try await ChildProcess.run("/bin/bash", [script, "renew", secure.pki.path, "gw-a"], timeout: 60)
+        #expect(script2.status == 0, "\(script2.stderr)")
+        try await secure.broker.restart()
+        let renewed = secure.client("gw-a")
+        try await renewed.connect()
+        #expect(renewed.isConnected)
+        await renewed.disconnect()
+        await secure.broker.stop()
+    }
+}
