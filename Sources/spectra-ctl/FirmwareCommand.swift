@@ -28,6 +28,9 @@ struct FirmwareCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Headband hardware revision it is built for.", valueName: "rev")) var hardware = "sculpt-r2"
         @Option(help: ArgumentHelp("Fleet (default: from --config or SPECTRA_FLEET, else demo).", valueName: "name")) var fleet: String?
         @Option(help: ArgumentHelp("Where to write the manifest (default firmware-VERSION.manifest.json).", valueName: "file")) var out: String?
+        @Option(help: ArgumentHelp("How long the manifest stays valid: gateways refuse it after that (a replay cannot install it).", valueName: "duration"))
+        var expires = "30d"
+        @Flag(help: "A deliberate downgrade: gateways install it even over a newer version.") var allowDowngrade = false
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
@@ -40,11 +43,15 @@ struct FirmwareCommand: AsyncParsableCommand {
             let signingKey = try loadSigningKey(key)
             let fleet = try await connection.fleet(fleet)
             let sha256 = SHA256.hash(data: image).map { String(format: "%02x", $0) }.joined()
-            let manifest = FirmwareManifest(version: version, url: url, sha256: sha256, sizeBytes: image.count, hardware: hardware)
-            // The document version only has to grow: seconds since 1970 do.
+            let validity = try parseDuration(expires, option: "--expires")
+            let manifest = FirmwareManifest(
+                version: version, url: url, sha256: sha256, sizeBytes: image.count, hardware: hardware, allowDowngrade: allowDowngrade)
+            // The document version only has to grow: seconds since 1970 do (and stay within
+            // what gateways allow for the issue time).
+            let now = Date()
             let document = DocumentPayload(
-                kind: .firmware, fleet: fleet, target: .all, version: Int(Date().timeIntervalSince1970), issuedAt: Date(),
-                body: .firmware(manifest))
+                kind: .firmware, fleet: fleet, target: .all, version: Int(now.timeIntervalSince1970), issuedAt: now,
+                expiresAt: now.addingTimeInterval(validity), body: .firmware(manifest))
             let signed = signingKey.sign(document.encoded())
             let path = out ?? "firmware-\(version).manifest.json"
             do {
@@ -52,7 +59,7 @@ struct FirmwareCommand: AsyncParsableCommand {
             } catch {
                 throw UsageFailure("cannot write \(path): \(error.localizedDescription)")
             }
-            print("wrote \(path): firmware \(version), \(image.count) bytes, sha256 \(sha256), fleet \(fleet), key \(signed.kid)")
+            print("wrote \(path): firmware \(version)\(allowDowngrade ? " (a downgrade)" : ""), \(image.count) bytes, sha256 \(sha256), fleet \(fleet), key \(signed.kid), valid until \(WireFormat.timestamp(now.addingTimeInterval(validity)))")
         }
     }
 

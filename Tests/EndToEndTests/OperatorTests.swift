@@ -494,3 +494,33 @@ extension OperatorTests {
         await fleet.stopAll()
     }
 }
+
+extension OperatorTests {
+    @Test("firmware publish signs manifests that expire (30 days unless --expires) and marks deliberate downgrades")
+    func firmwareManifestsExpire() async throws {
+        let folder = try TestEnvironment.temporaryDirectory("manifest")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let ctl = TestEnvironment.product("spectra-ctl")
+        #expect(try await ChildProcess.run(ctl, ["keys", "generate", "--out", folder.path]).status == 0)
+        let image = folder.appendingPathComponent("fw.bin")
+        try Data((0..<1000).map { UInt8($0 % 256) }).write(to: image)
+        func publish(_ extra: [String]) async throws -> DocumentPayload {
+            let out = folder.appendingPathComponent("m-\(extra.count).json").path
+            let result = try await ChildProcess.run(ctl, [
+                "firmware", "publish", "--file", image.path, "--version", "2.6.0", "--url", "https://updates.example/fw.bin",
+                "--key", folder.appendingPathComponent("signing.key").path, "--out", out,
+            ] + extra)
+            #expect(result.status == 0, "\(result.stderr)")
+            let signed = try SignedDocument.decode(try Data(contentsOf: URL(fileURLWithPath: out)))
+            return try WireFormat.decode(DocumentPayload.self, from: try #require(Data(base64Encoded: signed.payload)))
+        }
+        let plain = try await publish([])
+        let days = (plain.expiresAt?.timeIntervalSince(plain.issuedAt) ?? 0) / 86_400
+        #expect(abs(days - 30) < 0.01, "\(String(describing: plain.expiresAt))")
+        guard case .firmware(let manifest)? = plain.body else { Issue.record("not a manifest"); return }
+        #expect(!manifest.allowDowngrade)
+        let downgrade = try await publish(["--expires", "2h", "--allow-downgrade"])
+        #expect(downgrade.expiresAt.map { abs($0.timeIntervalSince(downgrade.issuedAt) - 7200) < 1 } == true)
+        if case .firmware(let manifest)? = downgrade.body { #expect(manifest.allowDowngrade) }
+    }
+}
