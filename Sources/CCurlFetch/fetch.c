@@ -96,7 +96,7 @@ static int on_progress(void *context, curl_off_t dltotal, curl_off_t dlnow, curl
     return t->cancelled != NULL && __atomic_load_n(t->cancelled, __ATOMIC_RELAXED) ? 1 : 0;
 }
 
-void spectra_fetch_get(const char *url, long timeout_ms, size_t max_bytes, const int *cancelled,
+void spectra_fetch_get(const char *url, long timeout_ms, size_t max_bytes, size_t offset, const int *cancelled,
                        spectra_fetch_result *result) {
     memset(result, 0, sizeof *result);
     pthread_once(&load_once, load);
@@ -129,6 +129,7 @@ void spectra_fetch_get(const char *url, long timeout_ms, size_t max_bytes, const
     curl.easy_setopt(handle, CURLOPT_XFERINFODATA, &t);
     curl.easy_setopt(handle, CURLOPT_ERRORBUFFER, error);
     curl.easy_setopt(handle, CURLOPT_USERAGENT, "spectra-agent");
+    if (offset > 0 && offset < max_bytes) curl.easy_setopt(handle, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)offset);
 
     CURLcode code = curl.easy_perform(handle);
     long status = 0;
@@ -142,7 +143,13 @@ void spectra_fetch_get(const char *url, long timeout_ms, size_t max_bytes, const
         result->length = t.length;
         return;
     }
-    free(t.body);
+    // What arrived before the failure, for a resumed transfer (nothing when too large).
+    if (t.too_large || code == CURLE_FILESIZE_EXCEEDED) {
+        free(t.body);
+    } else {
+        result->body = t.body;
+        result->length = t.length;
+    }
     if (t.too_large || code == CURLE_FILESIZE_EXCEEDED) {
         result->status = SPECTRA_FETCH_TOO_LARGE;
         snprintf(result->message, sizeof result->message, "the body is larger than %zu bytes", max_bytes);

@@ -22,7 +22,13 @@ public final class StaticHTTPServer: Sendable {
         /// `503 Service Unavailable` for the first `failures` requests, then `200 OK` with the body
         /// (a server that is down for a while).
         case unavailable(failures: Int, then: [UInt8])
+        /// The first request announces the whole body and drops the connection after `after`
+        /// bytes; later ones honour `Range: bytes=N-` (`206 Partial Content`).
+        case interrupted(after: Int, then: [UInt8])
     }
+
+    /// The `Range` header of each request for `path`, in order (nil: none).
+    public func ranges(_ path: String) -> [String?] { tally.ranges.withLock { $0[path, default: []] } }
 
     public let port: Int
     private let fd: Int32
@@ -85,6 +91,9 @@ public final class StaticHTTPServer: Sendable {
         let line = String(decoding: request.prefix(max(0, count)), as: UTF8.self).split(separator: "\r\n").first ?? ""
         let parts = line.split(separator: " ")
         let path = parts.count > 1 ? String(parts[1]) : ""
+        let headers = String(decoding: request.prefix(max(0, count)), as: UTF8.self).split(separator: "\r\n")
+        let range = headers.first { $0.lowercased().hasPrefix("range:") }.map { String($0.dropFirst("range:".count)).trimmingCharacters(in: .whitespaces) }
+        tally.ranges.withLock { $0[path, default: []].append(range) }
         let arrival = tally.arrivals.withLock { arrivals in
             arrivals[path, default: []].append(.now)
             return arrivals[path, default: []].count
@@ -108,6 +117,20 @@ public final class StaticHTTPServer: Sendable {
         case .unavailable(_, let body):
             guard send(client, Array("\(ok)Content-Length: \(body.count)\r\n\r\n".utf8)) else { return }
             sendBody(client, body, countedAs: path, in: tally, framing: { Array($0) })
+        case .interrupted(let after, let body) where arrival == 1:
+            guard send(client, Array("\(ok)Content-Length: \(body.count)\r\n\r\n".utf8)) else { return }
+            sendBody(client, Array(body.prefix(after)), countedAs: path, in: tally, framing: { Array($0) })
+        case .interrupted(_, let body):
+            if let range, range.hasPrefix("bytes="), let start = Int(range.dropFirst("bytes=".count).split(separator: "-").first ?? ""),
+               start < body.count {
+                let rest = Array(body[start...])
+                guard send(client, Array(("HTTP/1.1 206 Partial Content\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n"
+                    + "Content-Range: bytes \(start)-\(body.count - 1)/\(body.count)\r\nContent-Length: \(rest.count)\r\n\r\n").utf8)) else { return }
+                sendBody(client, rest, countedAs: path, in: tally, framing: { Array($0) })
+            } else {
+                guard send(client, Array("\(ok)Content-Length: \(body.count)\r\n\r\n".utf8)) else { return }
+                sendBody(client, body, countedAs: path, in: tally, framing: { Array($0) })
+            }
         case .redirect(let location):
             send(client, Array("HTTP/1.1 302 Found\r\nLocation: \(location)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
         case nil:
@@ -148,6 +171,7 @@ public final class StaticHTTPServer: Sendable {
 private final class BodyTally: Sendable {
     let bytes = Mutex<[String: Int]>([:])
     let arrivals = Mutex<[String: [ContinuousClock.Instant]]>([:])
+    let ranges = Mutex<[String: [String?]]>([:])
 
     func add(_ count: Int, for path: String) { bytes.withLock { $0[path, default: 0] += count } }
 }

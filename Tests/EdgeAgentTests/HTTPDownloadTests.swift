@@ -108,3 +108,23 @@ struct HTTPDownloadTests {
         }
     }
 }
+
+extension HTTPDownloadTests {
+    @Test("a transfer cut off part-way hands back what arrived, and the next one asks only for the rest (Range) and returns the whole body")
+    func resumes() async throws {
+        let image = (0..<300_000).map { UInt8(($0 * 7) % 256) }
+        let server = try StaticHTTPServer(routes: ["/fw.bin": .interrupted(after: 120_000, then: image)])
+        var partial: [UInt8] = []
+        do {
+            _ = try await HTTPDownload.get(server.url("/fw.bin"), maxBytes: image.count, timeout: .seconds(10))
+            Issue.record("the cut-off transfer succeeded")
+        } catch {
+            partial = error.partial
+        }
+        #expect(partial.count > 0 && partial.count <= 120_000 && partial == Array(image.prefix(partial.count)), "\(partial.count) bytes kept")
+        let whole = try await HTTPDownload.get(server.url("/fw.bin"), maxBytes: image.count, timeout: .seconds(10), resumeFrom: partial)
+        #expect(whole == image)
+        #expect(server.ranges("/fw.bin") == [nil, "bytes=\(partial.count)-"])
+        #expect(server.bodyBytesSent("/fw.bin") < image.count + 130_000, "the second request did not send the whole image again")
+    }
+}

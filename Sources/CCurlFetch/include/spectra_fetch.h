@@ -37,7 +37,10 @@ typedef struct spectra_fetch_result {
 /// A body over `max_bytes` is refused as soon as it is announced or, without a length, as
 /// soon as that many bytes have come. `cancelled`, when not NULL, is polled while the
 /// transfer runs; set it with spectra_fetch_cancel from another thread.
-void spectra_fetch_get(const char *url, long timeout_ms, size_t max_bytes, const int *cancelled,
+/// With `offset` above 0 it asks for the bytes from there on (`Range`): a `206 Partial
+/// Content` answer holds only those (`max_bytes` then counts from the offset); a `200` holds the
+/// whole body again. A transfer that fails part-way still hands back the bytes it had.
+void spectra_fetch_get(const char *url, long timeout_ms, size_t max_bytes, size_t offset, const int *cancelled,
                        spectra_fetch_result *result);
 
 /// Sets a cancellation flag that a running spectra_fetch_get polls.

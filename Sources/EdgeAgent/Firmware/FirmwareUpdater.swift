@@ -117,10 +117,13 @@ public actor FirmwareUpdater {
         await report(FirmwareProgress(version: manifest.version, stage: .downloading))
         var image: [UInt8]?
         var attempt = 0
+        // What earlier attempts received: a retry asks only for the rest (HTTP Range).
+        var partial: [UInt8] = []
         while image == nil {
             do {
-                image = try await download(manifest)
+                image = try await download(manifest, resumeFrom: partial)
             } catch {
+                partial = error.partial
                 guard attempt < retryDelaysSeconds.count else {
                     // Not recorded as taken: the manifest is tried again when it next arrives.
                     await report(FirmwareProgress(
@@ -195,14 +198,15 @@ public actor FirmwareUpdater {
     }
 
     /// Downloads the image; a body longer than the manifest says is cut off as it arrives.
-    private func download(_ manifest: FirmwareManifest) async throws -> [UInt8] {
+    private func download(_ manifest: FirmwareManifest, resumeFrom partial: [UInt8]) async throws(FirmwareError) -> [UInt8] {
         let body: [UInt8]
         do {
-            body = try await HTTPDownload.get(manifest.url, maxBytes: manifest.sizeBytes, timeout: .seconds(timeout(for: manifest.sizeBytes)))
+            body = try await HTTPDownload.get(
+                manifest.url, maxBytes: manifest.sizeBytes, timeout: .seconds(timeout(for: manifest.sizeBytes)), resumeFrom: partial)
         } catch where error.code == .tooLarge {
             throw FirmwareError("download larger than the manifest's \(manifest.sizeBytes) bytes: \(error)")
         } catch {
-            throw FirmwareError("download failed: \(error)")
+            throw FirmwareError("download failed: \(error)\(error.partial.isEmpty ? "" : " (\(error.partial.count) bytes kept to resume from)")", partial: error.partial)
         }
         guard body.count == manifest.sizeBytes else {
             throw FirmwareError("download size \(body.count) bytes differs from the manifest's \(manifest.sizeBytes)")
@@ -214,5 +218,10 @@ public actor FirmwareUpdater {
 /// A firmware download or install failure.
 struct FirmwareError: Error, CustomStringConvertible {
     var description: String
-    init(_ description: String) { self.description = description }
+    /// Bytes of the image received before a download failed, to resume from.
+    var partial: [UInt8]
+    init(_ description: String, partial: [UInt8] = []) {
+        self.description = description
+        self.partial = partial
+    }
 }
