@@ -129,6 +129,8 @@ final class ClientCore: @unchecked Sendable {
 
     private func connect() {
         guard !stopped else { return }
+        // The reason of this attempt's failure, when it fails, is found anew.
+        lastError = nil
         outputs.set(.connecting)
         connectionNumber += 1
         delivered = 0
@@ -225,7 +227,8 @@ final class ClientCore: @unchecked Sendable {
         }
         guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
             errno = savedErrno
-            let error = MQTTError.library(rc, "connecting to \(configuration.host):\(configuration.port)")
+            // A TLS failure during the connect was described by the log (queued before this).
+            let error = lastError ?? MQTTError.library(rc, "connecting to \(configuration.host):\(configuration.port)")
             teardown()
             fail(error)
             return
@@ -540,12 +543,21 @@ final class ClientCore: @unchecked Sendable {
 
     /// libmosquitto logged an error during the handshake: a TLS failure becomes the reason the
     /// connection ends, with OpenSSL's certificate verification result when there is one.
+    ///
+    /// Called on whichever thread runs libmosquitto at the time (the connector's, during a
+    /// blocking connect): the verification result is read here, while the TLS session exists,
+    /// and the rest is done on the loop, before the connect's or the disconnect's outcome,
+    /// which are queued after it.
     fileprivate func onLog(_ handle: OpaquePointer?, level: Int32, message: String) {
-        guard level == Int32(MOSQ_LOG_ERR), message.hasPrefix("OpenSSL Error"), lastError == nil else { return }
+        guard level == Int32(MOSQ_LOG_ERR), message.hasPrefix("OpenSSL Error") else { return }
         let detail = TLSVerification.result(handle, host: configuration.host) ?? message
-        lastError = MQTTError(
-            .library, code: Int32(MOSQ_ERR_TLS.rawValue),
-            "TLS with \(configuration.host):\(configuration.port) failed: \(detail): check mqtt.tls.caFile (the CA that signed the broker's certificate), that the certificate names \(configuration.host), and the client certificate and key")
+        let failed = handle.map { UInt(bitPattern: $0) }
+        loop.execute { [self] in
+            guard lastError == nil, self.handle.map({ UInt(bitPattern: $0) }) == failed else { return }
+            lastError = MQTTError(
+                .library, code: Int32(MOSQ_ERR_TLS.rawValue),
+                "TLS with \(configuration.host):\(configuration.port) failed: \(detail): check mqtt.tls.caFile (the CA that signed the broker's certificate), that the certificate names \(configuration.host), and the client certificate and key")
+        }
     }
 
     fileprivate func onPublish(mid: Int32, reason: Int32) {
