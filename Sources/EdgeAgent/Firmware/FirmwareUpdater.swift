@@ -159,6 +159,8 @@ public actor FirmwareUpdater {
         // Install only between sessions.
         while true {
             if let installed = await sessions.installFirmware(image, version: manifest.version) {
+                // Older staged images are not needed any more (this one is kept for the record).
+                removeStaged(except: staged)
                 if installed {
                     await report(FirmwareProgress(version: manifest.version, stage: .installing))
                     await report(FirmwareProgress(version: manifest.version, stage: .installed))
@@ -168,7 +170,6 @@ public actor FirmwareUpdater {
                     await report(FirmwareProgress(
                         version: manifest.version, stage: .rolledBack, detail: "running \(await sessions.firmwareVersion) again"))
                 }
-                removeStaged(except: staged)
                 return
             }
             try? await Task.sleep(for: .milliseconds(250))
