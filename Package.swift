@@ -95,6 +95,7 @@ let package = Package(
             name: "Aggregator",
             dependencies: [
                 "SpectraProtocol", "SpectraConfig", "MQTT", "CSQLiteSettings",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),

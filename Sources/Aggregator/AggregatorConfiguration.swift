@@ -17,6 +17,9 @@ public struct AggregatorConfiguration: Sendable, Equatable {
     /// HTTP listen address and port.
     public var httpHost: String
     public var httpPort: Int
+    /// Host names the HTTP server answers to (`http.allowedHosts`); nil: the loopback names and
+    /// `http.host`, or any name when bound to every address.
+    public var allowedHosts: [String]? = nil
     /// How often retained `stats/*` topics are republished, seconds.
     public var publishIntervalSeconds: Double
     /// How long raw events are kept, days.
@@ -51,7 +54,7 @@ public struct AggregatorConfiguration: Sendable, Equatable {
 
     /// Every key ``init(fields:)`` reads.
     public static let keys: Set<String> = BrokerConfiguration.keys.union([
-        "fleets", "clientId", "shareGroup", "database", "http.host", "http.port", "stats.publishIntervalS",
+        "fleets", "clientId", "shareGroup", "database", "http.host", "http.port", "http.allowedHosts", "stats.publishIntervalS",
         "retention.days", "presence.silentAfterS", "limits.gatewayMessagesPerHour", "limits.newEpochsPerGatewayPerDay",
     ])
 
@@ -88,5 +91,8 @@ public struct AggregatorConfiguration: Sendable, Equatable {
             silentAfterSeconds: try fields.double("presence.silentAfterS", default: 600, in: 10...604_800),
             gatewayMessagesPerHour: try fields.int("limits.gatewayMessagesPerHour", default: 250_000, in: 100...100_000_000),
             newEpochsPerGatewayPerDay: try fields.int("limits.newEpochsPerGatewayPerDay", default: 16, in: 1...10_000))
+        if fields.raw("http.allowedHosts") != nil {
+            allowedHosts = fields.stringList("http.allowedHosts", default: []).map { $0.lowercased() }
+        }
     }
 }

@@ -36,8 +36,16 @@ public struct AggregatorServer: Sendable {
         self.ingest = ingest
         let portBox = PortBox()
         self.portBox = portBox
+        let allowedHosts = configuration.allowedHosts.map(Set.init)
+            ?? BrowserHardening<BasicRequestContext>.defaultAllowedHosts(boundTo: configuration.httpHost)
+        if allowedHosts.isEmpty {
+            logger.warning(
+                "the HTTP server answers to any host name (it is bound to every address): set http.allowedHosts to the names operators use, so a DNS-rebinding page cannot read it",
+                metadata: ["http.host": "\(configuration.httpHost)"])
+        }
         let router = APIRouter.make(
-            store: store, metrics: metrics, health: { ingest.health.report(brokerConnected: ingest.client.isConnected) }, now: now)
+            store: store, metrics: metrics, health: { ingest.health.report(brokerConnected: ingest.client.isConnected) },
+            allowedHosts: allowedHosts, now: now)
         application = Application(
             router: router,
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "spectra-aggregator"),

@@ -229,3 +229,40 @@ extension AggregatorEndToEndTests {
         await broker.stop()
     }
 }
+
+extension AggregatorEndToEndTests {
+    @Test("the HTTP server answers only to its own host names (DNS rebinding), and every answer carries the browser hardening headers; the dashboard's CSP allows its own script only")
+    func browserHardening() async throws {
+        let broker = try await MosquittoBroker()
+        let folder = try TestEnvironment.temporaryDirectory("aggregator-headers")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let aggregator = try BrokerCompatibilityTests.Aggregator(url: broker.url, folder: folder)
+        #expect(await aggregator.connected())
+        let port = try #require(URL(string: aggregator.base)?.port)
+        // A raw request, so the Host header is ours to choose.
+        func get(_ path: String, host: String) async throws -> (status: Int, headers: [String: String], body: String) {
+            let script = """
+                import http.client, json, sys
+                c = http.client.HTTPConnection("127.0.0.1", \(port), timeout=10)
+                c.putrequest("GET", sys.argv[1], skip_host=True); c.putheader("Host", sys.argv[2]); c.endheaders()
+                r = c.getresponse()
+                print(json.dumps({"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()}, "body": r.read().decode()}))
+                """
+            let run = try await ChildProcess.run("/usr/bin/env", ["python3", "-c", script, path, host])
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stderr)")
+            return (object["status"] as? Int ?? 0, object["headers"] as? [String: String] ?? [:], object["body"] as? String ?? "")
+        }
+        let rebinding = try await get("/api/v1/gateways", host: "attacker.example:\(port)")
+        #expect(rebinding.status == 421 && rebinding.body.contains("http.allowedHosts"), "\(rebinding)")
+        let page = try await get("/", host: "127.0.0.1:\(port)")
+        #expect(page.status == 200)
+        let csp = page.headers["content-security-policy"] ?? ""
+        #expect(csp.contains("script-src 'sha256-") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "\(csp)")
+        #expect(page.headers["x-frame-options"] == "DENY" && page.headers["referrer-policy"] == "no-referrer")
+        #expect(page.headers["x-content-type-options"] == "nosniff")
+        let personal = try await get("/api/v1/gateways", host: "localhost:\(port)")
+        #expect(personal.status == 200 && personal.headers["cache-control"] == "no-store", "\(personal.headers)")
+        #expect(await aggregator.stop() == 0)
+        await broker.stop()
+    }
+}

@@ -14,9 +14,10 @@ public enum APIRouter {
     ///   - now: the clock "today" is taken from.
     public static func make(
         store: any StatsStore, metrics: IngestMetrics, health: @escaping @Sendable () -> IngestHealth.Report,
-        now: @escaping @Sendable () -> Date = Date.init
+        allowedHosts: Set<String> = [], now: @escaping @Sendable () -> Date = Date.init
     ) -> Router<BasicRequestContext> {
         let router = Router()
+        router.add(middleware: BrowserHardening(allowedHosts: allowedHosts))
         router.get("/") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],

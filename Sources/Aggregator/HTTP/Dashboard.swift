@@ -1,9 +1,28 @@
+import Crypto
+import Foundation
+
 /// The dashboard page: one self-contained HTML file (no external scripts, fonts or styles).
 ///
 /// It reads the same JSON API as everyone else, refreshes every 5 s, and deep-links a
 /// gateway's drill-down as `/#gw=ID` (also `#fleet=NAME` to narrow to one fleet).
 enum Dashboard {
     static let page: [UInt8] = Array(html.utf8)
+
+    /// The page's Content-Security-Policy: nothing but its own inline script and style (by
+    /// their SHA-256) and requests to this server; it cannot be framed.
+    static let contentSecurityPolicy: String = {
+        "default-src 'none'; script-src '\(hash(of: "script"))'; style-src '\(hash(of: "style"))'; connect-src 'self'; "
+            + "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    }()
+
+    /// `sha256-BASE64` of the text inside the page's `<tag>` element.
+    private static func hash(of tag: String) -> String {
+        guard let start = html.range(of: "<\(tag)>"), let end = html.range(of: "</\(tag)>", range: start.upperBound..<html.endIndex) else {
+            return "none"
+        }
+        let content = Data(html[start.upperBound..<end.lowerBound].utf8)
+        return "sha256-" + Data(SHA256.hash(data: content)).base64EncodedString()
+    }
 
     static let html = #"""
 <!doctype html>
@@ -41,6 +60,8 @@ enum Dashboard {
   .bars div { display:flex; align-items:center; gap:8px; margin:4px 0; }
   .bars span.name { width:120px; color:var(--dim); overflow:hidden; text-overflow:ellipsis; }
   .bars span.bar { height:10px; background:var(--accent); border-radius:3px; }
+  h2.spaced { margin-top:14px; }
+  h2.split { display:flex; justify-content:space-between; align-items:center; }
   .bars span.count { font-variant-numeric:tabular-nums; }
   input[type=search] { background:var(--bg); color:var(--text); border:1px solid var(--line); border-radius:6px; padding:6px 10px; width:260px; }
   svg text { fill:var(--dim); font-size:10px; }
@@ -81,11 +102,11 @@ enum Dashboard {
     <span class="close" id="drill-close">close ✕</span>
     <h2>Gateway <span id="drill-id"></span></h2>
     <div class="kpis" id="drill-kpis"></div>
-    <h2 style="margin-top:14px">Recent sessions</h2>
+    <h2 class="spaced">Recent sessions</h2>
     <table id="drill-sessions"><thead><tr><th>Session</th><th>Day</th><th>Outcome</th><th>Reason</th><th class="num">Level</th><th class="num">Stimulating</th><th class="num">Pauses</th><th class="num">Trips</th><th>Regimen</th></tr></thead><tbody></tbody></table>
   </section>
   <section class="panel">
-    <h2 style="display:flex;justify-content:space-between;align-items:center">Gateways <input type="search" id="search" placeholder="Search gateway id…" autocomplete="off"></h2>
+    <h2 class="split">Gateways <input type="search" id="search" placeholder="Search gateway id…" autocomplete="off"></h2>
     <table id="gateway-table"><thead><tr><th>Gateway</th><th>Fleet</th><th>Last seen</th><th>Firmware</th><th class="num">Sessions</th><th class="num">Completed</th><th>Phase</th><th class="num">Adherence</th><th class="num">Backlog</th><th class="num">Complete</th></tr></thead><tbody></tbody></table>
   </section>
 </main>
@@ -114,7 +135,9 @@ async function get(path) {
 function bars(element, entries, format) {
   const max = Math.max(1, ...entries.map((e) => e[1]));
   element.innerHTML = entries.length === 0 ? '<span class="empty">none yet</span>' : entries.map(([name, value]) =>
-    `<div data-key="${esc(name)}"><span class="name">${esc(name)}</span><span class="bar" style="width:${Math.max(2, 140 * value / max)}px"></span><span class="count">${format ? format(value) : num(value)}</span></div>`).join("");
+    `<div data-key="${esc(name)}"><span class="name">${esc(name)}</span><span class="bar" data-width="${Math.max(2, 140 * value / max)}"></span><span class="count">${format ? format(value) : num(value)}</span></div>`).join("");
+  // Widths through the style object: the page's Content-Security-Policy allows no style attributes.
+  element.querySelectorAll(".bar").forEach((bar) => { bar.style.width = bar.dataset.width + "px"; });
 }
 function chart(days) {
   const w = 640, h = 150, pad = 22, bw = (w - pad) / Math.max(1, days.length);
