@@ -2,7 +2,9 @@ import Aggregator
 import ArgumentParser
 import Foundation
 import Logging
+import MQTT
 import SpectraConfig
+import SpectraProtocol
 
 @main
 struct SpectraAggregatorCommand: AsyncParsableCommand {
@@ -16,7 +18,7 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
               spectra-aggregator run --config Config/aggregator.yaml
               spectra-aggregator config show --config Config/aggregator.yaml --set http.port=9090
             """,
-        subcommands: [Run.self, Retire.self, ConfigGroup.self]
+        subcommands: [Run.self, Retire.self, Forget.self, ConfigGroup.self]
     )
 
     struct Run: AsyncParsableCommand {
@@ -69,6 +71,57 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
                 print("retired \(configuration.clientID): its session held \(outcome.received) messages, \(outcome.envelopes) envelopes written to \(configuration.databasePath); the broker has no session for it now")
             } catch {
                 FileHandle.standardError.write(Data("spectra-aggregator: retiring \(configuration.clientID) failed: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Forget: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove one gateway's personal records; the fleet's totals stay.",
+            discussion: """
+                Deletes the gateway's sessions, raw events, presence, state, refusals and dedupe
+                state from the aggregator's database, moves its daily counts into an anonymous
+                bucket (so fleet totals do not change), and clears its retained stats/gw/GATEWAY
+                on the broker. Stop the aggregator first, and retire the gateway: messages it sent
+                again would be counted anew.
+
+                Example: spectra-aggregator forget gw-0042 --fleet demo --config /etc/spectra/aggregator.yaml
+                """)
+
+        @Argument(help: "The gateway id.") var gateway: String
+        @Option(help: ArgumentHelp("Its fleet.", valueName: "name")) var fleet = "demo"
+        @OptionGroup var options: ConfigOptions
+
+        func run() async throws {
+            guard let gatewayID = try? Identifier(gateway, field: "gateway"), let fleetID = try? Identifier(fleet, field: "fleet") else {
+                FileHandle.standardError.write(Data("spectra-aggregator: gateway and fleet must be 1-64 of A-Z a-z 0-9 _ -\n".utf8))
+                throw ExitCode(2)
+            }
+            let configuration = await options.aggregatorConfiguration()
+            let forgotten: SQLiteStatsStore.Forgotten
+            do {
+                let store = try SQLiteStatsStore(path: configuration.databasePath)
+                forgotten = try await store.forget(fleet: fleetID.rawValue, gateway: gatewayID.rawValue)
+            } catch {
+                FileHandle.standardError.write(Data("spectra-aggregator: cannot forget \(gatewayID) in \(configuration.databasePath): \(error) (is the aggregator still running?)\n".utf8))
+                throw ExitCode(1)
+            }
+            guard forgotten.known else {
+                FileHandle.standardError.write(Data("spectra-aggregator: \(fleetID)/\(gatewayID) is not in \(configuration.databasePath); nothing removed\n".utf8))
+                throw ExitCode(1)
+            }
+            print("forgot \(fleetID)/\(gatewayID): \(forgotten.sessions) sessions and \(forgotten.events) raw events removed; its daily counts stay in the fleet's totals, anonymously")
+            // Its retained per-gateway stats on the broker go too.
+            let client = MQTTClient(configuration.broker.client(id: "\(configuration.clientID)-forget"))
+            do {
+                _ = try await client.connect()
+                try await client.publish(OutgoingMessage(topic: Topic.statsGateway(fleet: fleetID, gateway: gatewayID).path, payload: [], retain: true))
+                await client.disconnect()
+                print("cleared the retained \(Topic.statsGateway(fleet: fleetID, gateway: gatewayID).path)")
+            } catch {
+                await client.disconnect()
+                FileHandle.standardError.write(Data("spectra-aggregator: could not clear the retained stats of \(gatewayID) on \(configuration.broker.url): \(error); clear it with: mosquitto_pub -r -n -t \(Topic.statsGateway(fleet: fleetID, gateway: gatewayID).path)\n".utf8))
                 throw ExitCode(1)
             }
         }
