@@ -169,26 +169,11 @@ done
 rm -f acl.head acl.users
 
 if [ -n "${EXPIRED:-}" ] && [ ! -f "$EXPIRED.crt" ]; then
-    # openssl x509 cannot backdate; a throwaway 'openssl ca' setup can.
-    mkdir -p expired.ca && : > expired.ca/index.txt && echo 1000 > expired.ca/serial
-    cat > expired.ca/ca.cnf <<CNF
-[ ca ]
-default_ca = expired
-[ expired ]
-dir = expired.ca
-database = expired.ca/index.txt
-serial = expired.ca/serial
-new_certs_dir = expired.ca
-default_md = sha256
-policy = any
-unique_subject = no
-[ any ]
-commonName = supplied
-CNF
+    # The CA's own database can backdate (openssl x509 could not).
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$EXPIRED.key" -out "$EXPIRED.csr" -subj "/CN=$EXPIRED" 2>/dev/null
-    openssl ca -batch -config expired.ca/ca.cnf -cert ca.crt -keyfile ca.key -in "$EXPIRED.csr" -out "$EXPIRED.crt" \
+    openssl ca -batch -config ca.db/ca.cnf -in "$EXPIRED.csr" -out "$EXPIRED.crt" \
         -startdate 20200101000000Z -enddate 20200102000000Z -notext 2>/dev/null
-    rm -rf expired.ca "$EXPIRED.csr"
+    rm -f "$EXPIRED.csr"
 fi
 chmod 600 ./*.key
 chmod 644 ./*.crt acl crl.pem

@@ -1,5 +1,7 @@
-/// The agent's version, reported in `status` and `state`.
+import SpectraProtocol
+
+/// The agent's version, reported in `status` and `state`: the release it is part of.
 public enum AgentVersion {
     /// The release this build is.
-    public static let current = "0.1.0"
+    public static let current = SpectraVersion.current
 }

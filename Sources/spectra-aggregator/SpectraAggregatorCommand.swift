@@ -18,6 +18,7 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
               spectra-aggregator run --config Config/aggregator.yaml
               spectra-aggregator config show --config Config/aggregator.yaml --set http.port=9090
             """,
+        version: SpectraVersion.current,
         subcommands: [Run.self, Retire.self, Forget.self, ConfigGroup.self]
     )
 

@@ -18,6 +18,7 @@ struct SpectraCtl: AsyncParsableCommand {
               spectra-ctl firmware rollout --manifest firmware-2.5.0.manifest.json --waves 1,5,25,100 --max-failure-pct 5
               spectra-ctl gateways --aggregator http://127.0.0.1:8080
             """,
+        version: SpectraVersion.current,
         subcommands: [Keys.self, ConfigCommand.self, FirmwareCommand.self, StopCommand.self, Gateways.self, Stats.self, Sessions.self, Watch.self]
     )
 }

@@ -30,7 +30,8 @@ struct SpectraFleetSim: AsyncParsableCommand {
 
             Example:
               spectra-fleetsim --gateways 200 --speed 8640 --days 30 --broker mqtt://127.0.0.1:1883 --seed 7
-            """)
+            """,
+        version: SpectraVersion.current)
 
     @Option(help: "Simulated gateways.") var gateways = 100
     @Option(help: ArgumentHelp(

@@ -86,3 +86,16 @@ struct CommandLineTests {
         #expect(again.stderr.contains("already exists"))
     }
 }
+
+extension CommandLineTests {
+    @Test("every binary's --version prints the same release")
+    func versions() async throws {
+        var printed: Set<String> = []
+        for binary in ["spectra-agent", "spectra-aggregator", "spectra-ctl", "spectra-fleetsim"] {
+            let result = try await ChildProcess.run(TestEnvironment.product(binary), ["--version"])
+            #expect(result.status == 0, "\(binary): \(result.stderr)")
+            printed.insert(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        #expect(printed.count == 1 && printed.first?.split(separator: ".").count == 3, "\(printed)")
+    }
+}
