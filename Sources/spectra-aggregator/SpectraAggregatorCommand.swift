@@ -83,8 +83,9 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             discussion: """
                 Deletes the gateway's sessions, raw events, presence, state, refusals and dedupe
                 state from the aggregator's database, moves its daily counts into an anonymous
-                bucket (so fleet totals do not change), and clears its retained stats/gw/GATEWAY
-                on the broker. Stop the aggregator first, and retire the gateway: messages it sent
+                bucket (so fleet totals do not change), clears its retained stats/gw/GATEWAY on
+                the broker (and its retained status and state where the broker lets it), and
+                ignores its older presence from then on. Stop the aggregator first, and retire the gateway: messages it sent
                 again would be counted anew.
 
                 Example: spectra-aggregator forget gw-0042 --fleet demo --config /etc/spectra/aggregator.yaml
@@ -118,8 +119,18 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             do {
                 _ = try await client.connect()
                 try await client.publish(OutgoingMessage(topic: Topic.statsGateway(fleet: fleetID, gateway: gatewayID).path, payload: [], retain: true))
-                await client.disconnect()
                 print("cleared the retained \(Topic.statsGateway(fleet: fleetID, gateway: gatewayID).path)")
+                // The gateway's own retained presence too, where this identity may (the
+                // aggregator ignores it from now on either way).
+                for topic in [Topic.status(fleet: fleetID, gateway: gatewayID), Topic.state(fleet: fleetID, gateway: gatewayID)] {
+                    do {
+                        try await client.publish(OutgoingMessage(topic: topic.path, payload: [], retain: true))
+                        print("cleared the retained \(topic.path)")
+                    } catch {
+                        print("left the retained \(topic.path) (\(error)); the aggregator ignores it")
+                    }
+                }
+                await client.disconnect()
             } catch {
                 await client.disconnect()
                 FileHandle.standardError.write(Data("spectra-aggregator: could not clear the retained stats of \(gatewayID) on \(configuration.broker.url): \(error); clear it with: mosquitto_pub -r -n -t \(Topic.statsGateway(fleet: fleetID, gateway: gatewayID).path)\n".utf8))

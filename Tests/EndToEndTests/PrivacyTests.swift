@@ -1,5 +1,6 @@
 import Foundation
 import MQTT
+import SpectraProtocol
 import SpectraTesting
 import Testing
 
@@ -34,8 +35,18 @@ struct PrivacyTests {
         #expect(forget.status == 0, "\(forget.stderr)")
         #expect(forget.stdout.contains("forgot demo/gw-00001") && forget.stdout.contains("cleared the retained"), "\(forget.stdout)")
 
-        aggregator = try Aggregator(url: broker.url, folder: folder, clientID: "agg-forget")
+        // An old presence of it, retained again (a broker the forget could not clear): a fresh
+        // subscriber gets it, and the aggregator does not bring the gateway back for it.
+        let stale = MQTTClient(MQTTConfiguration(port: broker.port, clientID: "stale"))
+        try await stale.connect()
+        let old = WireFormat.timestamp(Date().addingTimeInterval(-60))
+        try await stale.publish(OutgoingMessage(
+            topic: "spectra/v1/demo/gw/gw-00001/status",
+            payload: Array(#"{"online":true,"boot":"\#(UUID().uuidString.lowercased())","ts":"\#(old)"}"#.utf8), retain: true))
+        await stale.disconnect()
+        aggregator = try Aggregator(url: broker.url, folder: folder, clientID: "agg-forget-2", settings: ["database=\(folder.path)/agg-forget.sqlite"])
         #expect(await aggregator.connected())
+        try await Task.sleep(for: .seconds(1))
         let after = try #require(await sessions())
         for key in ["started", "completed", "aborted"] { #expect(after[key] as? Int == before[key] as? Int, "\(key): \(before) then \(after)") }
         let summary = await aggregator.get("/api/v1/fleet/summary?fleet=demo")

@@ -215,6 +215,8 @@ extension SQLiteStatsStore {
 
                 case .status(let fleet, let gw, let status, let receivedAt, let retained):
                     let gateway = GatewayKey(fleet: fleet.rawValue, gateway: gw.rawValue)
+                    // A forgotten gateway's old presence (retained on the broker) does not bring it back.
+                    if try Self.forgotten(gateway, before: status.ts, db: db) { continue }
                     // The status the broker kept (sent again at every subscribe, so at every
                     // restart of the aggregator) is no sign of life: it moves `lastSeen` only
                     // for a gateway never heard from before. A Will (`lost`) carries the time
@@ -235,6 +237,7 @@ extension SQLiteStatsStore {
 
                 case .state(let fleet, let gw, let state, _):
                     let gateway = GatewayKey(fleet: fleet.rawValue, gateway: gw.rawValue)
+                    if try Self.forgotten(gateway, before: state.ts, db: db) { continue }
                     let versions = String(decoding: WireFormat.encode(state.configVersions), as: UTF8.self)
                     let groups = String(decoding: WireFormat.encode(state.groups), as: UTF8.self)
                     try db.cachedStatement(sql: """

@@ -41,7 +41,20 @@ extension SQLiteStatsStore {
             for table in ["daily", "abort", "session", "event", "received", "stream", "refusal", "gateway"] {
                 try db.execute(sql: "DELETE FROM \(table) WHERE fleet = ? AND gw = ?", arguments: arguments)
             }
+            // Presence and state from before now (retained on the broker, sent again at every
+            // subscribe) are ignored from now on; a gateway that comes back is known again.
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO forgotten (fleet, gw, at) VALUES (?, ?, ?)",
+                arguments: [fleet, gateway, Date().timeIntervalSince1970])
             return Forgotten(sessions: sessions, events: events, known: known > 0)
         }
+    }
+
+    /// Whether `gateway` was forgotten after `time` (its presence or state from then is stale).
+    static func forgotten(_ gateway: GatewayKey, before time: Date, db: Database) throws -> Bool {
+        guard let at = try Double.fetchOne(
+            db.cachedStatement(sql: "SELECT at FROM forgotten WHERE fleet = ? AND gw = ?"), arguments: [gateway.fleet, gateway.gateway])
+        else { return false }
+        return time.timeIntervalSince1970 <= at
     }
 }

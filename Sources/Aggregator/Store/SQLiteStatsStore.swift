@@ -182,6 +182,10 @@ public final class SQLiteStatsStore: StatsStore {
                 CREATE INDEX session_by_end ON session (COALESCE(endDay, day));
                 """)
         }
+        // Gateways whose records were removed (`forget`): their old retained presence is ignored.
+        migrator.registerMigration("v4-forgotten") { db in
+            try db.execute(sql: "CREATE TABLE forgotten (fleet TEXT NOT NULL, gw TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (fleet, gw))")
+        }
         return migrator
     }
 
