@@ -95,7 +95,10 @@ struct SecurityTests {
         try await Task.sleep(for: .milliseconds(500))
         #expect(Set(aReceived.elements.map(\.topic)) == ["spectra/v1/demo/gw/gw-a/cmd/stop", "spectra/v1/demo/group/clinic-a/cmd/config"])
         #expect(!seen.elements.contains { String(decoding: $0.payload, as: UTF8.self) == "forged" }, "forged messages are dropped")
-        // Nothing forged was retained: a fresh reader of the command topics finds nothing.
+        // Nothing forged was retained: a fresh reader of the command topics finds nothing. (The
+        // operator's identity is its client id: the first connection goes before the second
+        // comes, or they would take the session from each other.)
+        await operatorClient.disconnect()
         let reader = secure.client("spectra-operator")
         try await reader.connect()
         let retained = Collector(reader.messages)
