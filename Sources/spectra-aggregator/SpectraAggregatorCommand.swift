@@ -85,8 +85,8 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
                 state from the aggregator's database, moves its daily counts into an anonymous
                 bucket (so fleet totals do not change), clears its retained stats/gw/GATEWAY on
                 the broker (and its retained status and state where the broker lets it), and
-                ignores its older presence from then on. Stop the aggregator first, and retire the gateway: messages it sent
-                again would be counted anew.
+                ignores its older presence from then on. Stop the aggregator first, and take the
+                gateway out of the fleet: messages it sent again would be counted anew.
 
                 Example: spectra-aggregator forget gw-0042 --fleet demo --config /etc/spectra/aggregator.yaml
                 """)

@@ -79,8 +79,9 @@ public final class ControlSocketServer: Sendable {
                 guard client >= 0 else { break }
                 group.addTask {
                     defer { close(client) }
-                    guard let peer = Self.peer(of: client), Self.allowed(peer) else {
-                        let who = Self.peer(of: client).map { "uid \($0.uid)" } ?? "an unknown user"
+                    let peer = Self.peer(of: client)
+                    guard let peer, Self.allowed(peer) else {
+                        let who = peer.map { "uid \($0.uid)" } ?? "an unknown user"
                         Self.write(
                             bytes: Data("{\"ok\":false,\"error\":\"not allowed: \(who) is not the agent's user\"}".utf8), to: client)
                         return
