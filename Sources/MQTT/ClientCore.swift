@@ -42,13 +42,15 @@ final class ClientCore: @unchecked Sendable {
     /// When the current connection's CONNACK came (monotonic nanoseconds).
     private var connectedAt: UInt64 = 0
     /// How long a connection must last to count as stable. The reconnect schedule starts over
-    /// at every accepted connection, but one that ends sooner starts it one step further each
-    /// time: a broker that accepts and then drops every connection (a protocol error after
-    /// CONNACK, a takeover loop) is retried on a growing schedule, not many times a second,
-    /// while a single drop soon after an outage is retried within a second.
+    /// at every accepted connection; only the first retry after one that ended sooner waits a
+    /// window one step wider each time: a broker that accepts and then drops every connection
+    /// (a protocol error after CONNACK, a takeover loop) is retried on a growing schedule, not
+    /// many times a second, while the retries of an outage that follows keep the usual one.
     static let stableSeconds: Double = 10
     /// Connections in a row that ended before ``stableSeconds``.
     private var unstable = 0
+    /// The window step of the next retry only, after a quick drop.
+    private var quickDropStep: Int?
     /// Added when a connection ends before any CONNACK: what a broker that speaks only MQTT
     /// 3.1.1 does with an MQTT 5 CONNECT (it drops it, at once or after a wait).
     static let v311Hint = "; the broker did not answer the MQTT 5 CONNECT: if it speaks only MQTT 3.1.1, set mqtt.protocol: 3.1.1"
@@ -257,7 +259,8 @@ final class ClientCore: @unchecked Sendable {
 
     private func scheduleReconnect() {
         guard !stopped else { return }
-        let delay = configuration.backoff.delay(attempt: attempt, using: &random)
+        let delay = configuration.backoff.delay(attempt: quickDropStep ?? attempt, using: &random)
+        quickDropStep = nil
         attempt += 1
         loop.schedule(after: delay) { [self] in
             if self.handle == nil && !self.stopped { self.connect() }
@@ -535,7 +538,7 @@ final class ClientCore: @unchecked Sendable {
         if wasConnected {
             outputs.countReconnect()
             unstable = Double(MQTTEventLoop.now() &- connectedAt) / 1e9 >= Self.stableSeconds ? 0 : unstable + 1
-            attempt = unstable
+            quickDropStep = unstable > 0 ? unstable : nil
         }
         lastError = nil
         scheduleReconnect()
