@@ -20,6 +20,13 @@ public struct AggregatorConfiguration: Sendable, Equatable {
     /// Host names the HTTP server answers to (`http.allowedHosts`); nil: the loopback names and
     /// `http.host`, or any name when bound to every address.
     public var allowedHosts: [String]? = nil
+    /// The HTTPS certificate chain and private key (PEM files, read again on SIGHUP); both nil:
+    /// plain HTTP (on loopback, or behind a reverse proxy that terminates TLS).
+    public var tlsCertificatePath: String? = nil
+    public var tlsKeyPath: String? = nil
+    /// Whether the dashboard's session cookie is marked `Secure`; nil: when ``tlsCertificatePath``
+    /// is set. Set it true behind a proxy that terminates TLS.
+    public var secureCookies: Bool? = nil
     /// How often retained `stats/*` topics are republished, seconds.
     public var publishIntervalSeconds: Double
     /// How long raw events are kept, days.
@@ -54,7 +61,8 @@ public struct AggregatorConfiguration: Sendable, Equatable {
 
     /// Every key ``init(fields:)`` reads.
     public static let keys: Set<String> = BrokerConfiguration.keys.union([
-        "fleets", "clientId", "shareGroup", "database", "http.host", "http.port", "http.allowedHosts", "stats.publishIntervalS",
+        "fleets", "clientId", "shareGroup", "database", "http.host", "http.port", "http.allowedHosts", "http.tls.certificate",
+        "http.tls.key", "http.secureCookies", "stats.publishIntervalS",
         "retention.days", "presence.silentAfterS", "limits.gatewayMessagesPerHour", "limits.newEpochsPerGatewayPerDay",
     ])
 
@@ -91,6 +99,16 @@ public struct AggregatorConfiguration: Sendable, Equatable {
             silentAfterSeconds: try fields.double("presence.silentAfterS", default: 600, in: 10...604_800),
             gatewayMessagesPerHour: try fields.int("limits.gatewayMessagesPerHour", default: 250_000, in: 100...100_000_000),
             newEpochsPerGatewayPerDay: try fields.int("limits.newEpochsPerGatewayPerDay", default: 16, in: 1...10_000))
+        tlsCertificatePath = fields.optionalString("http.tls.certificate")
+        tlsKeyPath = fields.optionalString("http.tls.key")
+        guard (tlsCertificatePath == nil) == (tlsKeyPath == nil) else {
+            throw ConfigurationError(
+                file: fields.source, key: tlsCertificatePath == nil ? "http.tls.certificate" : "http.tls.key",
+                problem: "HTTPS needs both http.tls.certificate and http.tls.key (PEM files); set both or neither")
+        }
+        if fields.raw("http.secureCookies") != nil {
+            secureCookies = try fields.bool("http.secureCookies", default: false)
+        }
         if fields.raw("http.allowedHosts") != nil {
             allowedHosts = fields.stringList("http.allowedHosts", default: []).map { $0.lowercased() }
         }

@@ -1,5 +1,7 @@
+import Dispatch
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -13,7 +15,11 @@ public struct AggregatorServer: Sendable {
     public let store: SQLiteStatsStore
     public let ingest: IngestService
     public let metrics: IngestMetrics
-    private let application: Application<RouterResponder<BasicRequestContext>>
+    /// Accounts, API tokens and dashboard sessions.
+    public let access: AccessStore
+    /// The HTTPS certificate (nil: plain HTTP), read again on SIGHUP.
+    public let certificates: TLSCertificateSource?
+    private let application: Application<RouterResponder<AggregatorRequestContext>>
     private let portBox: PortBox
 
     final class PortBox: Sendable {
@@ -23,7 +29,7 @@ public struct AggregatorServer: Sendable {
 
     /// Opens the store and builds the services.
     /// - Parameter now: the clock statistics are computed against (tests inject one).
-    /// - Throws: when the database cannot be opened.
+    /// - Throws: when the database cannot be opened, or the HTTPS certificate or key read.
     public init(configuration: AggregatorConfiguration, logger: Logger, now: @escaping @Sendable () -> Date = Date.init) throws {
         self.configuration = configuration
         let store = try SQLiteStatsStore(
@@ -43,16 +49,33 @@ public struct AggregatorServer: Sendable {
                 "the HTTP server answers to any host name (it is bound to every address): set http.allowedHosts to the names operators use, so a DNS-rebinding page cannot read it",
                 metadata: ["http.host": "\(configuration.httpHost)"])
         }
+        let access = AccessStore(pool: store.pool)
+        self.access = access
+        let certificates = try configuration.tlsCertificatePath.flatMap { certificate in
+            try configuration.tlsKeyPath.map { try TLSCertificateSource(certificatePath: certificate, keyPath: $0) }
+        }
+        self.certificates = certificates
         let router = APIRouter.make(
             store: store, metrics: metrics, health: { ingest.health.report(brokerConnected: ingest.client.isConnected) },
-            allowedHosts: allowedHosts, now: now)
+            access: access, secureCookies: configuration.secureCookies ?? (certificates != nil),
+            allowedHosts: allowedHosts, logger: logger, now: now)
+        let server: HTTPServerBuilder = certificates.map { certificates in
+            HTTPServerBuilder { responder in
+                ReloadingTLSChannel(base: HTTP1Channel(responder: responder), certificates: certificates)
+            }
+        } ?? .http1()
+        let scheme = certificates == nil ? "http" : "https"
         application = Application(
             router: router,
+            server: server,
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "spectra-aggregator"),
             services: [ingest],
             onServerRunning: { channel in
                 portBox.port.withLock { $0 = channel.localAddress?.port }
-                logger.info("dashboard at http://\(configuration.httpHost):\(channel.localAddress?.port ?? configuration.httpPort)/")
+                logger.info("dashboard at \(scheme)://\(configuration.httpHost):\(channel.localAddress?.port ?? configuration.httpPort)/")
+                if (try? await access.hasCredentials()) == false {
+                    logger.warning("\(AccessControl.firstRunMessage); until then everything but /healthz answers 401")
+                }
             },
             logger: logger)
     }
@@ -66,6 +89,17 @@ public struct AggregatorServer: Sendable {
             configuration: .init(
                 services: [application], gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: application.logger))
         portBox.group.withLock { $0 = group }
+        // SIGHUP: read the HTTPS certificate and key again (a renewed certificate).
+        var hangup: (any DispatchSourceSignal)?
+        if handleSignals, let certificates {
+            signal(SIGHUP, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+            let logger = application.logger
+            source.setEventHandler { certificates.reload(logger: logger) }
+            source.resume()
+            hangup = source
+        }
+        defer { hangup?.cancel() }
         try await group.run()
     }
 

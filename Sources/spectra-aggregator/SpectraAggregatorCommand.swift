@@ -15,11 +15,13 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             Configuration precedence: --set KEY=VALUE > SPECTRA_* environment > --config FILE > defaults.
 
             Examples:
+              spectra-aggregator users add alice --role operator --config Config/aggregator.yaml
               spectra-aggregator run --config Config/aggregator.yaml
+              spectra-aggregator tokens create prometheus --role metrics --config Config/aggregator.yaml
               spectra-aggregator config show --config Config/aggregator.yaml --set http.port=9090
             """,
         version: SpectraVersion.current,
-        subcommands: [Run.self, Retire.self, Forget.self, ConfigGroup.self]
+        subcommands: [Run.self, Users.self, Tokens.self, Retire.self, Forget.self, ConfigGroup.self]
     )
 
     struct Run: AsyncParsableCommand {
@@ -35,6 +37,9 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             let server: AggregatorServer
             do {
                 server = try AggregatorServer(configuration: configuration, logger: logger)
+            } catch let error as TLSCertificateSource.LoadError {
+                FileHandle.standardError.write(Data("spectra-aggregator: \(error.description)\n".utf8))
+                throw ExitCode(1)
             } catch {
                 FileHandle.standardError.write(Data("spectra-aggregator: cannot open the database \(configuration.databasePath): \(error)\n".utf8))
                 throw ExitCode(1)
@@ -160,6 +165,7 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             print("shareGroup: \(configuration.shareGroup)")
             print("database: \(configuration.databasePath)")
             print("http: \(configuration.httpHost):\(configuration.httpPort)")
+            print("http.tls: \(configuration.tlsCertificatePath.map { "\($0) (key \(configuration.tlsKeyPath ?? "-"))" } ?? "off")")
             print("stats.publishIntervalS: \(configuration.publishIntervalSeconds)")
             print("retention.days: \(configuration.retentionDays)")
             print("presence.silentAfterS: \(configuration.silentAfterSeconds)")

@@ -16,10 +16,10 @@ struct ConnectionOptions: ParsableArguments {
     var tlsKey: String?
     @Option(help: ArgumentHelp("Broker user name (the password comes from SPECTRA_MQTT_PASSWORD or --config).", valueName: "name"))
     var username: String?
-    @Option(help: ArgumentHelp("A YAML file with mqtt.*, fleet and aggregator.url keys.", valueName: "file"))
+    @Option(help: ArgumentHelp("A YAML file with mqtt.*, fleet, aggregator.url and aggregator.token keys.", valueName: "file"))
     var config: String?
 
-    static let keys = BrokerConfiguration.keys.union(["fleet", "aggregator.url"])
+    static let keys = BrokerConfiguration.keys.union(["fleet", "aggregator.url", "aggregator.token"])
 
     /// The layered settings: flags > SPECTRA_* environment > --config file > defaults.
     func fields() async throws -> ConfigFields {
@@ -97,16 +97,9 @@ func loadSigningKey(_ path: String) throws -> SigningKey {
 
 /// Parses `30s`, `10m`, `2h`, `7d` (a bare number is seconds).
 func parseDuration(_ text: String, option: String) throws -> TimeInterval {
-    let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
-    var number = Substring(text)
-    var scale = 1.0
-    if let last = text.last, let unit = units[last] {
-        number = text.dropLast()
-        scale = unit
-    }
-    guard let value = Double(number), value > 0, value.isFinite else {
+    guard let seconds = DurationText.seconds(text) else {
         throw UsageFailure("\(option) must be a duration like 30s, 10m, 2h or 7d, got '\(text)'")
     }
-    return value * scale
+    return seconds
 }
 

@@ -7,7 +7,9 @@ import FoundationNetworking
 #endif
 
 /// Where the aggregator's API is: --aggregator, else aggregator.url from the environment
-/// (SPECTRA_AGGREGATOR_URL) or --config, else http://127.0.0.1:8080.
+/// (SPECTRA_AGGREGATOR_URL) or --config, else http://127.0.0.1:8080. The API token is
+/// aggregator.token, from the environment (SPECTRA_AGGREGATOR_TOKEN) or --config: never a
+/// command-line argument, which every user of the machine can read.
 struct AggregatorOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The aggregator's base URL.", valueName: "url")) var aggregator: String?
     @Option(help: ArgumentHelp("A YAML file with aggregator.url.", valueName: "file")) var config: String?
@@ -15,11 +17,9 @@ struct AggregatorOptions: ParsableArguments {
     @Flag(help: "Print the API's JSON instead of a table.") var json = false
 
     func get(_ path: String, query: [String: String] = [:]) async throws -> Data {
-        var base = aggregator
-        if base == nil {
-            let fields = try? await ConnectionOptions.parse(config.map { ["--config", $0] } ?? []).fields()
-            base = fields?.optionalString("aggregator.url")
-        }
+        let fields = try? await ConnectionOptions.parse(config.map { ["--config", $0] } ?? []).fields()
+        let base = aggregator ?? fields?.optionalString("aggregator.url")
+        let token = fields?.optionalString("aggregator.token")
         var components = URLComponents(string: (base ?? "http://127.0.0.1:8080") + path)
         var items = query.map { URLQueryItem(name: $0.key, value: $0.value) }
         if let fleet { items.append(URLQueryItem(name: "fleet", value: fleet)) }
@@ -30,14 +30,18 @@ struct AggregatorOptions: ParsableArguments {
         let data: Data
         let response: URLResponse
         do {
-            (data, response) = try await URLSession.shared.data(from: url)
+            var request = URLRequest(url: url)
+            if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+            (data, response) = try await URLSession.shared.data(for: request)
         } catch {
             throw UsageFailure("cannot reach the aggregator at \(url.absoluteString): \(error.localizedDescription)")
         }
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard status == 200 else {
             let message = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["error"] as? String
-            throw UsageFailure("the aggregator answered \(status): \(message ?? String(decoding: data.prefix(200), as: UTF8.self))")
+            let hint = status == 401 && token == nil
+                ? " (set SPECTRA_AGGREGATOR_TOKEN, or aggregator.token in --config, to a token from spectra-aggregator tokens create)" : ""
+            throw UsageFailure("the aggregator answered \(status): \(message ?? String(decoding: data.prefix(200), as: UTF8.self))\(hint)")
         }
         return data
     }

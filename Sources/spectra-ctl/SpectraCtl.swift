@@ -10,13 +10,15 @@ struct SpectraCtl: AsyncParsableCommand {
         discussion: """
             Broker options (--broker, --tls-ca, --tls-cert, --tls-key, --username) come from flags, the
             environment (SPECTRA_MQTT_URL, SPECTRA_MQTT_PASSWORD, ...) or a --config file with the same
-            mqtt.* keys as the agent and aggregator; fleet and aggregator.url likewise.
+            mqtt.* keys as the agent and aggregator; fleet and aggregator.url likewise. The queries
+            (gateways, stats, sessions) send the API token in SPECTRA_AGGREGATOR_TOKEN or the config's
+            aggregator.token (gateways and sessions need the operator role, stats viewer).
 
             Examples:
               spectra-ctl keys generate --out ~/.spectra/keys
               spectra-ctl config push --fleet demo --group pilot --file level2.yaml --key ~/.spectra/keys/signing.key --wait
               spectra-ctl firmware rollout --manifest firmware-2.5.0.manifest.json --waves 1,5,25,100 --max-failure-pct 5
-              spectra-ctl gateways --aggregator http://127.0.0.1:8080
+              SPECTRA_AGGREGATOR_TOKEN=... spectra-ctl gateways --aggregator http://127.0.0.1:8080
             """,
         version: SpectraVersion.current,
         subcommands: [Keys.self, ConfigCommand.self, FirmwareCommand.self, StopCommand.self, Gateways.self, Stats.self, Sessions.self, Watch.self]

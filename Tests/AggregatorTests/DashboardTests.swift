@@ -6,26 +6,10 @@ import SpectraTesting
 import Testing
 
 /// The dashboard, loaded in a real headless Chromium against an aggregator holding known data:
-/// the figures the page shows are the ones the data implies.
+/// signed in to, navigated and signed out of; the figures the page shows are the ones the data
+/// implies, and the page runs under its Content-Security-Policy without a violation.
 @Suite("Dashboard in a real browser", .serialized)
 struct DashboardTests {
-    /// Loads `url` in headless Chromium and returns the DOM after its scripts ran.
-    static func renderedDOM(_ url: String) async throws -> String {
-        guard let chromium = TestEnvironment.executable("chromium") ?? TestEnvironment.executable("chromium-browser") else {
-            throw TestEnvironmentError("chromium is not installed; run Deploy/bootstrap.sh (the dashboard test needs a real browser)")
-        }
-        let profile = try TestEnvironment.temporaryDirectory("chromium")
-        defer { try? FileManager.default.removeItem(at: profile) }
-        let (status, dom, errors) = try await ChildProcess.run(
-            chromium,
-            [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--user-data-dir=\(profile.path)", "--virtual-time-budget=4000", "--dump-dom", url,
-            ], timeout: 60)
-        guard status == 0 else { throw TestEnvironmentError("chromium exited with \(status.map(String.init) ?? "a timeout"): \(errors.suffix(600))") }
-        return dom
-    }
-
     /// The text inside the element with `id`, e.g. `<div class="value" id="kpi-online">2</div>` gives "2".
     static func text(_ id: String, in dom: String) -> String? {
         guard let start = dom.range(of: "id=\"\(id)\"") else { return nil }
@@ -34,7 +18,7 @@ struct DashboardTests {
         return rest.firstIndex(of: "<").map { String(rest[..<$0]) }
     }
 
-    @Test("the page shows the fleet's figures, the gateway table, and a gateway's drill-down")
+    @Test("signed in, the page shows the fleet's figures, the gateway table, and a gateway's drill-down; signing out ends it; the CSP holds")
     func figuresInBrowser() async throws {
         let broker = try await MosquittoBroker()
         let folder = try TestEnvironment.temporaryDirectory("dashboard")
@@ -66,7 +50,21 @@ struct DashboardTests {
             return summary.sessions.started == 5 && summary.backlog.messages == 17 && summary.gateways == 3
         })
 
-        let dom = try await Self.renderedDOM(aggregator.baseURL + "/#gw=gw-a")
+        try await aggregator.server.access.addUser("alice", role: .operator, password: "correct horse battery")
+        let visit = try await HeadlessBrowser.visit(
+            base: aggregator.baseURL, user: "alice", password: "correct horse battery", hashPath: "/#gw=gw-a",
+            ready: "document.getElementById('drill-id').textContent === 'gw-a' && document.querySelectorAll('#drill-sessions tr[data-session]').length === 4")
+        // Anonymous: the login form, nothing of the fleet.
+        #expect(visit.anonymousPage.contains("id=\"login-form\"") && !visit.anonymousPage.contains("kpi-online"))
+        #expect(visit.wrongPasswordError == "wrong name or password")
+        #expect(visit.signedInAs == "signed in as alice (operator)")
+        // Signed out: back at the form, and the same browser is refused by the API.
+        #expect(visit.afterSignOutPath == "/login")
+        #expect(visit.apiAfterSignOut.contains("sign in at") && !visit.apiAfterSignOut.contains("sessions"), "\(visit.apiAfterSignOut)")
+        // The CSP held: the only problem reported is the one planted to prove the collection works.
+        #expect(visit.problems.count == 1 && visit.problems.last?.contains("style-src") == true, "\(visit.problems)")
+
+        let dom = visit.dashboard
         #expect(dom.contains("data-loaded=\"true\""), "the page's scripts ran and loaded the API")
         #expect(Self.text("kpi-online", in: dom) == "2")
         #expect(Self.text("kpi-gateways", in: dom) == "3")

@@ -112,6 +112,9 @@ extension MQTTClient {
 final class RunningAggregator: Sendable {
     let server: AggregatorServer
     let task: Task<Void, any Error>
+    /// An operator's API token, made on the aggregator's database before it started; ``get(_:)``
+    /// sends it.
+    let token: String
 
     /// - Parameter now: the aggregator's clock (the tests' fixed instant unless a test moves it).
     init(
@@ -126,6 +129,7 @@ final class RunningAggregator: Sendable {
         logger.logLevel = .warning
         let server = try AggregatorServer(configuration: configuration, logger: logger, now: now)
         self.server = server
+        token = try await server.access.createToken("tests-\(UUID().uuidString.prefix(8))", role: .operator, expiresAt: nil).secret
         task = Task { try await server.run(handleSignals: false) }
         guard await eventually(timeout: 15, { server.httpPort != nil && server.ingest.isConnected }) else {
             task.cancel()
@@ -138,8 +142,12 @@ final class RunningAggregator: Sendable {
 
     var baseURL: String { "http://127.0.0.1:\(server.httpPort ?? 0)" }
 
-    func get(_ path: String) async throws -> (Int, Data) {
-        let (data, response) = try await URLSession.shared.data(from: URL(string: baseURL + path)!)
+    /// A GET with the operator's token, or with `bearer` (`""`: no Authorization header).
+    func get(_ path: String, bearer: String? = nil) async throws -> (Int, Data) {
+        var request = URLRequest(url: URL(string: baseURL + path)!)
+        let token = bearer ?? self.token
+        if !token.isEmpty { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: request)
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
     }
 

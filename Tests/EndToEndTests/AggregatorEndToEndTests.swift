@@ -10,8 +10,8 @@ import FoundationNetworking
 /// The real `spectra-agent` and `spectra-aggregator` binaries against a real mosquitto.
 @Suite("spectra-aggregator run")
 struct AggregatorEndToEndTests {
-    static func get(_ url: String) async throws -> [String: Any] {
-        let (data, _) = try await URLSession.shared.data(from: URL(string: url)!)
+    static func get(_ url: String, token: String) async throws -> [String: Any] {
+        let (data, _) = try await AggregatorAccess.get(url, token: token)
         return try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
     }
 
@@ -20,6 +20,7 @@ struct AggregatorEndToEndTests {
         let harness = try await AgentTests.Harness()
         let httpPort = try TestEnvironment.freePort()
         let database = harness.folder.appendingPathComponent("aggregator.sqlite").path
+        let token = try await AggregatorAccess.token(database: database)
         let aggregator = try ChildProcess(
             TestEnvironment.product("spectra-aggregator"),
             [
@@ -28,7 +29,7 @@ struct AggregatorEndToEndTests {
                 "--set", "database=\(database)", "--set", "clientId=agg-e2e", "--set", "stats.publishIntervalS=1",
             ])
         let base = "http://127.0.0.1:\(httpPort)"
-        #expect(await eventually(timeout: 20) { ((try? await Self.get(base + "/healthz"))?["broker"] as? String) == "connected" },
+        #expect(await eventually(timeout: 20) { ((try? await Self.get(base + "/healthz", token: token))?["broker"] as? String) == "connected" },
                 "aggregator did not come up: \(aggregator.standardError)")
 
         try await harness.startAgent()
@@ -40,13 +41,13 @@ struct AggregatorEndToEndTests {
         #expect(await eventually(timeout: 20) { harness.eventTypes().contains("session.completed") })
 
         let settled = await eventually(timeout: 15) {
-            let summary = try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo")
+            let summary = try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo", token: token)
             return ((summary?["sessions"] as? [String: Any])?["completed"] as? Int) == 1 && (summary?["online"] as? Int) == 1
         }
         #expect(settled, "the aggregator counts the agent's completed session and sees it online")
-        let summary = try await Self.get(base + "/api/v1/fleet/summary?fleet=demo")
+        let summary = try await Self.get(base + "/api/v1/fleet/summary?fleet=demo", token: token)
         #expect(((summary["completeness"] as? [String: Any])?["ratio"] as? Double) == 1, "every seq arrived")
-        let gateway = try await Self.get(base + "/api/v1/gateways/gw-0001")
+        let gateway = try await Self.get(base + "/api/v1/gateways/gw-0001", token: token)
         #expect(((gateway["gateway"] as? [String: Any])?["firmware"] as? String) != nil, "the retained state's firmware is known")
         let sessions = (gateway["recentSessions"] as? [[String: Any]]) ?? []
         #expect(sessions.count == 1)
@@ -56,21 +57,25 @@ struct AggregatorEndToEndTests {
         // The operator's view of the same figures.
         #expect(await watcher.wait(timeout: 10) == 0, "watch exits after one session.completed")
         #expect(watcher.lines.contains { $0.contains("gw-0001") && $0.contains("session.completed") }, "\(watcher.lines)")
-        let gateways = try await ChildProcess.run(ctl, ["gateways", "--aggregator", base])
+        // spectra-ctl reads its token from the environment; without one it says how to give it.
+        let anonymous = try await ChildProcess.run(ctl, ["gateways", "--aggregator", base])
+        #expect(anonymous.status != 0 && anonymous.stderr.contains("401") && anonymous.stderr.contains("SPECTRA_AGGREGATOR_TOKEN"), "\(anonymous.stderr)")
+        let withToken = ["SPECTRA_AGGREGATOR_TOKEN": token]
+        let gateways = try await ChildProcess.run(ctl, ["gateways", "--aggregator", base], environment: withToken)
         #expect(gateways.status == 0, "\(gateways.stderr)")
         #expect(gateways.stdout.contains("GATEWAY") && gateways.stdout.contains("gw-0001"), "\(gateways.stdout)")
-        let sessionsJSON = try await ChildProcess.run(ctl, ["sessions", "gw-0001", "--aggregator", base, "--json"])
+        let sessionsJSON = try await ChildProcess.run(ctl, ["sessions", "gw-0001", "--aggregator", base, "--json"], environment: withToken)
         let parsed = try JSONSerialization.jsonObject(with: Data(sessionsJSON.stdout.utf8)) as? [[String: Any]]
         #expect(parsed?.first?["outcome"] as? String == "completed")
-        let stats = try await ChildProcess.run(ctl, ["stats", "--aggregator", base, "--fleet", "demo"])
+        let stats = try await ChildProcess.run(ctl, ["stats", "--aggregator", base, "--fleet", "demo"], environment: withToken)
         #expect(stats.stdout.contains("completed 1"), "\(stats.stdout)")
-        let missing = try await ChildProcess.run(ctl, ["sessions", "gw-9999", "--aggregator", base])
+        let missing = try await ChildProcess.run(ctl, ["sessions", "gw-9999", "--aggregator", base], environment: withToken)
         #expect(missing.status != 0 && missing.stderr.contains("404"), "\(missing.stderr)")
 
         harness.process?.send(SIGTERM)
         #expect(await harness.process?.wait(timeout: 15) == 0)
         // The agent's clean offline status reaches the aggregator.
-        #expect(await eventually(timeout: 10) { ((try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo"))?["online"] as? Int) == 0 })
+        #expect(await eventually(timeout: 10) { ((try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo", token: token))?["online"] as? Int) == 0 })
         aggregator.send(SIGTERM)
         #expect(await aggregator.wait(timeout: 15) == 0, "aggregator exits 0 on SIGTERM: \(aggregator.standardError.suffix(500))")
     }
@@ -82,6 +87,7 @@ struct AggregatorEndToEndTests {
         defer { try? FileManager.default.removeItem(at: folder) }
         let httpPort = try TestEnvironment.freePort()
         let base = "http://127.0.0.1:\(httpPort)"
+        let token = try await AggregatorAccess.token(database: "\(folder.path)/aggregator.sqlite")
         func startAggregator() throws -> ChildProcess {
             try ChildProcess(
                 TestEnvironment.product("spectra-aggregator"),
@@ -93,12 +99,12 @@ struct AggregatorEndToEndTests {
                 ])
         }
         func summary() async -> (received: Int, expected: Int, completed: Int)? {
-            guard let summary = try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo") else { return nil }
+            guard let summary = try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo", token: token) else { return nil }
             let completeness = summary["completeness"] as? [String: Any]
             return (completeness?["received"] as? Int ?? 0, completeness?["expected"] as? Int ?? 0,
                     (summary["sessions"] as? [String: Any])?["completed"] as? Int ?? 0)
         }
-        func connected() async -> Bool { ((try? await Self.get(base + "/healthz"))?["broker"] as? String) == "connected" }
+        func connected() async -> Bool { ((try? await Self.get(base + "/healthz", token: token))?["broker"] as? String) == "connected" }
 
         // First run: the persistent session and its subscriptions; then the aggregator is away.
         var aggregator = try startAggregator()
@@ -176,7 +182,7 @@ extension AggregatorEndToEndTests {
         let broker = try await MosquittoBroker(extraConfig: "allow_anonymous false\n")
         let folder = try TestEnvironment.temporaryDirectory("aggregator-refused")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let aggregator = try BrokerCompatibilityTests.Aggregator(url: broker.url, folder: folder)
+        let aggregator = try await BrokerCompatibilityTests.Aggregator(url: broker.url, folder: folder)
         var health: [String: Any]?
         let reported = await eventually(timeout: 20) {
             health = await aggregator.get("/healthz")
@@ -189,7 +195,7 @@ extension AggregatorEndToEndTests {
         try await Task.sleep(for: .seconds(3))  // several retries, one cause
         let said = aggregator.process.standardError.split(separator: "\n").filter { $0.contains("cannot connect to the broker") }
         #expect(said.count == 1, "\(said)")
-        let (data, _) = try await URLSession.shared.data(from: URL(string: aggregator.base + "/metrics")!)
+        let (data, _) = try await AggregatorAccess.get(aggregator.base + "/metrics", token: aggregator.token)
         let metrics = String(decoding: data, as: UTF8.self)
         #expect(metrics.contains("spectra_aggregator_broker_connected 0"), "\(metrics.prefix(2000))")
         let age = metrics.split(separator: "\n").first { $0.hasPrefix("spectra_aggregator_broker_state_age_seconds ") }
@@ -205,7 +211,7 @@ extension AggregatorEndToEndTests {
         let broker = try await MosquittoBroker()
         let folder = try TestEnvironment.temporaryDirectory("aggregator-will")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let aggregator = try BrokerCompatibilityTests.Aggregator(url: broker.url, folder: folder)
+        let aggregator = try await BrokerCompatibilityTests.Aggregator(url: broker.url, folder: folder)
         #expect(await aggregator.connected())
         let config = try writeAgentConfig(in: folder, broker: broker.url, mqtt: ["keepaliveS: 5"])
         let agent = try ChildProcess(TestEnvironment.product("spectra-agent"), ["run", "--config", config])
@@ -236,7 +242,7 @@ extension AggregatorEndToEndTests {
         let broker = try await MosquittoBroker()
         let folder = try TestEnvironment.temporaryDirectory("aggregator-headers")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let aggregator = try BrokerCompatibilityTests.Aggregator(url: broker.url, folder: folder)
+        let aggregator = try await BrokerCompatibilityTests.Aggregator(url: broker.url, folder: folder)
         #expect(await aggregator.connected())
         let port = try #require(URL(string: aggregator.base)?.port)
         // A raw request, so the Host header is ours to choose.
@@ -244,11 +250,12 @@ extension AggregatorEndToEndTests {
             let script = """
                 import http.client, json, sys
                 c = http.client.HTTPConnection("127.0.0.1", \(port), timeout=10)
-                c.putrequest("GET", sys.argv[1], skip_host=True); c.putheader("Host", sys.argv[2]); c.endheaders()
+                c.putrequest("GET", sys.argv[1], skip_host=True); c.putheader("Host", sys.argv[2])
+                c.putheader("Authorization", "Bearer " + sys.argv[3]); c.endheaders()
                 r = c.getresponse()
                 print(json.dumps({"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()}, "body": r.read().decode()}))
                 """
-            let run = try await ChildProcess.run("/usr/bin/env", ["python3", "-c", script, path, host])
+            let run = try await ChildProcess.run("/usr/bin/env", ["python3", "-c", script, path, host, aggregator.token])
             let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stderr)")
             return (object["status"] as? Int ?? 0, object["headers"] as? [String: String] ?? [:], object["body"] as? String ?? "")
         }

@@ -18,8 +18,10 @@ struct BrokerCompatibilityTests {
         let process: ChildProcess
         let base: String
         let config: String
+        /// An operator's API token for its database.
+        let token: String
 
-        init(url: String, folder: URL, clientID: String = "agg-\(UUID().uuidString.prefix(8))", settings: [String] = []) throws {
+        init(url: String, folder: URL, clientID: String = "agg-\(UUID().uuidString.prefix(8))", settings: [String] = []) async throws {
             let httpPort = try TestEnvironment.freePort()
             base = "http://127.0.0.1:\(httpPort)"
             config = folder.appendingPathComponent("\(clientID).yaml").path
@@ -34,12 +36,15 @@ struct BrokerCompatibilityTests {
                   publishIntervalS: 1
 
                 """.write(toFile: config, atomically: true, encoding: .utf8)
+            let database = settings.last { $0.hasPrefix("database=") }.map { String($0.dropFirst("database=".count)) }
+                ?? "\(folder.path)/\(clientID).sqlite"
+            token = try await AggregatorAccess.token(database: database)
             process = try ChildProcess(
                 TestEnvironment.product("spectra-aggregator"), ["run", "--config", config] + settings.flatMap { ["--set", $0] })
         }
 
         func get(_ path: String) async -> [String: Any]? {
-            guard let (data, _) = try? await URLSession.shared.data(from: URL(string: base + path)!) else { return nil }
+            guard let (data, _) = try? await AggregatorAccess.get(base + path, token: token) else { return nil }
             return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
         }
 
@@ -87,7 +92,7 @@ struct BrokerCompatibilityTests {
         let mosquitto = kind == .mosquitto ? try await MosquittoBroker() : nil
         let amqtt = kind == .amqtt ? try await PythonBroker(.amqtt) : nil
         let url = mosquitto?.url ?? amqtt?.url ?? ""
-        let aggregator = try Aggregator(url: url, folder: folder, settings: ["mqtt.protocol=3.1.1"])
+        let aggregator = try await Aggregator(url: url, folder: folder, settings: ["mqtt.protocol=3.1.1"])
         #expect(await aggregator.connected(), "\(aggregator.process.standardError.suffix(2000))")
 
         let sim = try await Self.simulate(
@@ -183,7 +188,7 @@ struct BrokerCompatibilityTests {
         let folder = try TestEnvironment.temporaryDirectory("mqttools")
         defer { try? FileManager.default.removeItem(at: folder) }
 
-        let aggregator = try Aggregator(url: broker.url, folder: folder, settings: ["shareGroup=aggregators"])
+        let aggregator = try await Aggregator(url: broker.url, folder: folder, settings: ["shareGroup=aggregators"])
         let status = await aggregator.process.wait(timeout: 30)
         let log = aggregator.process.standardError
         #expect(status == 1, "\(log.suffix(2000))")

@@ -13,10 +13,13 @@ struct FleetSimTests {
     struct Aggregator {
         let process: ChildProcess
         let base: String
+        /// An operator's API token for its database.
+        let token: String
 
         init(broker: MosquittoBroker, folder: URL, settings: [String] = []) async throws {
             let httpPort = try TestEnvironment.freePort()
             base = "http://127.0.0.1:\(httpPort)"
+            token = try await AggregatorAccess.token(database: "\(folder.path)/aggregator.sqlite")
             process = try ChildProcess(
                 TestEnvironment.product("spectra-aggregator"),
                 [
@@ -27,7 +30,7 @@ struct FleetSimTests {
 
         /// The decoded JSON at `path`, nil while the aggregator does not answer.
         func get(_ path: String) async -> Any? {
-            guard let (data, _) = try? await URLSession.shared.data(from: URL(string: base + path)!) else { return nil }
+            guard let (data, _) = try? await AggregatorAccess.get(base + path, token: token) else { return nil }
             return try? JSONSerialization.jsonObject(with: data)
         }
 
@@ -112,7 +115,7 @@ struct FleetSimTests {
             return completeness?["received"] as? Int == messages
         }
         let summary = await get("/api/v1/fleet/summary?fleet=demo")
-        let refusals = (try? await URLSession.shared.data(from: URL(string: aggregator.base + "/metrics")!)).map {
+        let refusals = (try? await AggregatorAccess.get(aggregator.base + "/metrics", token: aggregator.token)).map {
             String(decoding: $0.0, as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix("spectra_aggregator_parse_failures_total") }
         } ?? []
         #expect(settled, "every enqueued message arrives: \(String(describing: summary?["completeness"])); refused: \(refusals)")

@@ -82,6 +82,13 @@ struct PackageTests {
         let state = package.folder.appendingPathComponent("state")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         let httpPort = try TestEnvironment.freePort()
+        // The operator's first step on a new install: an API token (read-only fleet figures).
+        let created = try package.start("spectra-aggregator", [
+            "tokens", "create", "package-test", "--role", "viewer", "--config", package.path("etc/spectra/aggregator.yaml"),
+            "--set", "database=\(state.path)/aggregator.sqlite",
+        ])
+        #expect(await created.wait(timeout: 30) == 0, "tokens create: \(created.standardError)")
+        let token = try #require(created.lines.last { $0.hasPrefix("spectra_") })
         // What systemd's unit gives the aggregator; the test's broker, port and folder instead of
         // the installed ones.
         let aggregator = try package.start("spectra-aggregator", [
@@ -90,7 +97,7 @@ struct PackageTests {
             "--set", "database=\(state.path)/aggregator.sqlite",
         ])
         let base = "http://127.0.0.1:\(httpPort)"
-        #expect(await eventually(timeout: 20) { ((try? await AggregatorEndToEndTests.get(base + "/healthz"))?["broker"] as? String) == "connected" },
+        #expect(await eventually(timeout: 20) { ((try? await AggregatorEndToEndTests.get(base + "/healthz", token: token))?["broker"] as? String) == "connected" },
                 "aggregator did not come up: \(aggregator.standardError)")
 
         // The agent as its unit runs it: state in STATE_DIRECTORY; the profile installed under
@@ -108,7 +115,7 @@ struct PackageTests {
         #expect(await start.wait(timeout: 30) == 0, "session start: \(start.standardError)")
 
         let counted = await eventually(timeout: 30) {
-            let summary = try? await AggregatorEndToEndTests.get(base + "/api/v1/fleet/summary?fleet=demo")
+            let summary = try? await AggregatorEndToEndTests.get(base + "/api/v1/fleet/summary?fleet=demo", token: token)
             return ((summary?["sessions"] as? [String: Any])?["completed"] as? Int) == 1
         }
         #expect(counted, "the aggregator counts the session: agent log:\n\(agent.standardError.suffix(3000))")

@@ -18,7 +18,7 @@ struct PrivacyTests {
         let broker = try await MosquittoBroker()
         let folder = try TestEnvironment.temporaryDirectory("forget")
         defer { try? FileManager.default.removeItem(at: folder) }
-        var aggregator = try Aggregator(url: broker.url, folder: folder, clientID: "agg-forget")
+        var aggregator = try await Aggregator(url: broker.url, folder: folder, clientID: "agg-forget")
         #expect(await aggregator.connected())
         let sim = try await BrokerCompatibilityTests.simulate(url: broker.url, folder: folder, ["--gateways", "2", "--days", "3", "--seed", "31"])
         #expect(sim.status == 0, "\(sim.stderr.suffix(800))")
@@ -44,17 +44,17 @@ struct PrivacyTests {
             topic: "spectra/v1/demo/gw/gw-00001/status",
             payload: Array(#"{"online":true,"boot":"\#(UUID().uuidString.lowercased())","ts":"\#(old)"}"#.utf8), retain: true))
         await stale.disconnect()
-        aggregator = try Aggregator(url: broker.url, folder: folder, clientID: "agg-forget-2", settings: ["database=\(folder.path)/agg-forget.sqlite"])
+        aggregator = try await Aggregator(url: broker.url, folder: folder, clientID: "agg-forget-2", settings: ["database=\(folder.path)/agg-forget.sqlite"])
         #expect(await aggregator.connected())
         try await Task.sleep(for: .seconds(1))
         let after = try #require(await sessions())
         for key in ["started", "completed", "aborted"] { #expect(after[key] as? Int == before[key] as? Int, "\(key): \(before) then \(after)") }
         let summary = await aggregator.get("/api/v1/fleet/summary?fleet=demo")
         #expect(summary?["gateways"] as? Int == 1)
-        let (_, response) = try await URLSession.shared.data(from: URL(string: aggregator.base + "/api/v1/gateways/gw-00001/sessions")!)
-        #expect((response as? HTTPURLResponse)?.statusCode == 404)
-        let gone = try await URLSession.shared.data(from: URL(string: aggregator.base + "/api/v1/gateways/gw-00001")!).1
-        #expect((gone as? HTTPURLResponse)?.statusCode == 404)
+        let sessionsGone = try await AggregatorAccess.get(aggregator.base + "/api/v1/gateways/gw-00001/sessions", token: aggregator.token)
+        #expect(sessionsGone.status == 404)
+        let gone = try await AggregatorAccess.get(aggregator.base + "/api/v1/gateways/gw-00001", token: aggregator.token)
+        #expect(gone.status == 404)
         #expect(await aggregator.stop() == 0)
 
         // Nothing about it is retained on the broker any more (the other gateway's stats are).

@@ -16,8 +16,8 @@ struct ShareGroupTests {
         let broker = try await MosquittoBroker(extraConfig: "max_queued_messages 0\n")
         let folder = try TestEnvironment.temporaryDirectory("share-group")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let a = try Aggregator(url: broker.url, folder: folder, clientID: "agg-a", settings: ["shareGroup=aggregators"])
-        let b = try Aggregator(url: broker.url, folder: folder, clientID: "agg-b", settings: ["shareGroup=aggregators"])
+        let a = try await Aggregator(url: broker.url, folder: folder, clientID: "agg-a", settings: ["shareGroup=aggregators"])
+        let b = try await Aggregator(url: broker.url, folder: folder, clientID: "agg-b", settings: ["shareGroup=aggregators"])
         let aUp = await a.connected()
         let bUp = await b.connected()
         let bothUp = aUp && bUp

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import MQTT
 import SpectraProtocol
 
@@ -12,16 +13,31 @@ public enum APIRouter {
     /// - Parameters:
     ///   - health: ingest's health now (for `/healthz`, and the health figures of `/metrics`).
     ///   - now: the clock "today" is taken from.
+    ///   - access: accounts, tokens and sessions: who may read what (see ``AccessControl``).
+    ///   - secureCookies: whether the session cookie is marked `Secure` (served over HTTPS).
     public static func make(
         store: any StatsStore, metrics: IngestMetrics, health: @escaping @Sendable () -> IngestHealth.Report,
-        allowedHosts: Set<String> = [], now: @escaping @Sendable () -> Date = Date.init
-    ) -> Router<BasicRequestContext> {
-        let router = Router()
+        access: AccessStore, secureCookies: Bool = false, allowedHosts: Set<String> = [],
+        logger: Logger = Logger(label: "spectra.aggregator.http"), now: @escaping @Sendable () -> Date = Date.init
+    ) -> Router<AggregatorRequestContext> {
+        let router = Router(context: AggregatorRequestContext.self)
+        let control = AccessControl(access: access, secureCookies: secureCookies, logger: logger)
         router.add(middleware: BrowserHardening(allowedHosts: allowedHosts))
+        router.add(middleware: control)
+        LoginPage.add(to: router, access: access, control: control, limiter: LoginLimiter(), logger: logger)
         router.get("/") { _, _ in
             Response(
-                status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
+                status: .ok,
+                headers: [
+                    .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
+                    .contentSecurityPolicy: Dashboard.contentSecurityPolicy,
+                ],
                 body: .init(byteBuffer: ByteBuffer(bytes: Dashboard.page)))
+        }
+        // Who is asking: the dashboard shows it, and hides what the role cannot read.
+        router.get("/api/v1/me") { _, context in
+            guard let principal = context.principal else { return json(["error": "not signed in"], status: .unauthorized) }
+            return json(["name": principal.name, "role": principal.role.rawValue, "credential": principal.credential.rawValue])
         }
         // 200 while the broker is connected, commits succeed and the stats round keeps up with its
         // interval; otherwise 503 with the reasons.
@@ -100,7 +116,7 @@ public enum APIRouter {
         }
     }
 
-    static func gatewayParameter(_ context: BasicRequestContext) throws -> String {
+    static func gatewayParameter(_ context: AggregatorRequestContext) throws -> String {
         let text = context.parameters.get("gw") ?? ""
         guard Identifier.isValid(text) else {
             throw APIError(.badRequest, "gateway id must be 1-64 of A-Z a-z 0-9 _ -")

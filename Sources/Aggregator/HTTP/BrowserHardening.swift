@@ -8,8 +8,8 @@ import Hummingbird
 ///   else gets `421 Misdirected Request` saying which names are allowed. An empty list allows
 ///   any name (a server bound to every address with no `http.allowedHosts`).
 /// - Every answer: `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
-///   `X-Frame-Options: DENY` and a Content-Security-Policy (the dashboard's own, by hash, for
-///   `/`; `default-src 'none'; frame-ancestors 'none'` for the rest).
+///   `X-Frame-Options: DENY` and a Content-Security-Policy (the dashboard's and the login
+///   page's own, by hash; `default-src 'none'; frame-ancestors 'none'` for the rest).
 /// - Answers about gateways (their sessions: personal data) are `Cache-Control: no-store`.
 struct BrowserHardening<Context: RequestContext>: RouterMiddleware {
     /// Lower-case host names (without port) the server answers to; empty: any.
@@ -35,8 +35,12 @@ struct BrowserHardening<Context: RequestContext>: RouterMiddleware {
         response.headers[.xContentTypeOptions] = "nosniff"
         response.headers[HeaderNames.referrerPolicy] = "no-referrer"
         response.headers[HeaderNames.xFrameOptions] = "DENY"
-        response.headers[.contentSecurityPolicy] = path == "/" ? Dashboard.contentSecurityPolicy : "default-src 'none'; frame-ancestors 'none'"
-        if path.hasPrefix("/api/v1/gateways") { response.headers[.cacheControl] = "no-store" }
+        // Pages set their own (the dashboard's and the login page's allow their inline style
+        // and script by hash); everything else may load nothing and be framed nowhere.
+        if response.headers[.contentSecurityPolicy] == nil {
+            response.headers[.contentSecurityPolicy] = "default-src 'none'; frame-ancestors 'none'"
+        }
+        if path.hasPrefix("/api/v1/gateways") || path == "/api/v1/me" { response.headers[.cacheControl] = "no-store" }
     }
 
     /// `Host` without its port, lower-case (`[::1]:8080` is `[::1]`).

@@ -69,6 +69,8 @@ enum Dashboard {
   #drill.open { display:block; }
   .close { float:right; cursor:pointer; color:var(--accent); }
   .empty { color:var(--dim); font-style:italic; }
+  header .who { margin-left:auto; display:flex; gap:10px; align-items:baseline; }
+  header button { font:inherit; font-size:12px; background:none; border:1px solid var(--line); border-radius:6px; color:var(--accent); padding:3px 9px; cursor:pointer; }
   .refused { display:inline-block; margin-left:6px; padding:0 5px; border-radius:3px; font-size:11px; background:var(--bad); color:var(--bg); }
 </style>
 </head>
@@ -77,6 +79,8 @@ enum Dashboard {
   <h1>Spectra Fleet</h1>
   <span class="meta" id="fleet-name"></span>
   <span class="meta" id="status">loading…</span>
+  <div class="who"><span class="meta" id="user"></span>
+    <form method="post" action="/logout" id="logout-form"><button type="submit" id="logout">Sign out</button></form></div>
 </header>
 <main>
   <section class="kpis">
@@ -105,14 +109,14 @@ enum Dashboard {
     <h2 class="spaced">Recent sessions</h2>
     <table id="drill-sessions"><thead><tr><th>Session</th><th>Day</th><th>Outcome</th><th>Reason</th><th class="num">Level</th><th class="num">Stimulating</th><th class="num">Pauses</th><th class="num">Trips</th><th>Regimen</th></tr></thead><tbody></tbody></table>
   </section>
-  <section class="panel">
+  <section class="panel" id="gateways-panel">
     <h2 class="split">Gateways <input type="search" id="search" placeholder="Search gateway id…" autocomplete="off"></h2>
     <table id="gateway-table"><thead><tr><th>Gateway</th><th>Fleet</th><th>Last seen</th><th>Firmware</th><th class="num">Sessions</th><th class="num">Completed</th><th>Phase</th><th class="num">Adherence</th><th class="num">Backlog</th><th class="num">Complete</th></tr></thead><tbody></tbody></table>
   </section>
 </main>
 <script>
 "use strict";
-const state = { fleet: null, gateway: null, search: "" };
+const state = { fleet: null, gateway: null, search: "", role: null };
 const $ = (id) => document.getElementById(id);
 const pct = (x) => x == null ? "–" : (x * 100).toFixed(1) + "%";
 const num = (x) => x == null ? "–" : Number(x).toLocaleString("en-US");
@@ -129,6 +133,8 @@ function query(extra) {
 }
 async function get(path) {
   const response = await fetch(path, { cache: "no-store" });
+  // The sign-in ended (signed out elsewhere, expired, password changed): back to the form.
+  if (response.status === 401) { location.assign("/login"); throw new Error("signed out"); }
   if (!response.ok) throw new Error(path + " answered " + response.status);
   return response.json();
 }
@@ -190,7 +196,7 @@ function renderGateways(list) {
   $("gateway-table").tBodies[0].innerHTML = rows || '<tr><td colspan="10" class="empty">no gateway matches</td></tr>';
 }
 async function renderDrill() {
-  if (!state.gateway) { $("drill").classList.remove("open"); return; }
+  if (!state.gateway || state.role !== "operator") { $("drill").classList.remove("open"); return; }
   const d = await get("/api/v1/gateways/" + encodeURIComponent(state.gateway) + query());
   const g = d.gateway;
   $("drill").classList.add("open");
@@ -206,13 +212,22 @@ async function renderDrill() {
     <td class="num">${num(s.pauses)}</td><td class="num">${num(s.safetyTrips)}</td><td>${esc(s.regimenPhase || "")} ${s.regimenDay ? "day " + s.regimenDay : ""}</td></tr>`).join("")
     || '<tr><td colspan="9" class="empty">no sessions yet</td></tr>';
 }
+// Who is signed in; per-gateway detail (personal data) is for the operator role only.
+async function whoAmI() {
+  const me = await get("/api/v1/me");
+  state.role = me.role;
+  $("user").textContent = "signed in as " + me.name + " (" + me.role + ")";
+  $("gateways-panel").hidden = me.role !== "operator";
+}
 async function refresh() {
   try {
+    if (!state.role) await whoAmI();
+    const operator = state.role === "operator";
     const [summary, daily, gateways] = await Promise.all([
       get("/api/v1/fleet/summary" + query()), get("/api/v1/fleet/daily" + query()),
-      get("/api/v1/gateways" + query(state.search ? { q: state.search } : {})),
+      operator ? get("/api/v1/gateways" + query(state.search ? { q: state.search } : {})) : Promise.resolve(null),
     ]);
-    renderSummary(summary); chart(daily); renderGateways(gateways);
+    renderSummary(summary); chart(daily); if (gateways) renderGateways(gateways);
     await renderDrill();
     $("status").textContent = "updated " + new Date().toLocaleTimeString();
     $("status").classList.remove("stale");

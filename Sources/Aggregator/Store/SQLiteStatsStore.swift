@@ -186,6 +186,17 @@ public final class SQLiteStatsStore: StatsStore {
         migrator.registerMigration("v4-forgotten") { db in
             try db.execute(sql: "CREATE TABLE forgotten (fleet TEXT NOT NULL, gw TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (fleet, gw))")
         }
+        // Who may read the API and dashboard (see AccessStore): no secret in clear.
+        migrator.registerMigration("v5-access") { db in
+            try db.execute(sql: """
+                CREATE TABLE account (name TEXT PRIMARY KEY, role TEXT NOT NULL, passwordHash TEXT NOT NULL,
+                    createdAt REAL NOT NULL, passwordSetAt REAL NOT NULL, lastLoginAt REAL);
+                CREATE TABLE api_token (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, secretHash TEXT NOT NULL,
+                    createdAt REAL NOT NULL, expiresAt REAL, lastUsedAt REAL);
+                CREATE TABLE web_session (idHash TEXT PRIMARY KEY, account TEXT NOT NULL, createdAt REAL NOT NULL, expiresAt REAL NOT NULL);
+                CREATE INDEX web_session_by_account ON web_session (account);
+                """)
+        }
         return migrator
     }
 
