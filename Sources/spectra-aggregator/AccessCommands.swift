@@ -32,6 +32,9 @@ struct Users: AsyncParsableCommand {
 
         func run() async throws {
             let role = try parseRole(role)
+            guard AccessStore.isValidName(name) else {
+                throw ValidationError("'\(name.prefix(80))' is not a valid account name: use 1-64 of A-Z a-z 0-9 _ . @ -")
+            }
             let access = await openAccess(options)
             let password = try readPassword(for: name, fromStandardInput: passwordStdin)
             try await refuseOnFailure { try await access.addUser(name, role: role, password: password) }
