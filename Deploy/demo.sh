@@ -47,6 +47,10 @@ mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 pids+=($!)
 for _ in $(seq 50); do port_free "$broker_port" || break; sleep 0.1; done
 
+# A demo account: everything but /healthz needs one. The password is new at every run.
+demo_password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
+printf '%s\n' "$demo_password" | "$bin/spectra-aggregator" users add demo --role operator --password-stdin \
+    --config Config/aggregator.yaml --set "database=$work/aggregator.sqlite" >/dev/null
 "$bin/spectra-aggregator" run --config Config/aggregator.yaml \
     --set "mqtt.url=mqtt://127.0.0.1:$broker_port" --set "http.port=$http_port" \
     --set "database=$work/aggregator.sqlite" --set "stats.publishIntervalS=5" >"$work/aggregator.log" 2>&1 &
@@ -54,8 +58,9 @@ pids+=($!)
 for _ in $(seq 100); do port_free "$http_port" || break; sleep 0.1; done
 
 echo
-echo "  Dashboard:  http://127.0.0.1:$http_port/"
+echo "  Dashboard:  http://127.0.0.1:$http_port/   sign in as demo, password $demo_password"
 echo "  API:        http://127.0.0.1:$http_port/api/v1/fleet/summary   metrics: /metrics"
+echo "              (a token for scripts: $bin/spectra-aggregator tokens create NAME --role viewer --set database=$work/aggregator.sqlite)"
 echo "  Broker:     mqtt://127.0.0.1:$broker_port  (spectra-ctl watch --broker mqtt://127.0.0.1:$broker_port --fleet demo)"
 echo "  Logs:       $work/"
 echo "  Ctrl-C stops everything."

@@ -51,14 +51,15 @@ broker_port=$(free_port) http_port=$(free_port)
 mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 start_broker() { "$mosquitto" -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 & broker_pid=$!; pids+=($broker_pid); sleep 0.5; }
 start_broker
+token=$("$bin/spectra-aggregator" tokens create scale --role operator --set "database=$work/aggregator.sqlite" 2>/dev/null)
 "$bin/spectra-aggregator" run --set "mqtt.url=mqtt://127.0.0.1:$broker_port" --set "http.port=$http_port" \
     --set "database=$work/aggregator.sqlite" --set "clientId=scale-aggregator" --set "shareGroup=${SHARE_GROUP-}" \
     >"$work/aggregator.log" 2>&1 &
 aggregator_pid=$!
 pids+=($aggregator_pid)
 sleep 2
-metric() { curl -s "http://127.0.0.1:$http_port/metrics" | awk -v name="$1" '$1 == name { print $2 }' | head -1; }
-summary() { curl -s "http://127.0.0.1:$http_port/api/v1/fleet/summary"; }
+metric() { curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$http_port/metrics" | awk -v name="$1" '$1 == name { print $2 }' | head -1; }
+summary() { curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$http_port/api/v1/fleet/summary"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
@@ -103,7 +104,7 @@ end_count=$(( $(metric 'spectra_aggregator_ingested_total{kind="telemetry"}' | c
 end_ticks="$(ticks "${sim_pids[@]}") $(ticks "$aggregator_pid") $(ticks "$broker_pid")"
 end_time=$(date +%s.%N)
 rate=$(awk -v a="$start_count" -v b="$end_count" -v s="$start_time" -v e="$end_time" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
-curl -s "http://127.0.0.1:$http_port/metrics" > "$work/metrics.txt"
+curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$http_port/metrics" > "$work/metrics.txt"
 python3 - "$work/metrics.txt" "$gateways" "$rate" <<'PY'
 import sys, re
 text = open(sys.argv[1]).read()
