@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -106,13 +105,8 @@ enum LoginPage {
             .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
     }
 
-    static let contentSecurityPolicy: String = {
-        let style = page.range(of: "<style>").flatMap { start in
-            page.range(of: "</style>", range: start.upperBound..<page.endIndex).map { page[start.upperBound..<$0.lowerBound] }
-        } ?? ""
-        let hash = "sha256-" + Data(SHA256.hash(data: Data(style.utf8))).base64EncodedString()
-        return "default-src 'none'; style-src '\(hash)'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    }()
+    static let contentSecurityPolicy =
+        "default-src 'none'; style-src '\(Dashboard.hash(of: "style", in: page))'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
     static let page = #"""
 <!doctype html>

@@ -15,12 +15,13 @@ enum Dashboard {
             + "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     }()
 
-    /// `sha256-BASE64` of the text inside the page's `<tag>` element.
-    private static func hash(of tag: String) -> String {
-        guard let start = html.range(of: "<\(tag)>"), let end = html.range(of: "</\(tag)>", range: start.upperBound..<html.endIndex) else {
+    /// `sha256-BASE64` of the text inside the first `<tag>` element of `page`, as a
+    /// Content-Security-Policy source names an inline script or style; `none` without one.
+    static func hash(of tag: String, in page: String = html) -> String {
+        guard let start = page.range(of: "<\(tag)>"), let end = page.range(of: "</\(tag)>", range: start.upperBound..<page.endIndex) else {
             return "none"
         }
-        let content = Data(html[start.upperBound..<end.lowerBound].utf8)
+        let content = Data(page[start.upperBound..<end.lowerBound].utf8)
         return "sha256-" + Data(SHA256.hash(data: content)).base64EncodedString()
     }
 
