@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "spectra-aggregator", targets: ["spectra-aggregator"]),
         .executable(name: "spectra-ctl", targets: ["spectra-ctl"]),
         .executable(name: "spectra-fleetsim", targets: ["spectra-fleetsim"]),
+        .executable(name: "spectra-headband-emu", targets: ["spectra-headband-emu"]),
         .library(name: "SpectraProtocol", targets: ["SpectraProtocol"]),
         .library(name: "Waveform", targets: ["Waveform"]),
         .library(name: "MQTT", targets: ["MQTT"]),
@@ -71,6 +72,9 @@ let package = Package(
             ]
         ),
         .target(name: "Waveform"),
+        // The headband link (docs/headband-protocol.md): framing, messages, the gateway's side
+        // over a serial port, and the device's side the emulator runs.
+        .target(name: "HeadbandLink", dependencies: ["Waveform", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "MQTT",
             dependencies: ["CMosquitto", "CSocketBuffer", .product(name: "Logging", package: "swift-log")]
@@ -87,7 +91,7 @@ let package = Package(
         .target(
             name: "EdgeAgent",
             dependencies: [
-                "SpectraProtocol", "SpectraConfig", "Waveform", "MQTT", "Outbox", "CCurlFetch", "CSpectraSystem",
+                "SpectraProtocol", "SpectraConfig", "Waveform", "HeadbandLink", "MQTT", "Outbox", "CCurlFetch", "CSpectraSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -154,6 +158,10 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "spectra-headband-emu",
+            dependencies: ["HeadbandLink", "Waveform", "SpectraProtocol", "CSpectraSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
             name: "spectra-fleetsim",
             dependencies: [
                 "EdgeAgent", "FleetSim", "SpectraConfig", "SpectraProtocol", "MQTT", "Waveform",
@@ -182,7 +190,7 @@ let package = Package(
         .testTarget(name: "SpectraConfigTests", dependencies: ["SpectraConfig", "EdgeAgent", "Aggregator", "Waveform"]),
         .testTarget(name: "SpectraTestingTests", dependencies: ["SpectraTesting"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "SpectraTesting"]),
-        .testTarget(name: "WaveformTests", dependencies: ["Waveform"]),
+        .testTarget(name: "WaveformTests", dependencies: ["Waveform", "HeadbandLink"]),
         .testTarget(name: "EdgeAgentTests", dependencies: ["EdgeAgent", "SpectraProtocol", "SpectraTesting", "Waveform"]),
         .testTarget(
             name: "OutboxTests",

@@ -17,3 +17,17 @@ int spectra_peer_credentials(int fd, unsigned int *uid, int *pid) {
     *pid = credentials.pid;
     return 0;
 }
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+int spectra_open_pseudo_terminal(char *path, unsigned long capacity) {
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) return -1;
+    if (grantpt(master) != 0 || unlockpt(master) != 0 || ptsname_r(master, path, capacity) != 0) {
+        close(master);
+        return -1;
+    }
+    return master;
+}

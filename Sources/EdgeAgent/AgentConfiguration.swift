@@ -41,6 +41,9 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var clock: ClockTrust = .auto
     /// Faults the simulated headband plays (see `ScriptedFault(script:)`), for tests and demos.
     public var headbandFaults: [String]
+    /// Where the headband is: `simulated` (in this process), or the path of its serial port
+    /// (a USB dock such as /dev/ttyACM0, or the emulator's pseudo-terminal).
+    public var headbandPort = "simulated"
 
     /// Creates a configuration; every parameter but the identity has a default.
     public init(
@@ -73,7 +76,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         "fleet", "gateway", "groups", "dataDir",
         "outbox.durability", "outbox.maxBytes", "outbox.minFreeBytes",
         "telemetry.intervalS", "telemetry.idleIntervalS",
-        "session.profile", "session.maxPerDay", "session.timeScale", "trust.keys", "headband.faults", "clock.synced",
+        "session.profile", "session.maxPerDay", "session.timeScale", "trust.keys", "headband.faults", "headband.port", "clock.synced",
     ])
 
     static func faults(_ fields: ConfigFields) throws(ConfigurationError) -> [String] {
@@ -123,5 +126,11 @@ public struct AgentConfiguration: Sendable, Equatable {
             timeScale: try fields.double("session.timeScale", default: 1, in: 1...100_000),
             headbandFaults: try Self.faults(fields))
         clock = try fields.choice("clock.synced", default: ClockTrust.auto)
+        headbandPort = try fields.string("headband.port", default: "simulated")
+        guard headbandPort == "simulated" || headbandPort.hasPrefix("/") else {
+            throw ConfigurationError(
+                file: fields.source, key: "headband.port",
+                problem: "'\(headbandPort)' must be simulated or the absolute path of a serial port, such as /dev/ttyACM0")
+        }
     }
 }

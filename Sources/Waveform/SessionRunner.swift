@@ -14,31 +14,37 @@ public struct SessionRunner: Sendable {
 
     public var engine: SessionEngine
     public private(set) var monitor: SafetyMonitor
-    public var headband: SimulatedHeadband
+    public var headband: any Headband
     /// How long a paused step idles, seconds.
     public var idleStepS = 0.1
 
     /// Creates a runner; the headband begins a session (its watchdog restarts).
     /// - Throws: ``WaveformError`` when the profile breaks a hard rule.
-    public init(engine: SessionEngine, headband: SimulatedHeadband) throws(WaveformError) {
+    public init(engine: SessionEngine, headband: any Headband) async throws(WaveformError) {
         self.engine = engine
         self.monitor = try SafetyMonitor(profile: engine.profile)
         self.headband = headband
         self.headband.watchdogS = engine.profile.sessionSeconds
-        self.headband.beginSession()
+        await self.headband.beginSession()
     }
 
     /// Runs one step and returns what happened; read the engine's events with `engine.takeEvents()`.
-    public mutating func step() -> Step {
-        if case .ended(let outcome) = engine.phase { return .ended(outcome) }
-        let status = headband.status(channel: engine.channelIndex)
+    public mutating func step() async -> Step {
+        if case .ended(let outcome) = engine.phase {
+            await headband.endSession()
+            return .ended(outcome)
+        }
+        let status = await headband.status(channel: engine.channelIndex)
         let vibrating = engine.level == HardLimits.vibrationLevel && engine.amplitudeMicroAmps > 0
         if let violation = monitor.observe(status, vibrating: vibrating) { engine.trip(violation) }
         engine.consume(status)
         guard let segment = engine.nextSegment(nowS: headband.timeS) else {
             monitor.outputStopped()
-            if case .ended(let outcome) = engine.phase { return .ended(outcome) }
-            headband.idle(idleStepS)
+            if case .ended(let outcome) = engine.phase {
+                await headband.endSession()
+                return .ended(outcome)
+            }
+            await headband.idle(idleStepS)
             return .idle(seconds: idleStepS)
         }
         if let violation = monitor.check(segment) {
@@ -46,9 +52,9 @@ public struct SessionRunner: Sendable {
             engine.trip(violation)
             if wasStopping { engine.abortNow(reason: "safety_trip") }
             monitor.outputStopped()
-            return step()
+            return await step()
         }
-        let reports = headband.execute(segment)
+        let reports = await headband.execute(segment)
         for report in reports {
             if let violation = monitor.observe(report) {
                 engine.trip(violation)
@@ -65,11 +71,11 @@ public struct SessionRunner: Sendable {
 
     /// Runs until the session ends or `limitS` of headband time pass.
     /// - Returns: every segment sent and every engine event, in order.
-    public mutating func runToEnd(limitS: Double = 7200) -> (segments: [Segment], events: [EngineEvent]) {
+    public mutating func runToEnd(limitS: Double = 7200) async -> (segments: [Segment], events: [EngineEvent]) {
         var segments: [Segment] = []
         var events: [EngineEvent] = []
         while headband.timeS < limitS {
-            let result = step()
+            let result = await step()
             events += engine.takeEvents()
             switch result {
             case .stimulated(let segment): segments.append(segment)

@@ -21,9 +21,9 @@ enum Profiles {
 
     /// A runner for a wearer who has unlocked every level.
     static func runner(level: Int, faults: [HeadbandFault] = [], seed: UInt64 = 7, profile: CalibrationProfile = standard,
-                       completed: Int = 100, maxLevel: Int = 3) throws -> SessionRunner {
+                       completed: Int = 100, maxLevel: Int = 3) async throws -> SessionRunner {
         let engine = try SessionEngine(profile: profile, level: level, completedSessions: completed, maxLevel: maxLevel)
         let headband = SimulatedHeadband(channels: profile.channels.count, complianceVolts: profile.complianceVolts, seed: seed, faults: faults)
-        return try SessionRunner(engine: engine, headband: headband)
+        return try await SessionRunner(engine: engine, headband: headband)
     }
 }

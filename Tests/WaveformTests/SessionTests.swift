@@ -13,9 +13,9 @@ struct SessionTests {
     }
 
     @Test("a clean session stimulates 900 s, ramps, and completes")
-    func cleanSession() throws {
-        var runner = try Profiles.runner(level: 2)
-        let (segments, events) = runner.runToEnd()
+    func cleanSession() async throws {
+        var runner = try await Profiles.runner(level: 2)
+        let (segments, events) = await runner.runToEnd()
         #expect(Self.outcome(events) == .completed)
         #expect(Self.trips(events).isEmpty)
         let total = segments.reduce(0) { $0 + $1.durationS }
@@ -31,9 +31,9 @@ struct SessionTests {
     }
 
     @Test("a lift-off mid-pulse pauses through a ramp; 1 s of stable contact resumes with a full ramp from 0")
-    func liftOff() throws {
-        var runner = try Profiles.runner(level: 2, faults: [.liftOff(channel: nil, atS: 30.05, durationS: 3)])
-        let (segments, events) = runner.runToEnd()
+    func liftOff() async throws {
+        var runner = try await Profiles.runner(level: 2, faults: [.liftOff(channel: nil, atS: 30.05, durationS: 3)])
+        let (segments, events) = await runner.runToEnd()
         #expect(events.contains(.paused(reason: "contact_lost")))
         #expect(events.contains(.resumed(reason: "contact_lost")))
         #expect(Self.outcome(events) == .completed)
@@ -52,9 +52,9 @@ struct SessionTests {
     }
 
     @Test("a short stops the session with a safety trip")
-    func short() throws {
-        var runner = try Profiles.runner(level: 1, faults: [.short(channel: 1, atS: 0)])
-        let (_, events) = runner.runToEnd()
+    func short() async throws {
+        var runner = try await Profiles.runner(level: 1, faults: [.short(channel: 1, atS: 0)])
+        let (_, events) = await runner.runToEnd()
         let trip = try #require(Self.trips(events).first)
         #expect(trip.rule == .short)
         #expect(trip.value < HardLimits.shortOhms)
@@ -63,9 +63,9 @@ struct SessionTests {
     }
 
     @Test("a failing output stage (unequal phases) trips the charge-balance monitor within a second")
-    func imbalance() throws {
-        var runner = try Profiles.runner(level: 3, faults: [.imbalance(atS: 100, fraction: 0.2)])
-        let (_, events) = runner.runToEnd()
+    func imbalance() async throws {
+        var runner = try await Profiles.runner(level: 3, faults: [.imbalance(atS: 100, fraction: 0.2)])
+        let (_, events) = await runner.runToEnd()
         let trip = try #require(Self.trips(events).first)
         #expect([.chargeBalance, .dcMean].contains(trip.rule))
         #expect(Self.outcome(events) == .aborted(reason: "safety_trip"))
@@ -73,9 +73,9 @@ struct SessionTests {
     }
 
     @Test("a stalled vibration motor at level 3 trips after 2 s out of range")
-    func motorStall() throws {
-        var runner = try Profiles.runner(level: 3, faults: [.motorStall(atS: 60, durationS: 30)])
-        let (segments, events) = runner.runToEnd()
+    func motorStall() async throws {
+        var runner = try await Profiles.runner(level: 3, faults: [.motorStall(atS: 60, durationS: 30)])
+        let (segments, events) = await runner.runToEnd()
         let trip = try #require(Self.trips(events).first)
         #expect(trip.rule == .vibration)
         #expect(runner.headband.timeS > 62 && runner.headband.timeS < 66)
@@ -83,39 +83,39 @@ struct SessionTests {
     }
 
     @Test("vibration runs only while stimulating at level 3")
-    func vibrationOnlyAtLevel3() throws {
+    func vibrationOnlyAtLevel3() async throws {
         for level in [1, 2] {
-            var runner = try Profiles.runner(level: level)
-            let (segments, _) = runner.runToEnd(limitS: 60)
+            var runner = try await Profiles.runner(level: level)
+            let (segments, _) = await runner.runToEnd(limitS: 60)
             #expect(segments.allSatisfy { $0.vibrationRpm == 0 })
         }
     }
 
     @Test("a flat battery ends the session as battery_low")
-    func battery() throws {
-        var runner = try Profiles.runner(level: 1, faults: [.batteryDrop(atS: 50, pct: 3)])
-        let (_, events) = runner.runToEnd()
+    func battery() async throws {
+        var runner = try await Profiles.runner(level: 1, faults: [.batteryDrop(atS: 50, pct: 3)])
+        let (_, events) = await runner.runToEnd()
         #expect(Self.trips(events).first?.rule == .batteryLow)
         #expect(Self.outcome(events) == .aborted(reason: "battery_low"))
     }
 
     @Test("a lost headband link ends the session as headband_lost")
-    func headbandLost() throws {
-        var runner = try Profiles.runner(level: 1, faults: [.disconnect(atS: 20)])
-        let (_, events) = runner.runToEnd()
+    func headbandLost() async throws {
+        var runner = try await Profiles.runner(level: 1, faults: [.disconnect(atS: 20)])
+        let (_, events) = await runner.runToEnd()
         #expect(Self.outcome(events) == .aborted(reason: "headband_lost"))
     }
 
     @Test("NaN readings trip the monitor and end the session, never crash")
-    func nanReadings() throws {
-        var runner = try Profiles.runner(level: 2, faults: [.invalidReadings(atS: 40)])
-        let (_, events) = runner.runToEnd()
+    func nanReadings() async throws {
+        var runner = try await Profiles.runner(level: 2, faults: [.invalidReadings(atS: 40)])
+        let (_, events) = await runner.runToEnd()
         #expect(Self.trips(events).first?.rule == .invalidMeasurement)
         #expect(Self.outcome(events) == .aborted(reason: "safety_trip"))
     }
 
     @Test("hostile measurements fed straight to the engine: NaN, negative, infinite")
-    func hostileMeasurements() throws {
+    func hostileMeasurements() async throws {
         for bad in [Double.nan, -5, .infinity, -.infinity] {
             var engine = try SessionEngine(profile: Profiles.standard, level: 1, completedSessions: 0)
             _ = engine.nextSegment(nowS: 0)
@@ -135,15 +135,15 @@ struct SessionTests {
     }
 
     @Test("a level change every 100 ms never exceeds the table and only moves through ramps")
-    func levelChurn() throws {
-        var runner = try Profiles.runner(level: 1)
+    func levelChurn() async throws {
+        var runner = try await Profiles.runner(level: 1)
         var requested = 1
         var segments: [Segment] = []
         var changes = 0
         while !runner.engine.isEnded && runner.headband.timeS < 1000 {
             requested = requested % 3 + 1
             runner.engine.requestLevel(requested)
-            if case .stimulated(let segment) = runner.step() { segments.append(segment) }
+            if case .stimulated(let segment) = await runner.step() { segments.append(segment) }
             let events = runner.engine.takeEvents()
             changes += events.filter { if case .levelChanged = $0 { true } else { false } }.count
             if let trip = Self.trips(events).first { Issue.record("tripped: \(trip) at \(runner.headband.timeS)") }
@@ -161,7 +161,7 @@ struct SessionTests {
     }
 
     @Test("the wall clock jumping an hour forward and back changes nothing: the session stops at 900 s")
-    func clockJumps() throws {
+    func clockJumps() async throws {
         var engine = try SessionEngine(profile: Profiles.standard, level: 2, completedSessions: 100)
         var headband = SimulatedHeadband(channels: 10, seed: 3)
         var wall = 1_800_000_000.0
@@ -181,7 +181,7 @@ struct SessionTests {
     }
 
     @Test("the headband's own watchdog stops pulses past the session limit")
-    func watchdog() {
+    func watchdog() async {
         var headband = SimulatedHeadband(channels: 1, watchdogS: 1)
         let segment = Segment(
             channelIndex: 0, channelID: "c", startS: 0, pairs: 30, frequencyHz: 10, phaseWidthMicros: 20_000,
@@ -190,7 +190,7 @@ struct SessionTests {
     }
 
     @Test("the monitor refuses segments that break a rule, whatever the planner says")
-    func monitorRefuses() throws {
+    func monitorRefuses() async throws {
         func segment(_ change: (inout Segment) -> Void) -> Segment {
             var s = Segment(
                 channelIndex: 0, channelID: Profiles.standard.channels[0].id, startS: 0, pairs: 1, frequencyHz: 10,
@@ -219,12 +219,14 @@ struct SessionTests {
     }
 
     @Test("gel drying: delivered current stays at the level while the compliance allows, and output adapts within it")
-    func drying() throws {
+    func drying() async throws {
         var profile = Profiles.standard
         profile.complianceVolts = 4
-        var runner = try Profiles.runner(level: 3, profile: profile)
-        runner.headband.dryingPerMinute = 0.2
-        let (segments, events) = runner.runToEnd()
+        var runner = try await Profiles.runner(level: 3, profile: profile)
+        var band = try #require(runner.headband as? SimulatedHeadband)
+        band.dryingPerMinute = 0.2
+        runner.headband = band
+        let (segments, events) = await runner.runToEnd()
         #expect(Self.outcome(events) == .completed)
         let late = segments.filter { $0.startS > 600 }
         #expect(late.contains { $0.peakMicroAmps < 399 }, "adapted below the level as impedance grew")
@@ -232,21 +234,21 @@ struct SessionTests {
     }
 
     @Test("the same seed gives the same session")
-    func deterministic() throws {
-        var first = try Profiles.runner(level: 2, faults: [.liftOff(channel: 2, atS: 40, durationS: 2)], seed: 11)
-        var second = try Profiles.runner(level: 2, faults: [.liftOff(channel: 2, atS: 40, durationS: 2)], seed: 11)
-        #expect(first.runToEnd().segments == second.runToEnd().segments)
+    func deterministic() async throws {
+        var first = try await Profiles.runner(level: 2, faults: [.liftOff(channel: 2, atS: 40, durationS: 2)], seed: 11)
+        var second = try await Profiles.runner(level: 2, faults: [.liftOff(channel: 2, atS: 40, durationS: 2)], seed: 11)
+        #expect(await first.runToEnd().segments == second.runToEnd().segments)
     }
 
     @Test("lowering the remote cap mid-session ramps down to the new level at once")
-    func capMidSession() throws {
-        var runner = try Profiles.runner(level: 3)
-        for _ in 0..<100 { _ = runner.step() }
+    func capMidSession() async throws {
+        var runner = try await Profiles.runner(level: 3)
+        for _ in 0..<100 { _ = await runner.step() }
         runner.engine.setMaxLevel(1)
         var levels: [Int] = []
         var peaks: [Double] = []
         for _ in 0..<40 {
-            if case .stimulated(let segment) = runner.step() {
+            if case .stimulated(let segment) = await runner.step() {
                 levels.append(segment.level)
                 peaks.append(segment.peakMicroAmps)
             }
@@ -263,9 +265,9 @@ struct SessionTests {
 @Suite("The headband's button")
 struct ButtonTests {
     @Test("a short press steps the level up (within what is unlocked); a long press stops as user_stop")
-    func buttons() throws {
-        var runner = try Profiles.runner(level: 1, faults: [.button(atS: 20, .short), .button(atS: 40, .long)], completed: 7)
-        let (segments, events) = runner.runToEnd()
+    func buttons() async throws {
+        var runner = try await Profiles.runner(level: 1, faults: [.button(atS: 20, .short), .button(atS: 40, .long)], completed: 7)
+        let (segments, events) = await runner.runToEnd()
         #expect(events.contains(.levelChanged(from: 1, to: 2)))
         #expect(segments.allSatisfy { $0.level <= 2 }, "level 3 is still locked after 7 sessions")
         #expect(events.last == .ended(.aborted(reason: "user_stop")))

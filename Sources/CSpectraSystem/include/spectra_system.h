@@ -9,4 +9,9 @@ int spectra_clock_synchronised(void);
 /// Returns 0 and fills `uid` and `pid`, or -1 (errno set).
 int spectra_peer_credentials(int fd, unsigned int *uid, int *pid);
 
+
+/// Opens a new pseudo-terminal: returns its controlling side's descriptor and writes the
+/// terminal's path into `path`; -1 with errno on failure.
+int spectra_open_pseudo_terminal(char *path, unsigned long capacity);
+
 #endif

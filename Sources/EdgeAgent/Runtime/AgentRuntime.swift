@@ -1,4 +1,5 @@
 import Foundation
+import HeadbandLink
 import Logging
 import MQTT
 import Outbox
@@ -19,6 +20,8 @@ public actor AgentRuntime: Service {
     private var outbox: Outbox?
     private var client: MQTTClient?
     private var sessions: SessionController?
+    /// The headband over its serial link (nil: the simulated headband in this process).
+    private var linkedHeadband: LinkedHeadband?
     private var control: ControlSocketServer?
     private var firmware: FirmwareUpdater?
     private var desired: DesiredConfig
@@ -77,11 +80,19 @@ public actor AgentRuntime: Service {
         var regimen = state.regimen
         regimen.maxPerDay = configuration.maxSessionsPerDay
         let scripted = configuration.headbandFaults.compactMap(ScriptedFault.init(script:))
+        let headband: any Headband
+        if configuration.headbandPort == "simulated" {
+            headband = SimulatedHeadband(
+                channels: baseProfile.channels.count, complianceVolts: baseProfile.complianceVolts, seed: 1,
+                faults: scripted.filter { !$0.perSession }.map(\.fault), sessionFaults: scripted.filter(\.perSession).map(\.fault))
+        } else {
+            let linked = LinkedHeadband(path: configuration.headbandPort, logger: logger)
+            self.linkedHeadband = linked
+            headband = linked
+        }
         let sessions = SessionController(
             profile: (try? desired.profile(applyingTo: baseProfile)) ?? baseProfile,
-            headband: SimulatedHeadband(
-                channels: baseProfile.channels.count, complianceVolts: baseProfile.complianceVolts, seed: 1,
-                faults: scripted.filter { !$0.perSession }.map(\.fault), sessionFaults: scripted.filter(\.perSession).map(\.fault)),
+            headband: headband,
             regimen: regimen, journal: SessionJournal(path: "\(configuration.dataDirectory)/session.json"),
             timeScale: configuration.timeScale,
             emit: { [weak self] event in await self?.sessionEvent(event) })
@@ -321,6 +332,17 @@ public actor AgentRuntime: Service {
                 object["outboxRefusedStored"] = stats.refusedStored
                 if let lastRefusal = stats.lastRefusal { object["lastRefusal"] = lastRefusal }
                 if let sendError = stats.sendError { object["outboxSendError"] = sendError }
+            }
+            if let linkedHeadband {
+                let link = linkedHeadband.statistics
+                var headband: [String: Any] = [
+                    "port": linkedHeadband.path, "state": link.state, "framesSent": link.framesSent, "framesReceived": link.framesReceived,
+                    "corrupted": link.corrupted, "retransmits": link.retransmits, "linkLosses": link.linkLosses,
+                ]
+                if let error = link.lastError { headband["lastError"] = error }
+                if let model = link.model { headband["model"] = model }
+                if let firmware = link.firmware { headband["firmware"] = firmware }
+                object["headband"] = headband
             }
             if let client, client.isConnected {
                 let lacks = client.brokerCapabilities.missing

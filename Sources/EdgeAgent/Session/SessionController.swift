@@ -32,7 +32,7 @@ public actor SessionController {
     /// Who asked for the level change under way, and for the stop (recorded in the events).
     private var levelRequester: String?
     private var stopRequester: String?
-    private var headband: SimulatedHeadband
+    private var headband: any Headband
     private var regimen: Regimen
     private let journal: SessionJournal?
     private let timeScale: Double
@@ -44,6 +44,13 @@ public actor SessionController {
     private var maxLevel = 3
 
     private var runner: SessionRunner?
+    /// Whether ``drive()`` is inside a step (the headband may be answering over its link): the
+    /// stored ``runner`` is then a copy the step will replace, so commands that arrive are also
+    /// queued and applied to the stepped runner before it is stored back.
+    private var stepping = false
+    private var queued: [(inout SessionRunner) -> Void] = []
+    /// Whether a start is under way (the headband is beginning its session).
+    private var starting = false
     private var sessionId: Identifier?
     /// The violations (rule and channel) already reported in this session: a tripped session
     /// ramps down through several more monitor checks, and each would report the same trip.
@@ -57,7 +64,7 @@ public actor SessionController {
     ///     (a simulated clock), so durations read on it are session seconds as they are.
     ///   - emit: where events go (the outbox, in the agent).
     public init(
-        profile: CalibrationProfile, headband: SimulatedHeadband, regimen: Regimen, journal: SessionJournal?,
+        profile: CalibrationProfile, headband: any Headband, regimen: Regimen, journal: SessionJournal?,
         timeScale: Double = 1, clockIsScaled: Bool = false, now: @escaping @Sendable () -> Date = { Date() },
         emit: @escaping @Sendable (Event) async -> Void
     ) {
@@ -87,7 +94,8 @@ public actor SessionController {
     /// Applies a new remote level cap; a running session drops to it at once, through a ramp.
     public func setMaxLevel(_ level: Int) {
         maxLevel = min(3, max(1, level))
-        runner?.engine.setMaxLevel(maxLevel)
+        let cap = maxLevel
+        command { $0.engine.setMaxLevel(cap) }
     }
 
     /// Replaces the profile (config pushes apply between sessions).
@@ -114,13 +122,16 @@ public actor SessionController {
     @discardableResult
     /// - Parameter requestedBy: who asked (`button`, `local:uid=N`), recorded in `session.started`.
     public func start(level requested: Int? = nil, requestedBy: String? = nil) async throws(StartError) -> Identifier {
-        guard runner == nil else { throw StartError(reason: "a session is already running") }
+        guard runner == nil, !starting else { throw StartError(reason: "a session is already running") }
+        starting = true
+        defer { starting = false }
+        guard headband.connected else { throw StartError(reason: "the headband is not connected: check its dock or cable (the agent reconnects by itself)") }
         let allowed = LevelPolicy(unlock: profile.levelUnlock, maxLevel: maxLevel).allowedLevel(completedSessions: regimen.completedSessions)
         let level = min(requested ?? allowed, allowed)
         let engine: SessionEngine
         do {
             engine = try SessionEngine(profile: profile, level: level, completedSessions: regimen.completedSessions, maxLevel: maxLevel)
-            runner = try SessionRunner(engine: engine, headband: headband)
+            runner = try await SessionRunner(engine: engine, headband: headband)
         } catch {
             throw StartError(reason: "the calibration profile is refused: \(error)")
         }
@@ -148,7 +159,9 @@ public actor SessionController {
     public func requestLevel(_ level: Int, requestedBy: String? = nil) -> Int? {
         guard runner != nil else { return nil }
         levelRequester = requestedBy
-        return runner?.engine.requestLevel(level)
+        let granted = runner?.engine.requestLevel(level)
+        if stepping { queued.append { _ = $0.engine.requestLevel(level) } }
+        return granted
     }
 
     /// Stops the running session through a ramp (`user_stop`, `remote_stop`, `agent_shutdown`).
@@ -157,7 +170,7 @@ public actor SessionController {
     public func stop(reason: AbortReason, requestedBy: String? = nil) {
         guard runner != nil else { return }
         if stopRequester == nil { stopRequester = requestedBy }
-        runner?.engine.stop(reason: reason.rawValue)
+        command { $0.engine.stop(reason: reason.rawValue) }
     }
 
     /// Waits until no session runs.
@@ -167,7 +180,7 @@ public actor SessionController {
 
     /// Scripts headband faults (the simulated headband), for tests and the simulator.
     public func scriptHeadband(_ faults: [HeadbandFault]) {
-        if runner != nil { runner?.headband.script(faults) } else { headband.script(faults) }
+        if runner != nil { command { $0.headband.script(faults) } } else { headband.script(faults) }
     }
 
     /// The live state.
@@ -211,8 +224,8 @@ public actor SessionController {
     /// button: a short press starts a session at the highest level allowed.
     public func idleTick(seconds: Double) async {
         guard runner == nil else { return }
-        headband.idle(seconds)
-        let status = headband.status(channel: 0)
+        await headband.idle(seconds)
+        let status = await headband.status(channel: 0)
         if status.buttons.contains(.short) { _ = try? await start(requestedBy: "button") }
     }
 
@@ -221,9 +234,9 @@ public actor SessionController {
 
     /// Installs firmware on the headband; only when no session runs.
     /// - Returns: nil when a session runs (try later), else whether the new version runs.
-    public func installFirmware(_ image: [UInt8], version: String) -> Bool? {
+    public func installFirmware(_ image: [UInt8], version: String) async -> Bool? {
         guard runner == nil else { return nil }
-        return headband.installFirmware(image, version: version)
+        return await headband.installFirmware(image, version: version)
     }
 
     private func drive() async {
@@ -232,7 +245,11 @@ public actor SessionController {
         while var current = runner {
             // Step and take the events on one copy, stored back before any suspension, so that
             // commands arriving while events are published act on the latest state.
-            let step = current.step()
+            stepping = true
+            let step = await current.step()
+            stepping = false
+            for change in queued { change(&current) }
+            queued.removeAll()
             let events = current.engine.takeEvents()
             runner = current
             for event in events { await publish(event) }
@@ -260,6 +277,15 @@ public actor SessionController {
                 debt = 0
             }
         }
+    }
+
+    /// Applies a command to the running session (and, while a step is under way, to the runner
+    /// that step returns).
+    private func command(_ change: @escaping (inout SessionRunner) -> Void) {
+        guard var current = runner else { return }
+        change(&current)
+        runner = current
+        if stepping { queued.append(change) }
     }
 
     private func checkpoint(_ engine: SessionEngine) {
