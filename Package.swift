@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "spectra-headband-emu", targets: ["spectra-headband-emu"]),
         .library(name: "SpectraProtocol", targets: ["SpectraProtocol"]),
         .library(name: "Waveform", targets: ["Waveform"]),
+        .library(name: "HeadbandLink", targets: ["HeadbandLink"]),
         .library(name: "MQTT", targets: ["MQTT"]),
         .library(name: "SpectraTesting", targets: ["SpectraTesting"]),
         .library(name: "SpectraConfig", targets: ["SpectraConfig"]),
@@ -209,6 +210,9 @@ let package = Package(
             ]
         ),
         .testTarget(name: "FleetSimTests", dependencies: ["FleetSim"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["SpectraTesting", "SpectraProtocol", "MQTT"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["SpectraTesting", "SpectraProtocol", "MQTT", "HeadbandLink", .product(name: "Logging", package: "swift-log")]
+        ),
     ]
 )

@@ -18,6 +18,9 @@ let package = Package(
         .executableTarget(name: "FuzzProfile", dependencies: ["FuzzDriver", .product(name: "SpectraConfig", package: "spectra-fleet")]),
         .executableTarget(name: "FuzzControlRequest", dependencies: ["FuzzDriver", .product(name: "EdgeAgent", package: "spectra-fleet")]),
         .executableTarget(
+            name: "FuzzHeadbandFrame",
+            dependencies: ["FuzzDriver", .product(name: "HeadbandLink", package: "spectra-fleet"), .product(name: "Waveform", package: "spectra-fleet")]),
+        .executableTarget(
             name: "FuzzStatsStore",
             dependencies: [
                 "FuzzDriver", .product(name: "Aggregator", package: "spectra-fleet"),

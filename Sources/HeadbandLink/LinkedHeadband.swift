@@ -39,7 +39,7 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
         var fd: Int32 = -1
         var info: HeadbandInfo?
         var decoder = LinkFrameDecoder()
-        var waiters: [UInt16: (token: Int, continuation: CheckedContinuation<LinkFrame?, Never>)] = [:]
+        var waiters: [UInt16: (token: Int, continuation: CheckedContinuation<Answer, Never>)] = [:]
         var nextSeq: UInt16 = 0
         var nextToken = 0
         var lastAttempt = -Double.infinity
@@ -51,6 +51,15 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
         /// Requests waiting their turn (one on the link at a time).
         var busy = false
         var queue: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// What a request's wait ends with.
+    private enum Answer {
+        case reply(LinkFrame)
+        /// Nothing within the time, or the link closed.
+        case none
+        /// A damaged frame arrived: most likely the reply; ask again at once.
+        case damaged
     }
 
     private let state = Mutex(State())
@@ -234,7 +243,7 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
         let bytes = LinkFraming.encode(LinkFrame(type: type, seq: seq, body: body))
         for attempt in 0..<Self.attempts {
             if attempt > 0 { state.withLock { $0.statistics.retransmits += 1 } }
-            let reply = await withCheckedContinuation { (continuation: CheckedContinuation<LinkFrame?, Never>) in
+            let answer = await withCheckedContinuation { (continuation: CheckedContinuation<Answer, Never>) in
                 let token = state.withLock { state -> Int in
                     state.nextToken += 1
                     state.waiters[seq] = (state.nextToken, continuation)
@@ -242,27 +251,27 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
                     return state.nextToken
                 }
                 guard SerialPort.writeAll(fd, bytes) else {
-                    resolve(seq, token: token, with: nil)
+                    resolve(seq, token: token, with: .none)
                     return
                 }
                 DispatchQueue.global().asyncAfter(deadline: .now() + Self.replyTimeoutS + extraWaitS) { [weak self] in
-                    self?.resolve(seq, token: token, with: nil)
+                    self?.resolve(seq, token: token, with: .none)
                 }
             }
-            if let reply { return reply }
+            if case .reply(let reply) = answer { return reply }
             if state.withLock({ $0.fd != fd }) { return nil }  // lost while waiting
         }
         lose("no answer to \(type) after \(Self.attempts) tries (\(Int(Self.replyTimeoutS * 1000)) ms each): the headband went silent")
         return nil
     }
 
-    private func resolve(_ seq: UInt16, token: Int?, with frame: LinkFrame?) {
-        let continuation = state.withLock { state -> CheckedContinuation<LinkFrame?, Never>? in
+    private func resolve(_ seq: UInt16, token: Int?, with answer: Answer) {
+        let continuation = state.withLock { state -> CheckedContinuation<Answer, Never>? in
             guard let waiter = state.waiters[seq], token == nil || waiter.token == token else { return nil }
             state.waiters[seq] = nil
             return waiter.continuation
         }
-        continuation?.resume(returning: frame)
+        continuation?.resume(returning: answer)
     }
 
     private func acquire() async {
@@ -300,7 +309,7 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
 
     /// The link is lost: close it, fail what waits, say why once.
     private func lose(_ reason: String) {
-        let (fd, waiters, wasUp) = state.withLock { state -> (Int32, [CheckedContinuation<LinkFrame?, Never>], Bool) in
+        let (fd, waiters, wasUp) = state.withLock { state -> (Int32, [CheckedContinuation<Answer, Never>], Bool) in
             let fd = state.fd
             let wasUp = state.info != nil
             state.fd = -1
@@ -314,7 +323,7 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
             return (fd, waiting, wasUp)
         }
         if fd >= 0 { close(fd) }
-        for waiter in waiters { waiter.resume(returning: nil) }
+        for waiter in waiters { waiter.resume(returning: .none) }
         if wasUp {
             logger.error("headband link lost; reconnecting", metadata: ["port": "\(path)", "reason": "\(reason)"])
         } else {
@@ -358,15 +367,20 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
             case .closed(let reason):
                 if state.withLock({ $0.fd == fd }) { lose("the headband's port closed (\(reason)): unplugged, or the device reset") }
             case .bytes(let bytes):
-                let frames = state.withLock { state -> [LinkFrame] in
-                    guard state.fd == fd else { return [] }
+                let (frames, damaged) = state.withLock { state -> ([LinkFrame], [UInt16]) in
+                    guard state.fd == fd else { return ([], []) }
                     let before = state.decoder.corrupted + state.decoder.refused
                     let frames = state.decoder.feed(bytes)
-                    state.statistics.corrupted += state.decoder.corrupted + state.decoder.refused - before
+                    let dropped = state.decoder.corrupted + state.decoder.refused - before
+                    state.statistics.corrupted += dropped
                     state.statistics.framesReceived += frames.count
-                    return frames
+                    // A damaged frame cannot say whose reply it was: whoever waits asks again
+                    // now rather than at the timeout (the headband answers a repeat from its cache).
+                    let answered = Set(frames.map(\.seq))
+                    return (frames, dropped > 0 ? state.waiters.keys.filter { !answered.contains($0) } : [])
                 }
-                for frame in frames { resolve(frame.seq, token: nil, with: frame) }
+                for frame in frames { resolve(frame.seq, token: nil, with: .reply(frame)) }
+                for seq in damaged { resolve(seq, token: nil, with: .damaged) }
             }
         }
     }

@@ -157,7 +157,8 @@ public enum LinkMessages {
               let start = reader.f32(), let step = reader.f32(), let flags = reader.u8(), let rpm = reader.f32(), let level = reader.u8(),
               reader.atEnd, Int(channel) < channels, pairs >= 1, flags <= 1, (1...3).contains(level),
               [frequency, phase, start, step, rpm].allSatisfy(\.isFinite), frequency > 0, frequency <= 1000, phase > 0,
-              phase * 2 <= 1_000_000 / frequency, start >= 0, rpm >= 0, rpm <= 20_000
+              phase * 2 <= 1_000_000 / frequency, start >= 0, rpm >= 0, rpm <= 20_000,
+              (start + step * Double(pairs - 1)) >= 0
         else { return nil }
         return Segment(
             channelIndex: Int(channel), channelID: "ch\(channel)", startS: 0, pairs: Int(pairs), frequencyHz: frequency,

@@ -8,7 +8,7 @@ struct CommandLineTests {
     let root = TestEnvironment.packageRoot.path
 
     @Test("every executable answers --help with a usage line", arguments: [
-        "spectra-agent", "spectra-aggregator", "spectra-ctl", "spectra-fleetsim",
+        "spectra-agent", "spectra-aggregator", "spectra-ctl", "spectra-fleetsim", "spectra-headband-emu",
     ])
     func help(executable: String) async throws {
         let result = try await ChildProcess.run(TestEnvironment.product(executable), ["--help"])
@@ -91,7 +91,7 @@ extension CommandLineTests {
     @Test("every binary's --version prints the same release")
     func versions() async throws {
         var printed: Set<String> = []
-        for binary in ["spectra-agent", "spectra-aggregator", "spectra-ctl", "spectra-fleetsim"] {
+        for binary in ["spectra-agent", "spectra-aggregator", "spectra-ctl", "spectra-fleetsim", "spectra-headband-emu"] {
             let result = try await ChildProcess.run(TestEnvironment.product(binary), ["--version"])
             #expect(result.status == 0, "\(binary): \(result.stderr)")
             printed.insert(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
