@@ -65,6 +65,7 @@ let package = Package(
             name: "SpectraConfig",
             dependencies: [
                 "MQTT",
+                "SpectraProtocol",
                 "Waveform",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -126,7 +127,7 @@ let package = Package(
         .target(
             name: "FleetControl",
             dependencies: [
-                "SpectraProtocol", "SpectraConfig", "MQTT", "EdgeAgent",
+                "SpectraProtocol", "SpectraConfig", "MQTT",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
             ]

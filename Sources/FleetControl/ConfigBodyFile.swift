@@ -1,5 +1,5 @@
-import EdgeAgent
 import Foundation
+import SpectraConfig
 import SpectraProtocol
 import Yams
 
@@ -37,7 +37,7 @@ public enum ConfigBodyFile {
         } catch {
             throw OperatorError("\(path): \(error)")
         }
-        if let problem = DesiredConfig.hardLimitProblem(body) {
+        if let problem = body.hardLimitProblem {
             throw OperatorError("\(path) breaks a hard limit, nothing was published: \(problem)")
         }
         return body

@@ -1,4 +1,5 @@
 import Foundation
+import SpectraConfig
 import SpectraProtocol
 import Waveform
 
@@ -91,7 +92,7 @@ public struct DesiredConfig: Sendable {
         }
         var body: ConfigBody?
         if case .config(let config) = document.body {
-            if let problem = Self.hardLimitProblem(config) {
+            if let problem = config.hardLimitProblem {
                 return .rejected(layer: layer, version: document.version, reason: "hardLimit: \(problem)")
             }
             body = config
@@ -127,33 +128,6 @@ public struct DesiredConfig: Sendable {
             dropped.append(.rejected(layer: name, version: layer.version, reason: reason))
         }
         return dropped
-    }
-
-    /// Why a config body breaks the engine's hard limits, or nil when it does not.
-    public static func hardLimitProblem(_ body: ConfigBody) -> String? {
-        for (index, entry) in (body.levels ?? []).enumerated() {
-            let row = CalibrationProfile.Level(
-                level: entry.level, peakMicroAmps: entry.peakMicroAmps, frequencyHz: entry.frequencyHz ?? 10,
-                phaseWidthMicros: entry.phaseWidthMicros ?? 20_000, rampUpS: entry.rampUpS ?? 2, rampDownS: entry.rampDownS ?? 1,
-                dwellS: entry.dwellS ?? 8)
-            do {
-                try CalibrationProfile.validate(row, path: "levels[\(index)]")
-            } catch {
-                return error.description
-            }
-        }
-        // The agent's own bounds for the intervals (as for telemetry.* in its file): a signed
-        // document cannot make it flood its uplink.
-        if let interval = body.telemetryIntervalS, !(0.1...3600).contains(interval) {
-            return "telemetryIntervalS: \(interval) s is outside 0.1-3600"
-        }
-        if let interval = body.idleTelemetryIntervalS, !(1...86_400).contains(interval) {
-            return "idleTelemetryIntervalS: \(interval) s is outside 1-86400"
-        }
-        if let watchdog = body.headband?.sessionWatchdogS, !(watchdog > 0 && watchdog <= HardLimits.maxSessionSeconds) {
-            return "headband.sessionWatchdogS: \(watchdog) s is outside (0, 900] (rule 6, session_limit)"
-        }
-        return nil
     }
 
     /// The merged configuration: fleet < groups (in order) < gateway; cleared layers count as absent.
