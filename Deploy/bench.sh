@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Release-built measurements behind the README's figures, each beside a reference measured in
-# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|encode|outbox|ingest|agent|all]
+# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|encode|outbox|ingest|agent|headband|all]
 # Starts its own mosquitto on a free loopback port and stops it when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -208,5 +208,45 @@ if [ "$what" = agent ] || [ "$what" = all ]; then
         measure "in a session" "$build"
         kill -TERM "$agent_pid"
         wait "$agent_pid" || true
+    done
+fi
+
+if [ "$what" = headband ] || [ "$what" = all ]; then
+    # The release-built agent in a real-time session with its headband over the link (the
+    # emulator on a pseudo-terminal), beside the same agent with the in-process headband: CPU
+    # of one core over 30 s, the link's frames and bytes a second, segment round trips.
+    swift build -c release --product spectra-agent --product spectra-headband-emu >/dev/null 2>&1 \
+        || { swift build -c release --product spectra-agent >/dev/null; swift build -c release --product spectra-headband-emu >/dev/null; }
+    status_field() { ".build/release/spectra-agent" status --json "${options[@]}" | python3 -c "import json,sys; print(json.load(sys.stdin)['headband']['$1'])"; }
+    for headband in simulated link; do
+        rm -rf "$work/agent"
+        mkdir -p "$work/agent"
+        options=(--config Config/agent.yaml --set "mqtt.url=mqtt://127.0.0.1:$port" --set "dataDir=$work/agent")
+        emulator_pid=""
+        if [ "$headband" = link ]; then
+            .build/release/spectra-headband-emu --link "$work/headband" >"$work/emulator.log" 2>&1 &
+            emulator_pid=$!
+            sleep 1
+            options+=(--set "headband.port=$work/headband")
+        fi
+        .build/release/spectra-agent run "${options[@]}" >"$work/agent.log" 2>&1 &
+        agent_pid=$!
+        sleep 5
+        .build/release/spectra-agent session start --level 1 "${options[@]}" >/dev/null
+        sleep 5
+        ticks0=$(awk '{ print $14 + $15 }' "/proc/$agent_pid/stat")
+        if [ "$headband" = link ]; then frames0=$(status_field framesSent); bytes0=$(( $(status_field bytesSent) + $(status_field bytesReceived) )); fi
+        sleep 30
+        ticks1=$(awk '{ print $14 + $15 }' "/proc/$agent_pid/stat")
+        cpu=$(awk -v t="$((ticks1 - ticks0))" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / 30 * 100 }')
+        if [ "$headband" = link ]; then
+            frames1=$(status_field framesSent); bytes1=$(( $(status_field bytesSent) + $(status_field bytesReceived) ))
+            printf 'spectra-agent in a session, headband over the link: CPU %s %% of one core; %s requests/s (each answered), %s bytes/s both ways; segment round trip p50 %s ms, p99 %s ms\n' \
+                "$cpu" "$(( (frames1 - frames0) / 30 ))" "$(( (bytes1 - bytes0) / 30 ))" "$(status_field segmentLatencyMsP50)" "$(status_field segmentLatencyMsP99)"
+        else
+            printf 'spectra-agent in a session, in-process headband (reference): CPU %s %% of one core\n' "$cpu"
+        fi
+        kill -TERM "$agent_pid"; wait "$agent_pid" || true
+        [ -n "$emulator_pid" ] && { kill -TERM "$emulator_pid"; wait "$emulator_pid" || true; }
     done
 fi

@@ -25,6 +25,8 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
         public var state = "down"
         public var framesSent = 0
         public var framesReceived = 0
+        public var bytesSent = 0
+        public var bytesReceived = 0
         /// Frames dropped for damaged bytes (CRC or COBS), in both directions' evidence: what
         /// this side received damaged.
         public var corrupted = 0
@@ -33,7 +35,14 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
         public var lastError: String?
         public var model: String?
         public var firmware: String?
+        /// Segment round trips (request sent to the headband's acknowledgement), milliseconds,
+        /// over the last ``latencyWindow`` segments: median and 99th percentile.
+        public var segmentLatencyMsP50: Double?
+        public var segmentLatencyMsP99: Double?
     }
+
+    /// Segments the latency figures cover.
+    static let latencyWindow = 2000
 
     private struct State {
         var fd: Int32 = -1
@@ -48,6 +57,9 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
         var stimulatedS = 0.0
         var watchdogS = HardLimits.maxSessionSeconds
         var closing = false
+        /// The latest segment round trips, seconds (a ring of ``latencyWindow``).
+        var latencies: [Double] = []
+        var latencyNext = 0
         /// Requests waiting their turn (one on the link at a time).
         var busy = false
         var queue: [CheckedContinuation<Void, Never>] = []
@@ -82,7 +94,17 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
         if fd >= 0 { close(fd) }
     }
 
-    public var statistics: Statistics { state.withLock { $0.statistics } }
+    public var statistics: Statistics {
+        state.withLock { state in
+            var statistics = state.statistics
+            let sorted = state.latencies.sorted()
+            if !sorted.isEmpty {
+                statistics.segmentLatencyMsP50 = (sorted[sorted.count / 2] * 1e6).rounded() / 1e3
+                statistics.segmentLatencyMsP99 = (sorted[min(sorted.count - 1, sorted.count * 99 / 100)] * 1e6).rounded() / 1e3
+            }
+            return statistics
+        }
+    }
     public var info: HeadbandInfo? { state.withLock { $0.info } }
 
     // MARK: Headband
@@ -117,7 +139,18 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
             part.pairs = min(info.maxPairsPerSegment, segment.pairs - done)
             part.startMicroAmps = segment.amplitude(pair: done)
             part.leadingPositive = segment.leadsPositive(pair: done)
+            let sent = ContinuousClock.now
             guard let reply = await request(.segment, LinkMessages.encode(part), extraWaitS: part.durationS) else { break }
+            let elapsed = ContinuousClock.now - sent
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            state.withLock { state in
+                if state.latencies.count < Self.latencyWindow {
+                    state.latencies.append(seconds)
+                } else {
+                    state.latencies[state.latencyNext] = seconds
+                }
+                state.latencyNext = (state.latencyNext + 1) % Self.latencyWindow
+            }
             guard reply.type == .segmentReply,
                   let delivered = LinkMessages.decodeReports(reply.body, channels: info.channels, maxPairs: part.pairs)
             else {
@@ -248,6 +281,7 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
                     state.nextToken += 1
                     state.waiters[seq] = (state.nextToken, continuation)
                     state.statistics.framesSent += 1
+                    state.statistics.bytesSent += bytes.count
                     return state.nextToken
                 }
                 guard SerialPort.writeAll(fd, bytes) else {
@@ -374,6 +408,7 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
                     let dropped = state.decoder.corrupted + state.decoder.refused - before
                     state.statistics.corrupted += dropped
                     state.statistics.framesReceived += frames.count
+                    state.statistics.bytesReceived += bytes.count
                     // A damaged frame cannot say whose reply it was: whoever waits asks again
                     // now rather than at the timeout (the headband answers a repeat from its cache).
                     let answered = Set(frames.map(\.seq))

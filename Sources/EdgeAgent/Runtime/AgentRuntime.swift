@@ -337,11 +337,16 @@ public actor AgentRuntime: Service {
                 let link = linkedHeadband.statistics
                 var headband: [String: Any] = [
                     "port": linkedHeadband.path, "state": link.state, "framesSent": link.framesSent, "framesReceived": link.framesReceived,
+                    "bytesSent": link.bytesSent, "bytesReceived": link.bytesReceived,
                     "corrupted": link.corrupted, "retransmits": link.retransmits, "linkLosses": link.linkLosses,
                 ]
                 if let error = link.lastError { headband["lastError"] = error }
                 if let model = link.model { headband["model"] = model }
                 if let firmware = link.firmware { headband["firmware"] = firmware }
+                if let p50 = link.segmentLatencyMsP50, let p99 = link.segmentLatencyMsP99 {
+                    headband["segmentLatencyMsP50"] = p50
+                    headband["segmentLatencyMsP99"] = p99
+                }
                 object["headband"] = headband
             }
             if let client, client.isConnected {
