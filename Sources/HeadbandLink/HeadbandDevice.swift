@@ -82,7 +82,9 @@ public struct HeadbandDevice: Sendable {
             guard let segment = LinkMessages.decodeSegment(frame.body, channels: info.channels),
                   segment.pairs <= info.maxPairsPerSegment, segment.peakMicroAmps <= Double(info.maxMicroAmps)
             else { return error(.outOfRange, "the segment is malformed or past this device's limits") }
-            return reply(LinkMessages.encode(reports: band.execute(segment)))
+            let reports = band.execute(segment)
+            return reply(LinkMessages.segmentReply(
+                reports: reports, status: band.status(channel: segment.channelIndex), stimulatedS: band.stimulatedS))
         case .idle:
             guard let seconds = LinkMessages.decodeF32(frame.body), seconds >= 0, seconds <= 60 else { return error(.badRequest, "idle 0-60 s") }
             band.idle(seconds)

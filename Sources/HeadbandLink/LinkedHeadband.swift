@@ -57,6 +57,9 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
         var stimulatedS = 0.0
         var watchdogS = HardLimits.maxSessionSeconds
         var closing = false
+        /// The status a segment's reply carried: the next status call for its channel takes it
+        /// instead of asking again (once, and only while it is fresh).
+        var carried: (channel: Int, status: HeadbandStatus, at: Double)?
         /// The latest segment round trips, seconds (a ring of ``latencyWindow``).
         var latencies: [Double] = []
         var latencyNext = 0
@@ -152,13 +155,18 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
                 state.latencyNext = (state.latencyNext + 1) % Self.latencyWindow
             }
             guard reply.type == .segmentReply,
-                  let delivered = LinkMessages.decodeReports(reply.body, channels: info.channels, maxPairs: part.pairs)
+                  let decoded = LinkMessages.decodeSegmentReply(reply.body, channels: info.channels, maxPairs: part.pairs)
             else {
                 refused(reply, doing: "a segment")
                 break
             }
+            let delivered = decoded.reports
             reports += delivered
-            state.withLock { $0.stimulatedS += Double(delivered.count) * part.periodS }
+            state.withLock { state in
+                state.stimulatedS = decoded.stimulatedS
+                state.status = decoded.status
+                state.carried = (segment.channelIndex, decoded.status, ProcessInfo.processInfo.systemUptime)
+            }
             done += part.pairs
             if delivered.count < part.pairs { break }
         }
@@ -170,8 +178,19 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
     }
 
     public func status(channel: Int) async -> HeadbandStatus {
+        let now = ProcessInfo.processInfo.systemUptime
+        // The status the last segment's reply carried serves this call when it is fresh and for
+        // this channel; otherwise ask, keeping the button presses it reported (each is sent once).
+        let (carried, buttons) = state.withLock { state -> (HeadbandStatus?, [ButtonPress]) in
+            defer { state.carried = nil }
+            guard let carried = state.carried else { return (nil, []) }
+            if carried.channel == channel && now - carried.at < 0.15 { return (carried.status, []) }
+            return (nil, carried.status.buttons)
+        }
+        if let carried { return carried }
         if let reply = await request(.status, [UInt8(clamping: channel)]) {
-            if reply.type == .statusReply, let decoded = LinkMessages.decodeStatus(reply.body) {
+            if reply.type == .statusReply, var decoded = LinkMessages.decodeStatus(reply.body) {
+                decoded.status.buttons = buttons + decoded.status.buttons
                 state.withLock { state in
                     state.status = decoded.status
                     state.stimulatedS = decoded.stimulatedS
@@ -182,7 +201,7 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
         }
         return state.withLock { state in
             var last = state.status
-            last.buttons = []
+            last.buttons = buttons
             last.connected = state.fd >= 0 && state.info != nil
             return last
         }

@@ -184,10 +184,31 @@ public enum LinkMessages {
         return writer.bytes
     }
 
+    /// A segment's reply: the pulses delivered, then the status after them (for the channel of
+    /// the segment), so a session needs one exchange per segment.
+    public static func segmentReply(reports: [PulseReport], status: HeadbandStatus, stimulatedS: Double) -> [UInt8] {
+        encode(reports: reports) + encode(status, stimulatedS: stimulatedS)
+    }
+
+    public static func decodeSegmentReply(
+        _ body: [UInt8], channels: Int, maxPairs: Int
+    ) -> (reports: [PulseReport], status: HeadbandStatus, stimulatedS: Double)? {
+        var reader = ByteReader(body)
+        guard let reports = decodeReports(&reader, channels: channels, maxPairs: maxPairs),
+              let status = decodeStatus(Array(body[reader.index...]))
+        else { return nil }
+        return (reports, status.status, status.stimulatedS)
+    }
+
     /// The pulses a device reports. Values may be NaN (a failed measurement, which the safety
     /// monitor trips on); counts and channels are checked.
     public static func decodeReports(_ body: [UInt8], channels: Int, maxPairs: Int) -> [PulseReport]? {
         var reader = ByteReader(body)
+        guard let reports = decodeReports(&reader, channels: channels, maxPairs: maxPairs), reader.atEnd else { return nil }
+        return reports
+    }
+
+    static func decodeReports(_ reader: inout ByteReader, channels: Int, maxPairs: Int) -> [PulseReport]? {
         guard let count = reader.u16(), Int(count) <= maxPairs else { return nil }
         var reports: [PulseReport] = []
         reports.reserveCapacity(Int(count))
@@ -200,7 +221,7 @@ public enum LinkMessages {
                 channelIndex: Int(channel), timeS: time, firstPhaseMicroAmps: first, secondPhaseMicroAmps: second, phaseS: phase,
                 periodS: period, peakVolts: volts, impedanceOhms: impedance, atCompliance: limited == 1))
         }
-        return reader.atEnd ? reports : nil
+        return reports
     }
 
     // MARK: status

@@ -18,8 +18,9 @@ struct HeadbandEmulator: ParsableCommand {
         commandName: "spectra-headband-emu",
         abstract: "Emulate a Spectra Sculpt headband on a pseudo-terminal.",
         discussion: """
-            Prints "serving PATH" once the pseudo-terminal is ready; set the agent's headband.port
-            to PATH (or to --link, a stable name). Runs until SIGTERM or SIGINT.
+            Prints the pseudo-terminal's path as its first line of output once it is ready; set the
+            agent's headband.port to it (or to --link, a stable name). Then one line per event
+            (a session begun, the watchdog stopping output). Runs until SIGTERM or SIGINT.
 
             Examples:
               spectra-headband-emu --link /tmp/headband
@@ -80,7 +81,7 @@ struct HeadbandEmulator: ParsableCommand {
         signal(SIGTERM) { _ in stopRequested = 1 }
         signal(SIGINT) { _ in stopRequested = 1 }
         signal(SIGPIPE, SIG_IGN)
-        say("serving \(path)")
+        say(path)
 
         var decoder = LinkFrameDecoder()
         var sent = 0, damaged = 0, received = 0

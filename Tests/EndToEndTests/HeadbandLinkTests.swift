@@ -17,7 +17,7 @@ struct HeadbandLinkTests {
         init(link: String, _ arguments: [String] = []) async throws {
             self.link = link
             process = try ChildProcess(TestEnvironment.product("spectra-headband-emu"), ["--link", link] + arguments)
-            guard await process.waitForLine(timeout: 10, where: { $0.hasPrefix("serving /dev/") }) != nil else {
+            guard await process.waitForLine(timeout: 10, where: { $0.hasPrefix("/dev/pts/") }) != nil else {
                 throw TestEnvironmentError("the emulator did not start: \(process.standardError)")
             }
         }

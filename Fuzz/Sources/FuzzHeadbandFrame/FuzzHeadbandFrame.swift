@@ -15,6 +15,7 @@ public func test(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         // The gateway's decoders on whatever body came.
         _ = LinkMessages.decodeInfo(frame.body)
         _ = LinkMessages.decodeReports(frame.body, channels: 4, maxPairs: 64)
+        _ = LinkMessages.decodeSegmentReply(frame.body, channels: 4, maxPairs: 64)
         _ = LinkMessages.decodeStatus(frame.body)
         _ = LinkMessages.decodeError(frame.body)
         _ = LinkMessages.decodeFirmwareCommitted(frame.body)
