@@ -236,8 +236,9 @@ struct AccessTests {
         let password = "a password nobody should read"
         #expect(try await Self.admin(["users", "add", "carol", "--role", "operator"], database: database, input: password).status == 0)
         let token = try await AggregatorAccess.token(database: database, role: "metrics", name: "scraper")
-        let secret = String(token.split(separator: "_").last ?? "")
-        #expect(secret.count >= 40)
+        // spectra_<16 hex id>_<secret> (the secret is base64url, which may hold _ too)
+        let secret = String(token.dropFirst("spectra_".count + 16 + 1))
+        #expect(secret.count == 43, "\(token)")
         var stored = Data()
         for suffix in ["", "-wal"] {
             stored.append((try? Data(contentsOf: URL(fileURLWithPath: database + suffix))) ?? Data())
