@@ -176,7 +176,7 @@ let package = Package(
         .executableTarget(
             name: "spectra-bench",
             dependencies: [
-                "MQTT", "Waveform", "Outbox", "Aggregator", "SpectraConfig", "SpectraProtocol",
+                "MQTT", "Waveform", "Outbox", "Aggregator", "EdgeAgent", "SpectraConfig", "SpectraProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

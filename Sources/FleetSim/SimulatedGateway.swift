@@ -19,6 +19,7 @@ public actor SimulatedGateway {
     private let counters: FleetCounters
     private let logger: Logger
     private let envelopes: EnvelopeFactory
+    private let uplink: GatewayUplink
     private let outbox: Outbox
     private let brokerConfiguration: MQTTConfiguration
     private var client: MQTTClient
@@ -54,14 +55,13 @@ public actor SimulatedGateway {
         clockSkewSeconds = random.chance(0.03) ? Double(Int.random(in: -6...6, using: &random) * 3600 + 1800) : 0
         self.random = random
         envelopes = EnvelopeFactory(fleet: fleet, gateway: gateway)
+        uplink = GatewayUplink(envelopes: envelopes)
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         outbox = try Outbox(OutboxConfiguration(path: "\(dataDirectory)/outbox.sqlite", targetQueue: outboxQueue), logger: logger)
         var configuration = broker
         configuration.clientID = "\(fleet)-\(gateway)"
         configuration.cleanStart = true
-        let will = GatewayStatus(online: false, boot: envelopes.boot, ts: clock.now(), agentVersion: AgentVersion.current, reason: "lost")
-        configuration.will = .init(
-            topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(will)), qos: .atLeastOnce, retain: true)
+        configuration.will = uplink.will(ts: clock.now())
         brokerConfiguration = configuration
         client = MQTTClient(configuration)
     }
@@ -177,19 +177,7 @@ public actor SimulatedGateway {
     }
 
     private func enqueue(_ message: Message) async {
-        let envelopes = self.envelopes
-        let now = gatewayNow
-        let synced = clockSkewSeconds == 0
-        let fleet = self.fleet
-        let gateway = self.gateway
-        await outbox.enqueue { seq, epoch in
-            let envelope = envelopes.envelope(message, seq: seq, epoch: epoch, now: now, synced: synced)
-            let isEvent: Bool = if case .event = message { true } else { false }
-            return OutboxMessage(
-                messageClass: isEvent ? .event : .telemetry,
-                topic: (isEvent ? Topic.event(fleet: fleet, gateway: gateway) : Topic.telemetry(fleet: fleet, gateway: gateway)).path,
-                payload: envelope.encodedBytes())
-        }
+        await uplink.enqueue(message, into: outbox, now: gatewayNow, synced: clockSkewSeconds == 0)
         counters.enqueued.add(1, ordering: .relaxed)
     }
 
@@ -225,8 +213,7 @@ public actor SimulatedGateway {
         online = false
         counters.online.add(-1, ordering: .relaxed)
         counters.outages.add(1, ordering: .relaxed)
-        let offline = GatewayStatus(online: false, boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current, reason: "outage")
-        try? await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(offline)), retain: true))
+        try? await client.publish(uplink.status(online: false, reason: "outage", ts: gatewayNow))
         await client.disconnect()
         try? await clock.sleep(until: from.addingTimeInterval(hours * 3600))
         guard !Task.isCancelled, !online, !shuttingDown else { return }
@@ -236,13 +223,12 @@ public actor SimulatedGateway {
     }
 
     private func publishPresence() async {
-        let birth = GatewayStatus(online: true, boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current)
         let state = ReportedState(
             boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current, firmware: "2.4.0", configVersions: [:],
             levelLimits: .init(maxLevel: 3, unlockedLevel: regimen.completedSessions >= 21 ? 3 : regimen.completedSessions >= 7 ? 2 : 1, completedSessions: regimen.completedSessions),
             groups: [])
-        try? await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(birth)), retain: true))
-        try? await client.publish(OutgoingMessage(topic: Topic.state(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(state)), retain: true))
+        try? await client.publish(uplink.status(online: true, ts: gatewayNow))
+        try? await client.publish(uplink.state(state))
     }
 
     /// Drains what is left (a few seconds at most), says offline, closes.
@@ -269,8 +255,7 @@ public actor SimulatedGateway {
         counters.refused.add(left.refused, ordering: .relaxed)
         if let refusal = left.lastRefusal { _ = counters.linkFailed("the broker refused a message: \(refusal)") }
         if client.isConnected {
-            let offline = GatewayStatus(online: false, boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current, reason: "shutdown")
-            try? await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(offline)), retain: true))
+            try? await client.publish(uplink.status(online: false, reason: "shutdown", ts: gatewayNow))
         }
         await outbox.close()
         await client.disconnect()

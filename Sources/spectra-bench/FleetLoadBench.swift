@@ -1,4 +1,5 @@
 import ArgumentParser
+import EdgeAgent
 import Foundation
 import MQTT
 import SpectraProtocol
@@ -143,21 +144,22 @@ private final class LoadGateway: Sendable {
     private let gateway: Identifier
     private let epoch = UUID()
     private let boot = UUID()
-    private let bootedAt = ContinuousClock.now
     private let channels: [Telemetry.Channel]
     private let counters: LoadCounters
     private let shared = Shared()
     private let acknowledgements: Task<Void, Never>
+    /// The agent's own uplink messages (envelope, topic, presence), without its outbox.
+    private let uplink: GatewayUplink
 
     init(fleet: Identifier, gateway: Identifier, port: Int, channels: [Telemetry.Channel], counters: LoadCounters, loop: MQTTEventLoop) {
         self.fleet = fleet
         self.gateway = gateway
         self.channels = channels
         self.counters = counters
+        let uplink = GatewayUplink(envelopes: EnvelopeFactory(fleet: fleet, gateway: gateway, boot: boot), agentVersion: "fleet-load")
+        self.uplink = uplink
         var configuration = MQTTConfiguration(port: port, clientID: "\(fleet)-\(gateway)")
-        let offline = GatewayStatus(online: false, boot: boot, ts: Date(), agentVersion: "fleet-load", reason: "lost")
-        configuration.will = .init(
-            topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(offline)), qos: .atLeastOnce, retain: true)
+        configuration.will = uplink.will()
         let client = MQTTClient(configuration, loop: loop)
         self.client = client
         acknowledgements = Task { [counters, shared] in
@@ -219,22 +221,15 @@ private final class LoadGateway: Sendable {
         let body = Telemetry(
             sessionId: try? Identifier("load-session"), level: 2, elapsedS: Double(seq % 900), channels: channels, batteryPct: 77,
             headbandTempC: 31, agent: .init(outboxDepth: queued, outboxBytes: 0, oldestUnackedS: 0, reconnects: client.reconnects, rssKiB: 0))
-        let envelope = Envelope(
-            fleet: fleet, gateway: gateway, epoch: epoch, seq: seq, boot: boot,
-            monoNanos: UInt64((ContinuousClock.now - bootedAt) / .nanoseconds(1)), timestamp: Date(), synced: true, message: .telemetry(body))
-        return OutgoingMessage(topic: Topic.telemetry(fleet: fleet, gateway: gateway).path, payload: envelope.encodedBytes())
+        let entry = uplink.outboxMessage(.telemetry(body), seq: seq, epoch: epoch, synced: true)
+        return OutgoingMessage(topic: entry.topic, payload: entry.payload)
     }
 
-    private func birth() -> OutgoingMessage {
-        let status = GatewayStatus(online: true, boot: boot, ts: Date(), agentVersion: "fleet-load")
-        return OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(status)), retain: true)
-    }
+    private func birth() -> OutgoingMessage { uplink.status(online: true) }
 
     /// Says offline and disconnects.
     func stop() async {
-        let offline = GatewayStatus(online: false, boot: boot, ts: Date(), agentVersion: "fleet-load", reason: "shutdown")
-        try? await client.publish(OutgoingMessage(
-            topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(offline)), retain: true))
+        try? await client.publish(uplink.status(online: false, reason: "shutdown"))
         await client.disconnect()
         await acknowledgements.value
     }

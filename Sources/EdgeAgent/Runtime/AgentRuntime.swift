@@ -17,6 +17,7 @@ public actor AgentRuntime: Service {
     private let keyring: Keyring
     private let logger: Logger
     private let envelopes: EnvelopeFactory
+    private let uplink: GatewayUplink
     private var outbox: Outbox?
     private var client: MQTTClient?
     private var sessions: SessionController?
@@ -50,6 +51,7 @@ public actor AgentRuntime: Service {
         var envelopes = EnvelopeFactory(fleet: configuration.fleet, gateway: configuration.gateway)
         envelopes.clock = configuration.clock
         self.envelopes = envelopes
+        uplink = GatewayUplink(envelopes: envelopes)
         let state = AgentState.load(path: "\(configuration.dataDirectory)/state.json")
         self.state = state
         self.desired = DesiredConfig(
@@ -65,11 +67,9 @@ public actor AgentRuntime: Service {
                 durability: configuration.durability == .full ? .full : .normal,
                 maxBytes: configuration.outboxMaxBytes, minFreeBytes: configuration.outboxMinFreeBytes),
             logger: logger,
-            evictionNotice: { [envelopes] eviction, seq, epoch in
+            evictionNotice: { [uplink] eviction, seq, epoch in
                 let event = Event.outboxEvicted(OutboxEvicted(class: "\(eviction.messageClass)", count: eviction.count, bytes: eviction.bytes))
-                return OutboxMessage(
-                    messageClass: .event, topic: Topic.event(fleet: envelopes.fleet, gateway: envelopes.gateway).path,
-                    payload: envelopes.envelope(.event(event), seq: seq, epoch: epoch).encodedBytes())
+                return uplink.outboxMessage(.event(event), seq: seq, epoch: epoch)
             })
         self.outbox = outbox
         if let reset = await outbox.reset {
@@ -136,13 +136,7 @@ public actor AgentRuntime: Service {
     }
 
     private func mqttConfiguration() -> MQTTConfiguration {
-        let broker = configuration.broker
-        let will = GatewayStatus(online: false, boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current, reason: "lost")
-        return broker.client(
-            id: "\(configuration.fleet)-\(configuration.gateway)",
-            will: .init(
-                topic: Topic.status(fleet: configuration.fleet, gateway: configuration.gateway).path,
-                payload: [UInt8](WireFormat.encode(will)), qos: .atLeastOnce, retain: true))
+        configuration.broker.client(id: "\(configuration.fleet)-\(configuration.gateway)", will: uplink.will())
     }
 
     // MARK: Shutdown
@@ -160,10 +154,7 @@ public actor AgentRuntime: Service {
             while await outbox.stats().depth > 0 && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
         }
         if let client, client.isConnected {
-            let offline = GatewayStatus(online: false, boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current, reason: "shutdown")
-            try? await client.publish(OutgoingMessage(
-                topic: Topic.status(fleet: configuration.fleet, gateway: configuration.gateway).path,
-                payload: [UInt8](WireFormat.encode(offline)), retain: true))
+            try? await client.publish(uplink.status(online: false, reason: "shutdown"))
         }
         await outbox?.close()
         await client?.disconnect()
@@ -208,9 +199,6 @@ public actor AgentRuntime: Service {
     /// Publishes the retained birth and state.
     private func publishPresence() async {
         guard let client, let sessions else { return }
-        let fleet = configuration.fleet
-        let gateway = configuration.gateway
-        let birth = GatewayStatus(online: true, boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current)
         let status = await sessions.status()
         let outboxStats = await outbox?.stats()
         publishedRefusals = (outboxStats?.refused ?? 0, outboxStats?.lastRefusal, Date())
@@ -221,8 +209,8 @@ public actor AgentRuntime: Service {
             groups: configuration.groups.map(\.rawValue),
             outboxRefused: outboxStats.flatMap { $0.refused > 0 ? $0.refusedStored : nil }, lastRefusal: outboxStats?.lastRefusal)
         do {
-            try await client.publish(OutgoingMessage(topic: Topic.status(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(birth)), retain: true))
-            try await client.publish(OutgoingMessage(topic: Topic.state(fleet: fleet, gateway: gateway).path, payload: [UInt8](WireFormat.encode(reported)), retain: true))
+            try await client.publish(uplink.status(online: true))
+            try await client.publish(uplink.state(reported))
         } catch {
             logger.warning("publishing presence failed; retried on the next connect", metadata: ["error": "\(error)"])
         }
@@ -396,19 +384,7 @@ public actor AgentRuntime: Service {
 
     private func enqueue(_ message: Message) async {
         guard let outbox else { return }
-        let fleet = configuration.fleet
-        let gateway = configuration.gateway
-        let envelopes = self.envelopes
-        await outbox.enqueue { seq, epoch in
-            let envelope = envelopes.envelope(message, seq: seq, epoch: epoch)
-            switch message {
-            case .event:
-                return OutboxMessage(messageClass: .event, topic: Topic.event(fleet: fleet, gateway: gateway).path, payload: envelope.encodedBytes())
-            case .telemetry:
-                return OutboxMessage(
-                    messageClass: .telemetry, topic: Topic.telemetry(fleet: fleet, gateway: gateway).path, payload: envelope.encodedBytes())
-            }
-        }
+        await uplink.enqueue(message, into: outbox)
     }
 
     private func telemetryLoop() async {
