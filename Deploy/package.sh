@@ -18,7 +18,8 @@ build_log=$(mktemp)
 bin=$(bash Deploy/build-static.sh "${products[@]}" 2>"$build_log") \
     || { tail -40 "$build_log" >&2; echo "package: the build failed (above)" >&2; rm -f "$build_log"; exit 1; }
 rm -f "$build_log"
-version=$(sed -n 's/.*static let current = "\(.*\)".*/\1/p' Sources/EdgeAgent/AgentVersion.swift)
+version=$(sed -n 's/.*static let current = "\(.*\)".*/\1/p' Sources/SpectraProtocol/SpectraVersion.swift)
+[ -n "$version" ] || { echo "package: no release version in Sources/SpectraProtocol/SpectraVersion.swift" >&2; exit 1; }
 name="spectra-fleet-$version-linux-$(uname -m)"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
