@@ -112,6 +112,15 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
 
     // MARK: Headband
 
+    public var capabilities: HeadbandCapabilities? {
+        state.withLock { state in
+            guard state.fd >= 0, let info = state.info else { return nil }
+            return HeadbandCapabilities(
+                model: info.model, hardware: info.hardware, firmware: info.firmware, channels: info.channels,
+                maxMicroAmps: Double(info.maxMicroAmps), linkWatchdogMs: info.watchdogMs)
+        }
+    }
+
     public var timeS: Double { state.withLock { $0.status.timeS } }
     public var batteryPct: Double { state.withLock { $0.status.batteryPct } }
     public var vibrationRpm: Double { state.withLock { $0.status.vibrationRpm } }

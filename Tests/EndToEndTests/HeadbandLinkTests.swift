@@ -108,6 +108,20 @@ struct HeadbandLinkTests {
         await emulator.unplug()
     }
 
+    @Test("a headband with fewer channels than the calibration profile drives is refused at start, saying so")
+    func tooFewChannels() async throws {
+        let folder = try TestEnvironment.temporaryDirectory("link-channels")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let emulator = try await Emulator(link: "\(folder.path)/headband", ["--channels", "2"])
+        let harness = try await Self.harness(link: emulator.link, timeScale: 10)
+        try await harness.startAgent()
+        #expect(await eventually(timeout: 10) { ((try? await Self.status(harness))?["headband"] as? [String: Any])?["state"] as? String == "up" })
+        let refused = try await harness.control(["session", "start"])
+        #expect(refused.0 != 0 && (refused.1 + refused.2).contains("has 2 channels"), "\(refused)")
+        #expect(!harness.eventTypes().contains("session.started"))
+        await emulator.unplug()
+    }
+
     @Test("damaged bytes from the headband are detected, the requests sent again at once and counted, and the session completes")
     func corruption() async throws {
         let folder = try TestEnvironment.temporaryDirectory("link-corrupt")

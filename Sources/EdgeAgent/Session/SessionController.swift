@@ -125,7 +125,15 @@ public actor SessionController {
         guard runner == nil, !starting else { throw StartError(reason: "a session is already running") }
         starting = true
         defer { starting = false }
-        guard headband.connected else { throw StartError(reason: "the headband is not connected: check its dock or cable (the agent reconnects by itself)") }
+        guard headband.connected, let capabilities = headband.capabilities else {
+            throw StartError(reason: "the headband is not connected: check its dock or cable (the agent reconnects by itself)")
+        }
+        guard capabilities.channels >= profile.channels.count else {
+            throw StartError(reason: "the headband (\(capabilities.model)) has \(capabilities.channels) channels; the calibration profile drives \(profile.channels.count)")
+        }
+        if let peak = profile.levels.map(\.peakMicroAmps).max(), peak > capabilities.maxMicroAmps {
+            throw StartError(reason: "the headband's own current limit is \(Int(capabilities.maxMicroAmps)) uA; the calibration profile asks for \(Int(peak)) uA")
+        }
         let allowed = LevelPolicy(unlock: profile.levelUnlock, maxLevel: maxLevel).allowedLevel(completedSessions: regimen.completedSessions)
         let level = min(requested ?? allowed, allowed)
         let engine: SessionEngine

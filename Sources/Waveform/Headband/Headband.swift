@@ -4,6 +4,8 @@
 /// Calls are made by one owner at a time (a session runner, or the agent between sessions);
 /// a headband whose link is down answers at once: no reports, `connected == false`.
 public protocol Headband: Sendable {
+    /// What the headband says about itself; nil while it is not connected.
+    var capabilities: HeadbandCapabilities? { get }
     /// The headband's clock, seconds.
     var timeS: Double { get }
     var batteryPct: Double { get }
@@ -31,6 +33,28 @@ public protocol Headband: Sendable {
     mutating func installFirmware(_ image: [UInt8], version: String) async -> Bool
     /// Adds scripted faults (the simulated headband; a real device ignores them).
     mutating func script(_ faults: [HeadbandFault])
+}
+
+/// A headband's identity and capabilities, as it reports them.
+public struct HeadbandCapabilities: Sendable, Hashable {
+    public var model: String
+    public var hardware: String
+    public var firmware: String
+    /// Electrode channels it can drive.
+    public var channels: Int
+    /// Its own peak current limit, microamps (at most rule 1's 1000).
+    public var maxMicroAmps: Double
+    /// How long it waits for the gateway before it stops output (a linked headband), ms.
+    public var linkWatchdogMs: Int?
+
+    public init(model: String, hardware: String, firmware: String, channels: Int, maxMicroAmps: Double, linkWatchdogMs: Int? = nil) {
+        self.model = model
+        self.hardware = hardware
+        self.firmware = firmware
+        self.channels = channels
+        self.maxMicroAmps = maxMicroAmps
+        self.linkWatchdogMs = linkWatchdogMs
+    }
 }
 
 extension SimulatedHeadband: Headband {

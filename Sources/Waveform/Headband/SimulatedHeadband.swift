@@ -91,6 +91,13 @@ public struct SimulatedHeadband: Sendable {
         return true
     }
 
+    /// The simulated headband's identity: as many channels as it was made with.
+    public var capabilities: HeadbandCapabilities? {
+        HeadbandCapabilities(
+            model: "Spectra Sculpt (simulated)", hardware: "sculpt-hb-rev3", firmware: firmware, channels: electrodes.count,
+            maxMicroAmps: HardLimits.maxPeakMicroAmps)
+    }
+
     /// Adds faults to the script.
     public mutating func script(_ more: [HeadbandFault]) { faults += more }
 
