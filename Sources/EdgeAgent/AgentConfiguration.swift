@@ -44,6 +44,9 @@ public struct AgentConfiguration: Sendable, Equatable {
     /// Where the headband is: `simulated` (in this process), or the path of its serial port
     /// (a USB dock such as /dev/ttyACM0, or the emulator's pseudo-terminal).
     public var headbandPort = "simulated"
+    /// How long the agent waits for the headband's reply before asking again (4 tries, then
+    /// the link counts as lost), milliseconds.
+    public var headbandReplyTimeoutMs = 250
 
     /// Creates a configuration; every parameter but the identity has a default.
     public init(
@@ -76,7 +79,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         "fleet", "gateway", "groups", "dataDir",
         "outbox.durability", "outbox.maxBytes", "outbox.minFreeBytes",
         "telemetry.intervalS", "telemetry.idleIntervalS",
-        "session.profile", "session.maxPerDay", "session.timeScale", "trust.keys", "headband.faults", "headband.port", "clock.synced",
+        "session.profile", "session.maxPerDay", "session.timeScale", "trust.keys", "headband.faults", "headband.port", "headband.replyTimeoutMs", "clock.synced",
     ])
 
     static func faults(_ fields: ConfigFields) throws(ConfigurationError) -> [String] {
@@ -127,6 +130,7 @@ public struct AgentConfiguration: Sendable, Equatable {
             headbandFaults: try Self.faults(fields))
         clock = try fields.choice("clock.synced", default: ClockTrust.auto)
         headbandPort = try fields.string("headband.port", default: "simulated")
+        headbandReplyTimeoutMs = try fields.int("headband.replyTimeoutMs", default: 250, in: 50...5000)
         guard headbandPort == "simulated" || headbandPort.hasPrefix("/") else {
             throw ConfigurationError(
                 file: fields.source, key: "headband.port",

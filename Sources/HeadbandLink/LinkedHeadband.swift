@@ -7,7 +7,7 @@ import Waveform
 /// A headband on the other end of a serial link (a USB dock, or a pseudo-terminal the
 /// emulator serves), speaking docs/headband-protocol.md.
 ///
-/// - One request at a time; each is retransmitted after ``replyTimeoutS`` (plus the segment's
+/// - One request at a time; each is retransmitted after `replyTimeoutS` (plus the segment's
 ///   duration) and the link is declared lost after ``attempts`` tries, so a silent device ends
 ///   a session as `headband_lost` within about a second.
 /// - A closed device (unplugged, the emulator gone) is noticed by the reader at once.
@@ -15,8 +15,9 @@ import Waveform
 ///   to open the port again, at most once a second; a new link begins with `hello`.
 public final class LinkedHeadband: Headband, @unchecked Sendable {
     public let path: String
-    /// Seconds to wait for a reply before sending the request again.
-    public static let replyTimeoutS = 0.25
+    /// Seconds to wait for a reply before sending the request again (250 ms by default: a BLE
+    /// bridge may need more).
+    public let replyTimeoutS: Double
     /// Tries per request before the link counts as lost.
     public static let attempts = 4
 
@@ -81,8 +82,9 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
     private let logger: Logger
 
     /// Opens the link (when it can; otherwise later, by itself) and starts its reader.
-    public init(path: String, logger: Logger) {
+    public init(path: String, replyTimeoutS: Double = 0.25, logger: Logger) {
         self.path = path
+        self.replyTimeoutS = min(5, max(0.05, replyTimeoutS))
         self.logger = logger
         let thread = Thread { [weak self] in self?.readLoop() }
         thread.name = "headband-link"
@@ -316,14 +318,14 @@ public final class LinkedHeadband: Headband, @unchecked Sendable {
                     resolve(seq, token: token, with: .none)
                     return
                 }
-                DispatchQueue.global().asyncAfter(deadline: .now() + Self.replyTimeoutS + extraWaitS) { [weak self] in
+                DispatchQueue.global().asyncAfter(deadline: .now() + replyTimeoutS + extraWaitS) { [weak self] in
                     self?.resolve(seq, token: token, with: .none)
                 }
             }
             if case .reply(let reply) = answer { return reply }
             if state.withLock({ $0.fd != fd }) { return nil }  // lost while waiting
         }
-        lose("no answer to \(type) after \(Self.attempts) tries (\(Int(Self.replyTimeoutS * 1000)) ms each): the headband went silent")
+        lose("no answer to \(type) after \(Self.attempts) tries (\(Int(replyTimeoutS * 1000)) ms each): the headband went silent")
         return nil
     }
 

@@ -29,8 +29,10 @@ struct HeadbandLinkTests {
         }
     }
 
-    static func harness(link: String, timeScale: Int) async throws -> AgentTests.Harness {
-        try await AgentTests.Harness(timeScale: timeScale, extra: "headband:\n  port: \(link)")
+    /// An agent on the emulator's link. `replyTimeoutMs`: the tests that run long sessions
+    /// give the link more time than a gateway does, as the whole suite shares 2 cores with them.
+    static func harness(link: String, timeScale: Int, replyTimeoutMs: Int = 250) async throws -> AgentTests.Harness {
+        try await AgentTests.Harness(timeScale: timeScale, extra: "headband:\n  port: \(link)\n  replyTimeoutMs: \(replyTimeoutMs)")
     }
 
     /// `spectra-agent status` as a dictionary.
@@ -52,7 +54,7 @@ struct HeadbandLinkTests {
         let folder = try TestEnvironment.temporaryDirectory("link-session")
         defer { try? FileManager.default.removeItem(at: folder) }
         let emulator = try await Emulator(link: "\(folder.path)/headband")
-        let linked = try await Self.harness(link: emulator.link, timeScale: 300)
+        let linked = try await Self.harness(link: emulator.link, timeScale: 300, replyTimeoutMs: 2000)
         try await linked.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(linked))?["headband"] as? [String: Any])?["state"] as? String == "up" })
         #expect(try await linked.control(["session", "start", "--level", "1"]).0 == 0)
@@ -84,7 +86,7 @@ struct HeadbandLinkTests {
         defer { try? FileManager.default.removeItem(at: folder) }
         let link = "\(folder.path)/headband"
         var emulator = try await Emulator(link: link)
-        let harness = try await Self.harness(link: link, timeScale: 10)
+        let harness = try await Self.harness(link: link, timeScale: 10, replyTimeoutMs: 2000)
         try await harness.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(harness))?["headband"] as? [String: Any])?["state"] as? String == "up" })
         #expect(try await harness.control(["session", "start"]).0 == 0)
@@ -127,7 +129,7 @@ struct HeadbandLinkTests {
         let folder = try TestEnvironment.temporaryDirectory("link-corrupt")
         defer { try? FileManager.default.removeItem(at: folder) }
         let emulator = try await Emulator(link: "\(folder.path)/headband", ["--corrupt-every", "25"])
-        let harness = try await Self.harness(link: emulator.link, timeScale: 300)
+        let harness = try await Self.harness(link: emulator.link, timeScale: 300, replyTimeoutMs: 2000)
         try await harness.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(harness))?["headband"] as? [String: Any])?["state"] as? String == "up" })
         #expect(try await harness.control(["session", "start", "--level", "1"]).0 == 0)
@@ -144,11 +146,11 @@ struct HeadbandLinkTests {
         let folder = try TestEnvironment.temporaryDirectory("link-silent")
         defer { try? FileManager.default.removeItem(at: folder) }
         let emulator = try await Emulator(link: "\(folder.path)/headband", ["--silent-after", "20"])
-        let harness = try await Self.harness(link: emulator.link, timeScale: 10)
+        let harness = try await Self.harness(link: emulator.link, timeScale: 10, replyTimeoutMs: 500)
         try await harness.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(harness))?["headband"] as? [String: Any])?["state"] as? String == "up" })
         #expect(try await harness.control(["session", "start"]).0 == 0)
-        // 20 s of stimulation at 10x is 2 s, plus the ramp; then 4 tries of 250 ms.
+        // 20 s of stimulation at 10x is 2 s, plus the ramp; then 4 tries of 500 ms.
         #expect(await eventually(timeout: 10) { Self.aborted(harness) != nil }, "\(harness.eventTypes())")
         let summary = try #require(Self.aborted(harness))
         #expect(summary.reason == .headbandLost)
@@ -161,7 +163,7 @@ struct HeadbandLinkTests {
         let folder = try TestEnvironment.temporaryDirectory("link-watchdog")
         defer { try? FileManager.default.removeItem(at: folder) }
         let emulator = try await Emulator(link: "\(folder.path)/headband", ["--watchdog-ms", "500"])
-        let harness = try await Self.harness(link: emulator.link, timeScale: 10)
+        let harness = try await Self.harness(link: emulator.link, timeScale: 10, replyTimeoutMs: 2000)
         try await harness.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(harness))?["headband"] as? [String: Any])?["state"] as? String == "up" })
         #expect(try await harness.control(["session", "start"]).0 == 0)
@@ -188,7 +190,7 @@ struct HeadbandLinkTests {
         let image = (0..<60_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
 
         var emulator = try await Emulator(link: "\(folder.path)/headband", ["--corrupt-every", "9"])
-        var band = LinkedHeadband(path: emulator.link, logger: logger)
+        var band = LinkedHeadband(path: emulator.link, replyTimeoutS: 2, logger: logger)
         _ = await band.status(channel: 0)
         #expect(band.connected && band.firmware == "2.4.0")
         #expect(await band.installFirmware(image, version: "2.5.0"))
@@ -198,7 +200,7 @@ struct HeadbandLinkTests {
 
         // Power lost mid-transfer: the install fails and the headband, back, runs what it ran.
         emulator = try await Emulator(link: "\(folder.path)/headband", ["--firmware", "2.4.0"])
-        band = LinkedHeadband(path: emulator.link, logger: logger)
+        band = LinkedHeadband(path: emulator.link, replyTimeoutS: 2, logger: logger)
         _ = await band.status(channel: 0)
         let transfer = Task { [band] in await band.installFirmware(image + image + image + image, version: "2.6.0") }
         try await Task.sleep(for: .milliseconds(100))

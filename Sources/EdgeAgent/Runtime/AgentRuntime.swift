@@ -86,7 +86,8 @@ public actor AgentRuntime: Service {
                 channels: baseProfile.channels.count, complianceVolts: baseProfile.complianceVolts, seed: 1,
                 faults: scripted.filter { !$0.perSession }.map(\.fault), sessionFaults: scripted.filter(\.perSession).map(\.fault))
         } else {
-            let linked = LinkedHeadband(path: configuration.headbandPort, logger: logger)
+            let linked = LinkedHeadband(
+                path: configuration.headbandPort, replyTimeoutS: Double(configuration.headbandReplyTimeoutMs) / 1000, logger: logger)
             self.linkedHeadband = linked
             headband = linked
         }
