@@ -31,8 +31,19 @@ struct HeadbandLinkTests {
 
     /// An agent on the emulator's link. `replyTimeoutMs`: the tests that run long sessions
     /// give the link more time than a gateway does, as the whole suite shares 2 cores with them.
-    static func harness(link: String, timeScale: Int, replyTimeoutMs: Int = 250) async throws -> AgentTests.Harness {
-        try await AgentTests.Harness(timeScale: timeScale, extra: "headband:\n  port: \(link)\n  replyTimeoutMs: \(replyTimeoutMs)")
+    static func harness(link: String, timeScale: Int, replyTimeoutMs: Int = 250, profile: String? = nil) async throws -> AgentTests.Harness {
+        try await AgentTests.Harness(
+            timeScale: timeScale, extra: "headband:\n  port: \(link)\n  replyTimeoutMs: \(replyTimeoutMs)", profile: profile)
+    }
+
+    /// The default profile with 120-second sessions: a whole session over the link is every
+    /// segment's exchange, and the suite shares its 2 cores.
+    static func shortSessions(in folder: URL) throws -> String {
+        let path = folder.appendingPathComponent("short.yaml").path
+        try String(contentsOfFile: "\(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "sessionSeconds: 900", with: "sessionSeconds: 120")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        return path
     }
 
     /// `spectra-agent status` as a dictionary.
@@ -54,14 +65,15 @@ struct HeadbandLinkTests {
         let folder = try TestEnvironment.temporaryDirectory("link-session")
         defer { try? FileManager.default.removeItem(at: folder) }
         let emulator = try await Emulator(link: "\(folder.path)/headband")
-        let linked = try await Self.harness(link: emulator.link, timeScale: 300, replyTimeoutMs: 2000)
+        let profile = try Self.shortSessions(in: folder)
+        let linked = try await Self.harness(link: emulator.link, timeScale: 300, replyTimeoutMs: 2000, profile: profile)
         try await linked.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(linked))?["headband"] as? [String: Any])?["state"] as? String == "up" })
         #expect(try await linked.control(["session", "start", "--level", "1"]).0 == 0)
         #expect(await emulator.process.waitForLine(timeout: 10) { $0 == "session began" } != nil)
         #expect(await eventually(timeout: 60) { linked.eventTypes().contains("session.completed") }, "\(linked.eventTypes())")
 
-        let local = try await AgentTests.Harness(timeScale: 300)
+        let local = try await AgentTests.Harness(timeScale: 300, profile: profile)
         try await local.startAgent()
         #expect(try await local.control(["session", "start", "--level", "1"]).0 == 0)
         #expect(await eventually(timeout: 30) { local.eventTypes().contains("session.completed") })
@@ -76,6 +88,7 @@ struct HeadbandLinkTests {
         #expect(overLink.levelSeconds.keys == inProcess.levelSeconds.keys)
         let headband = try #require(try await Self.status(linked)["headband"] as? [String: Any])
         #expect(headband["model"] as? String == "Spectra Sculpt (emulated)" && (headband["framesSent"] as? Int ?? 0) > 1000, "\(headband)")
+        #expect(overLink.stimulatingS > 119, "the whole 120 s: \(overLink.stimulatingS)")
         #expect(headband["corrupted"] as? Int == 0 && headband["linkLosses"] as? Int == 0, "\(headband)")
         await emulator.unplug()
     }
@@ -129,14 +142,14 @@ struct HeadbandLinkTests {
         let folder = try TestEnvironment.temporaryDirectory("link-corrupt")
         defer { try? FileManager.default.removeItem(at: folder) }
         let emulator = try await Emulator(link: "\(folder.path)/headband", ["--corrupt-every", "25"])
-        let harness = try await Self.harness(link: emulator.link, timeScale: 300, replyTimeoutMs: 2000)
+        let harness = try await Self.harness(link: emulator.link, timeScale: 300, replyTimeoutMs: 2000, profile: try Self.shortSessions(in: folder))
         try await harness.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(harness))?["headband"] as? [String: Any])?["state"] as? String == "up" })
         #expect(try await harness.control(["session", "start", "--level", "1"]).0 == 0)
         #expect(await eventually(timeout: 90) { harness.eventTypes().contains("session.completed") }, "\(harness.eventTypes())")
         let headband = try #require(try await Self.status(harness)["headband"] as? [String: Any])
         let corrupted = headband["corrupted"] as? Int ?? 0, retransmits = headband["retransmits"] as? Int ?? 0
-        #expect(corrupted > 100 && retransmits > 100, "\(headband)")
+        #expect(corrupted > 20 && retransmits >= corrupted, "\(headband)")
         #expect(headband["linkLosses"] as? Int == 0, "\(headband)")
         await emulator.unplug()
     }
