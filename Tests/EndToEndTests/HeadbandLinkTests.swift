@@ -64,14 +64,18 @@ struct HeadbandLinkTests {
     func sessionOverTheLink() async throws {
         let folder = try TestEnvironment.temporaryDirectory("link-session")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let emulator = try await Emulator(link: "\(folder.path)/headband")
+        // The longest watchdog: under the whole suite's load the agent can be starved for a
+        // second, and this test is about the session, not the watchdog (silentGateway is).
+        let emulator = try await Emulator(link: "\(folder.path)/headband", ["--watchdog-ms", "10000"])
         let profile = try Self.shortSessions(in: folder)
         let linked = try await Self.harness(link: emulator.link, timeScale: 300, replyTimeoutMs: 2000, profile: profile)
         try await linked.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(linked))?["headband"] as? [String: Any])?["state"] as? String == "up" })
         #expect(try await linked.control(["session", "start", "--level", "1"]).0 == 0)
         #expect(await emulator.process.waitForLine(timeout: 10) { $0 == "session began" } != nil)
-        #expect(await eventually(timeout: 60) { linked.eventTypes().contains("session.completed") }, "\(linked.eventTypes())")
+        #expect(
+            await eventually(timeout: 60) { linked.eventTypes().contains("session.completed") },
+            "\(linked.eventTypes()), aborted: \(String(describing: Self.aborted(linked)?.reason))")
 
         let local = try await AgentTests.Harness(timeScale: 300, profile: profile)
         try await local.startAgent()
@@ -98,7 +102,7 @@ struct HeadbandLinkTests {
         let folder = try TestEnvironment.temporaryDirectory("link-unplug")
         defer { try? FileManager.default.removeItem(at: folder) }
         let link = "\(folder.path)/headband"
-        var emulator = try await Emulator(link: link)
+        var emulator = try await Emulator(link: link, ["--watchdog-ms", "10000"])
         let harness = try await Self.harness(link: link, timeScale: 10, replyTimeoutMs: 2000)
         try await harness.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(harness))?["headband"] as? [String: Any])?["state"] as? String == "up" })
@@ -113,7 +117,7 @@ struct HeadbandLinkTests {
         let refused = try await harness.control(["session", "start"])
         #expect(refused.0 != 0 && (refused.1 + refused.2).contains("headband is not connected"), "\(refused)")
 
-        emulator = try await Emulator(link: link)
+        emulator = try await Emulator(link: link, ["--watchdog-ms", "10000"])
         #expect(await eventually(timeout: 10) { ((try? await Self.status(harness))?["headband"] as? [String: Any])?["state"] as? String == "up" })
         let status = try await Self.status(harness)
         #expect((status["headband"] as? [String: Any])?["linkLosses"] as? Int == 1, "\(status)")
@@ -141,7 +145,7 @@ struct HeadbandLinkTests {
     func corruption() async throws {
         let folder = try TestEnvironment.temporaryDirectory("link-corrupt")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let emulator = try await Emulator(link: "\(folder.path)/headband", ["--corrupt-every", "25"])
+        let emulator = try await Emulator(link: "\(folder.path)/headband", ["--corrupt-every", "25", "--watchdog-ms", "10000"])
         let harness = try await Self.harness(link: emulator.link, timeScale: 300, replyTimeoutMs: 2000, profile: try Self.shortSessions(in: folder))
         try await harness.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(harness))?["headband"] as? [String: Any])?["state"] as? String == "up" })
@@ -158,7 +162,7 @@ struct HeadbandLinkTests {
     func silentHeadband() async throws {
         let folder = try TestEnvironment.temporaryDirectory("link-silent")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let emulator = try await Emulator(link: "\(folder.path)/headband", ["--silent-after", "20"])
+        let emulator = try await Emulator(link: "\(folder.path)/headband", ["--silent-after", "20", "--watchdog-ms", "10000"])
         let harness = try await Self.harness(link: emulator.link, timeScale: 10, replyTimeoutMs: 500)
         try await harness.startAgent()
         #expect(await eventually(timeout: 10) { ((try? await Self.status(harness))?["headband"] as? [String: Any])?["state"] as? String == "up" })
