@@ -65,7 +65,7 @@ struct Users: AsyncParsableCommand {
                 print("no accounts yet: create one with spectra-aggregator users add NAME --role operator")
                 return
             }
-            printRows([["NAME", "ROLE", "CREATED", "LAST SIGN-IN"]] + users.map {
+            printTable([["NAME", "ROLE", "CREATED", "LAST SIGN-IN"]] + users.map {
                 [$0.name, $0.role.rawValue, timestamp($0.createdAt), $0.lastLoginAt.map(timestamp) ?? "never"]
             })
         }
@@ -154,7 +154,7 @@ struct Tokens: AsyncParsableCommand {
                 return
             }
             let now = Date()
-            printRows([["NAME", "ID", "ROLE", "CREATED", "EXPIRES", "LAST USED"]] + tokens.map {
+            printTable([["NAME", "ID", "ROLE", "CREATED", "EXPIRES", "LAST USED"]] + tokens.map {
                 [
                     $0.name, $0.id, $0.role.rawValue, timestamp($0.createdAt),
                     $0.expiresAt.map { $0 <= now ? "expired \(timestamp($0))" : timestamp($0) } ?? "never",
@@ -210,13 +210,4 @@ private func timestamp(_ date: Date) -> String {
     let formatter = ISO8601DateFormatter()
     formatter.formatOptions = [.withInternetDateTime]
     return formatter.string(from: date)
-}
-
-private func printRows(_ rows: [[String]]) {
-    guard let header = rows.first else { return }
-    var widths = header.map(\.count)
-    for row in rows { for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) } }
-    for row in rows {
-        print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
-    }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FleetControl
 import Foundation
+import SpectraConfig
 import SpectraProtocol
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -53,16 +54,6 @@ struct AggregatorOptions: ParsableArguments {
         }
         let object = try JSONSerialization.jsonObject(with: data)
         printTable(table(object))
-    }
-}
-
-/// Prints rows as aligned columns; the first row is the header.
-func printTable(_ rows: [[String]]) {
-    guard let header = rows.first else { return }
-    var widths = header.map(\.count)
-    for row in rows { for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) } }
-    for row in rows {
-        print(row.enumerated().map { index, cell in cell.padding(toLength: widths[index], withPad: " ", startingAt: 0) }.joined(separator: "  "))
     }
 }
 

@@ -63,7 +63,7 @@ struct AccessControl: RouterMiddleware {
         case .success(let principal):
             if case .role(let need) = requirement, !principal.role.grants(need) {
                 return APIRouter.json(
-                    ["error": "\(principal.credential == .token ? "the token" : "the account") '\(principal.name)' has the role \(principal.role.rawValue); \(request.uri.path) needs \(need.rawValue)\(need == .viewer ? " or operator" : need == .metrics ? " or operator" : "")"],
+                    ["error": "\(principal.credential == .token ? "the token" : "the account") '\(principal.name)' has the role \(principal.role.rawValue); \(request.uri.path) needs \(need.rawValue)\(need == .operator ? "" : " or operator")"],
                     status: .forbidden)
             }
             context.principal = principal
