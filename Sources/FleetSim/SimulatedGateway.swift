@@ -8,8 +8,8 @@ import Synchronization
 import Waveform
 
 /// One simulated gateway: the agent's own session controller (waveform engine, safety monitor,
-/// simulated headband), regimen, SQLite outbox and MQTT client, driven by a simulated wearer
-/// on simulated time.
+/// simulated headband), regimen, and gateway core (SQLite outbox, MQTT client, presence,
+/// telemetry cadence), driven by a simulated wearer on simulated time.
 public actor SimulatedGateway {
     public let gateway: Identifier
     public let wearer: Wearer
@@ -18,12 +18,9 @@ public actor SimulatedGateway {
     private let profile: CalibrationProfile
     private let counters: FleetCounters
     private let logger: Logger
-    private let envelopes: EnvelopeFactory
-    private let uplink: GatewayUplink
-    private let outbox: Outbox
-    private let brokerConfiguration: MQTTConfiguration
-    private var client: MQTTClient
-    private var presence: Task<Void, Never>?
+    private let core: GatewayCore
+    /// Sessions completed, as the retained state reports them (read by the core on a connect).
+    private let completedSessions = SharedCount()
     private var random: SeededRandom
     private var regimen = Regimen()
     /// Gateway clock minus true time (seconds); non-zero gateways report `synced: false`.
@@ -31,6 +28,9 @@ public actor SimulatedGateway {
     private let telemetryIntervalSeconds: Double
     private let idleTelemetryIntervalSeconds: Double
     private var inSession = false
+    /// The level of the session running (or that would run).
+    private var level: Int { Self.level(completedSessions: regimen.completedSessions) }
+    private static func level(completedSessions: Int) -> Int { completedSessions >= 21 ? 3 : completedSessions >= 7 ? 2 : 1 }
     private var online = false
     private var outages: [Task<Void, Never>] = []
     private var shuttingDown = false
@@ -54,59 +54,60 @@ public actor SimulatedGateway {
         wearer = Wearer.draw(using: &random, spreadDays: spreadDays)
         clockSkewSeconds = random.chance(0.03) ? Double(Int.random(in: -6...6, using: &random) * 3600 + 1800) : 0
         self.random = random
-        envelopes = EnvelopeFactory(fleet: fleet, gateway: gateway)
-        uplink = GatewayUplink(envelopes: envelopes)
+        let envelopes = EnvelopeFactory(fleet: fleet, gateway: gateway)
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
-        outbox = try Outbox(OutboxConfiguration(path: "\(dataDirectory)/outbox.sqlite", targetQueue: outboxQueue), logger: logger)
+        let outbox = try Outbox(OutboxConfiguration(path: "\(dataDirectory)/outbox.sqlite", targetQueue: outboxQueue), logger: logger)
         var configuration = broker
         configuration.clientID = "\(fleet)-\(gateway)"
         configuration.cleanStart = true
-        configuration.will = uplink.will(ts: clock.now())
-        brokerConfiguration = configuration
-        client = MQTTClient(configuration)
+        let skew = clockSkewSeconds
+        let now: @Sendable () -> Date = { clock.now().addingTimeInterval(skew) }
+        let completed = completedSessions
+        core = GatewayCore(
+            uplink: GatewayUplink(envelopes: envelopes), outbox: outbox, broker: configuration, now: now, synced: skew == 0,
+            reportedState: {
+                let sessions = completed.value
+                return ReportedState(
+                    boot: envelopes.boot, ts: now(), agentVersion: AgentVersion.current, firmware: "2.4.0", configVersions: [:],
+                    levelLimits: .init(maxLevel: 3, unlockedLevel: Self.level(completedSessions: sessions), completedSessions: sessions),
+                    groups: [])
+            },
+            connectionChanged: { [counters, logger] state, wasConnected in
+                Self.count(state, wasConnected: wasConnected, counters: counters, logger: logger)
+            })
     }
 
-    /// Connects a client (a new one after an outage: a stopped client is not reused) and lets
-    /// the outbox drain through it.
-    private func connectUplink(fresh: Bool) async {
-        if fresh { client = MQTTClient(brokerConfiguration) }
-        await outbox.attach(client)
-        let updates = client.connectionUpdates()
-        presence?.cancel()
-        let counters = self.counters
-        let logger = self.logger
-        presence = Task {
-            var up = false
-            defer { if up { counters.connected.subtract(1, ordering: .relaxed) } }
-            for await state in updates {
-                switch state {
-                case .connected:
-                    if !up { counters.connected.add(1, ordering: .relaxed) }
-                    up = true
-                    await self.publishPresence()
-                case .disconnected(let reason):
-                    if up { counters.connected.subtract(1, ordering: .relaxed) }
-                    up = false
-                    if reason != "stopped", counters.linkFailed(reason) {
-                        logger.error("a gateway cannot reach the broker (said once per cause for the whole fleet)", metadata: ["reason": "\(reason)"])
-                    }
-                case .connecting:
-                    break
-                }
+    /// Counts connections for the progress line; a link failure is logged once per cause for
+    /// the whole fleet.
+    private static func count(_ state: ConnectionState, wasConnected: Bool, counters: FleetCounters, logger: Logger) {
+        switch state {
+        case .connected:
+            if !wasConnected { counters.connected.add(1, ordering: .relaxed) }
+        case .disconnected(let reason):
+            if wasConnected { counters.connected.subtract(1, ordering: .relaxed) }
+            if reason != "stopped", counters.linkFailed(reason) {
+                logger.error("a gateway cannot reach the broker (said once per cause for the whole fleet)", metadata: ["reason": "\(reason)"])
             }
+        case .connecting:
+            break
         }
-        client.start()
     }
-
-    private var gatewayNow: Date { clock.now().addingTimeInterval(clockSkewSeconds) }
 
     /// Lives through `days` simulated days from the clock's start, then (when `live`) stays
     /// online, idle, until cancelled.
     func run(days: Int, live: Bool) async {
-        await connectUplink(fresh: false)
+        await core.connect()
         online = true
         counters.online.add(1, ordering: .relaxed)
-        let telemetry = Task { await self.telemetryLoop() }
+        let firstAfter = Duration.seconds(Double.random(in: 0...idleTelemetryIntervalSeconds, using: &random))
+        let telemetry = Task { [core, ticker] in
+            await core.runTelemetry(
+                firstAfter: firstAfter, interval: { [weak self] in await self?.telemetryInterval() ?? 60 },
+                make: { [weak self] in await self?.telemetry() },
+                sleep: { due in
+                    if let ticker { await ticker.sleep(until: due) } else { try? await Task.sleep(until: due) }
+                })
+        }
         var day = 0
         while !Task.isCancelled && day < days {
             await liveDay(day)
@@ -124,7 +125,6 @@ public actor SimulatedGateway {
         // every gateway shares for its whole 15 s, so a fleet stopped without a broker took
         // 15 s per gateway per core to exit.
         await Task { await self.shutdown() }.value
-        presence?.cancel()
     }
 
     private func liveDay(_ day: Int) async {
@@ -162,9 +162,12 @@ public actor SimulatedGateway {
         }
         counters.sessionsStarted.add(1, ordering: .relaxed)
         inSession = true
+        await core.telemetryDue()
         await controller.waitUntilIdle()
         inSession = false
         regimen = await controller.currentRegimen
+        completedSessions.value = regimen.completedSessions
+        await core.telemetryDue()
     }
 
     private func emitEvent(_ event: Event) async {
@@ -177,35 +180,20 @@ public actor SimulatedGateway {
     }
 
     private func enqueue(_ message: Message) async {
-        await uplink.enqueue(message, into: outbox, now: gatewayNow, synced: clockSkewSeconds == 0)
+        await core.enqueue(message)
         counters.enqueued.add(1, ordering: .relaxed)
     }
 
-    /// Telemetry every `telemetryIntervalSeconds` (real time) in a session, less often idle, on
-    /// a fixed cadence (the time an enqueue takes does not stretch the interval).
-    private func telemetryLoop() async {
-        var due = ContinuousClock.now + .seconds(Double.random(in: 0...idleTelemetryIntervalSeconds, using: &random))
-        await sleep(until: due)
-        while !Task.isCancelled {
-            let stats = await outbox.stats()
-            let level = regimen.completedSessions >= 21 ? 3 : regimen.completedSessions >= 7 ? 2 : 1
-            let telemetry = Telemetry(
-                level: inSession ? level : nil, channels: [], batteryPct: 60 + Double(random.next() % 40), headbandTempC: inSession ? 31.5 : 24,
-                agent: .init(outboxDepth: stats.depth, outboxBytes: stats.bytes, oldestUnackedS: stats.oldestUnackedSeconds, reconnects: client.reconnects, rssKiB: 0))
-            await enqueue(.telemetry(telemetry))
-            due = max(due + .seconds(inSession ? telemetryIntervalSeconds : idleTelemetryIntervalSeconds), .now)
-            await sleep(until: due)
-        }
+    /// Telemetry: what the simulated headband reports, and the agent's own figures.
+    private func telemetry() async -> Telemetry {
+        defer { counters.enqueued.add(1, ordering: .relaxed) }
+        return Telemetry(
+            level: inSession ? level : nil, channels: [], batteryPct: 60 + Double(random.next() % 40), headbandTempC: inSession ? 31.5 : 24,
+            agent: await core.agentFigures(rssKiB: 0))
     }
 
-    /// On the fleet's shared ticker when there is one; returns early when cancelled.
-    private func sleep(until due: ContinuousClock.Instant) async {
-        if let ticker {
-            await ticker.sleep(until: due)
-        } else {
-            try? await Task.sleep(until: due)
-        }
-    }
+    /// Every `telemetryIntervalSeconds` (real time) in a session, less often idle.
+    private func telemetryInterval() -> Double { inSession ? telemetryIntervalSeconds : idleTelemetryIntervalSeconds }
 
     private func outage(from: Date, hours: Double) async {
         try? await clock.sleep(until: from)
@@ -213,22 +201,12 @@ public actor SimulatedGateway {
         online = false
         counters.online.add(-1, ordering: .relaxed)
         counters.outages.add(1, ordering: .relaxed)
-        try? await client.publish(uplink.status(online: false, reason: "outage", ts: gatewayNow))
-        await client.disconnect()
+        await core.outage(reason: "outage")
         try? await clock.sleep(until: from.addingTimeInterval(hours * 3600))
         guard !Task.isCancelled, !online, !shuttingDown else { return }
-        await connectUplink(fresh: true)
+        await core.connect(fresh: true)
         online = true
         counters.online.add(1, ordering: .relaxed)
-    }
-
-    private func publishPresence() async {
-        let state = ReportedState(
-            boot: envelopes.boot, ts: gatewayNow, agentVersion: AgentVersion.current, firmware: "2.4.0", configVersions: [:],
-            levelLimits: .init(maxLevel: 3, unlockedLevel: regimen.completedSessions >= 21 ? 3 : regimen.completedSessions >= 7 ? 2 : 1, completedSessions: regimen.completedSessions),
-            groups: [])
-        try? await client.publish(uplink.status(online: true, ts: gatewayNow))
-        try? await client.publish(uplink.state(state))
     }
 
     /// Drains what is left (a few seconds at most), says offline, closes.
@@ -237,34 +215,32 @@ public actor SimulatedGateway {
         shuttingDown = true
         outages.forEach { $0.cancel() }
         if !online {
-            await connectUplink(fresh: true)
+            await core.connect(fresh: true)
             online = true
             counters.online.add(1, ordering: .relaxed)
         }
-        let deadline = ContinuousClock.now + .seconds(15)
-        while ContinuousClock.now < deadline {
-            let depth = await outbox.stats().depth
-            if client.isConnected && depth == 0 { break }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
+        let left = await core.shutdown(drainFor: .seconds(15), untilConnected: true)
         // What the broker never took, counted as such (the simulator's last line and its exit
-        // status say so).
-        // Messages the broker refused are set aside in the outbox: not delivered either.
-        let left = await outbox.stats()
+        // status say so). Messages the broker refused are set aside in the outbox: not
+        // delivered either.
         counters.undelivered.add(left.depth + left.refused, ordering: .relaxed)
         counters.refused.add(left.refused, ordering: .relaxed)
         if let refusal = left.lastRefusal { _ = counters.linkFailed("the broker refused a message: \(refusal)") }
-        if client.isConnected {
-            try? await client.publish(uplink.status(online: false, reason: "shutdown", ts: gatewayNow))
-        }
-        await outbox.close()
-        await client.disconnect()
         if online { counters.online.add(-1, ordering: .relaxed) }
         online = false
     }
 
     /// Messages still waiting in this gateway's outbox.
-    func backlog() async -> Int { await outbox.stats().depth }
+    func backlog() async -> Int { await core.outbox.stats().depth }
+}
+
+/// A count one task writes and another reads.
+final class SharedCount: Sendable {
+    private let storage = Atomic<Int>(0)
+    var value: Int {
+        get { storage.load(ordering: .relaxed) }
+        set { storage.store(newValue, ordering: .relaxed) }
+    }
 }
 
 /// Fleet-wide counters for the progress display.

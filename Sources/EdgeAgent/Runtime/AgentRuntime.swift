@@ -18,7 +18,9 @@ public actor AgentRuntime: Service {
     private let logger: Logger
     private let envelopes: EnvelopeFactory
     private let uplink: GatewayUplink
-    private var outbox: Outbox?
+    /// The outbox and the broker connection, as every gateway runs them.
+    private var core: GatewayCore?
+    private var outbox: Outbox? { core?.outbox }
     private var client: MQTTClient?
     private var sessions: SessionController?
     /// The headband over its serial link (nil: the simulated headband in this process).
@@ -31,9 +33,6 @@ public actor AgentRuntime: Service {
     /// The outbox's refusal count and last refusal the retained state last carried, and when.
     private var publishedRefusals: (count: Int, last: String?, at: Date) = (0, nil, .distantPast)
     private var stopping = false
-    /// The telemetry loop's wait for its next message: cancelled when a session starts or ends,
-    /// so telemetry switches between the idle and in-session intervals at once.
-    private var telemetryWait: Task<Void, Never>?
     /// The broker link as an operator sees it (log and `status`).
     private var link = LinkDiagnostics()
     /// Whether the last connection state seen was connected: losing the broker is logged once,
@@ -71,7 +70,11 @@ public actor AgentRuntime: Service {
                 let event = Event.outboxEvicted(OutboxEvicted(class: "\(eviction.messageClass)", count: eviction.count, bytes: eviction.bytes))
                 return uplink.outboxMessage(.event(event), seq: seq, epoch: epoch)
             })
-        self.outbox = outbox
+        let core = GatewayCore(
+            uplink: uplink, outbox: outbox, broker: configuration.broker.client(id: "\(configuration.fleet)-\(configuration.gateway)"),
+            reportedState: { [weak self] in await self?.reportedState() },
+            connectionChanged: { [weak self] state, _ in await self?.connectionChanged(state) })
+        self.core = core
         if let reset = await outbox.reset {
             await enqueue(.event(.outboxReset(OutboxReset(reason: reset.reason, movedTo: reset.movedTo))))
         }
@@ -109,21 +112,21 @@ public actor AgentRuntime: Service {
             },
             accepted: { [weak self] version, _ in await self?.firmwareAccepted(version) })
 
-        let client = MQTTClient(mqttConfiguration())
-        self.client = client
-        await outbox.attach(client)
         let control = try ControlSocketServer(path: Self.controlSocketPath(dataDirectory: configuration.dataDirectory)) {
             [weak self] request, peer in await self?.handleControl(request, from: peer) ?? Data("{\"ok\":false,\"error\":\"shutting down\"}".utf8)
         }
         self.control = control
-        let events = client.connectionEvents
-        client.start()
+        await core.connect()
+        let client = await core.client
+        self.client = client
         logger.info("agent started", metadata: ["gateway": "\(configuration.gateway)", "broker": "\(configuration.broker.url)"])
 
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { for await event in events { await self.connectionChanged(event) } }
             group.addTask { for await message in client.messages { await self.received(message) } }
-            group.addTask { await self.telemetryLoop() }
+            group.addTask {
+                await core.runTelemetry(
+                    interval: { [weak self] in await self?.telemetryInterval() ?? 60 }, make: { [weak self] in await self?.telemetry() })
+            }
             group.addTask {
                 // Expiry is checked every few seconds: a layer stops applying within 5 s of it.
                 while (try? await Task.sleep(for: .seconds(5))) != nil { await self.revalidateConfig() }
@@ -136,10 +139,6 @@ public actor AgentRuntime: Service {
         }
     }
 
-    private func mqttConfiguration() -> MQTTConfiguration {
-        configuration.broker.client(id: "\(configuration.fleet)-\(configuration.gateway)", will: uplink.will())
-    }
-
     // MARK: Shutdown
 
     private func shutdown() async {
@@ -150,15 +149,7 @@ public actor AgentRuntime: Service {
             await sessions.stop(reason: .agentShutdown)
             await sessions.waitUntilIdle()
         }
-        if let outbox, let client, client.isConnected {
-            let deadline = Date().addingTimeInterval(5)
-            while await outbox.stats().depth > 0 && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-        }
-        if let client, client.isConnected {
-            try? await client.publish(uplink.status(online: false, reason: "shutdown"))
-        }
-        await outbox?.close()
-        await client?.disconnect()
+        await core?.shutdown(drainFor: .seconds(5))
         control?.stop()
     }
 
@@ -180,7 +171,6 @@ public actor AgentRuntime: Service {
             }
         }
         guard case .connected = state, let client else { return }
-        await publishPresence()
         if !subscribed {
             let fleet = configuration.fleet
             let gateway = configuration.gateway
@@ -199,7 +189,15 @@ public actor AgentRuntime: Service {
 
     /// Publishes the retained birth and state.
     private func publishPresence() async {
-        guard let client, let sessions else { return }
+        guard let core else { return }
+        if await !core.publishPresence(), client?.isConnected == true {
+            logger.warning("publishing presence failed; retried on the next connect")
+        }
+    }
+
+    /// The retained state as the birth carries it.
+    private func reportedState() async -> ReportedState? {
+        guard let sessions else { return nil }
         let status = await sessions.status()
         let outboxStats = await outbox?.stats()
         publishedRefusals = (outboxStats?.refused ?? 0, outboxStats?.lastRefusal, Date())
@@ -209,12 +207,7 @@ public actor AgentRuntime: Service {
             levelLimits: .init(maxLevel: desired.effective.maxLevel ?? 3, unlockedLevel: status.allowedLevel, completedSessions: status.completedSessions),
             groups: configuration.groups.map(\.rawValue),
             outboxRefused: outboxStats.flatMap { $0.refused > 0 ? $0.refusedStored : nil }, lastRefusal: outboxStats?.lastRefusal)
-        do {
-            try await client.publish(uplink.status(online: true))
-            try await client.publish(uplink.state(reported))
-        } catch {
-            logger.warning("publishing presence failed; retried on the next connect", metadata: ["error": "\(error)"])
-        }
+        return reported
     }
 
     // MARK: Commands
@@ -256,7 +249,7 @@ public actor AgentRuntime: Service {
                 persist()
                 await sessions.setMaxLevel(desired.effective.maxLevel ?? 3)
                 // Signed telemetry intervals take effect at once (the wait in progress ends).
-                telemetryWait?.cancel()
+                await core?.telemetryDue()
                 await enqueue(.event(.configApplied(ConfigOutcome(layer: layer, version: version))))
                 await publishPresence()
             case .rejected(let layer, let version, let reason):
@@ -351,7 +344,7 @@ public actor AgentRuntime: Service {
     private func sessionEvent(_ event: Event) async {
         await enqueue(.event(event))
         switch event {
-        case .sessionStarted, .sessionCompleted, .sessionAborted: telemetryWait?.cancel()
+        case .sessionStarted, .sessionCompleted, .sessionAborted: await core?.telemetryDue()
         default: break
         }
         if case .sessionCompleted = event, let sessions {
@@ -384,43 +377,36 @@ public actor AgentRuntime: Service {
     }
 
     private func enqueue(_ message: Message) async {
-        guard let outbox else { return }
-        await uplink.enqueue(message, into: outbox)
+        await core?.enqueue(message)
     }
 
-    private func telemetryLoop() async {
-        while !Task.isCancelled && !stopping {
-            if let (reason, seconds) = link.reminder() {
-                logger.error("still cannot reach the broker", metadata: ["reason": "\(reason)", "forS": "\(Int(seconds))"])
-            }
-            guard let sessions, let outbox else { return }
-            let session = await sessions.sessionTelemetry()
-            let readings = await sessions.readings()
-            let stats = await outbox.stats()
-            let telemetry = Telemetry(
-                sessionId: session?.0, level: session?.1, elapsedS: session?.2, channels: readings.channel.map { [$0] } ?? [],
-                vibrationRpm: session == nil ? nil : readings.vibrationRpm, batteryPct: readings.batteryPct, headbandTempC: readings.temperatureC,
-                agent: .init(
-                    outboxDepth: stats.depth, outboxBytes: stats.bytes, oldestUnackedS: stats.oldestUnackedSeconds,
-                    reconnects: client?.reconnects ?? 0, rssKiB: Self.residentKiB(),
-                    outboxRefused: stats.refused > 0 ? stats.refusedStored : nil))
-            await enqueue(.telemetry(telemetry))
-            // A new kind of refusal goes into the retained state at once (the broker may take
-            // that topic while it refuses the others), a growing count at most once a minute.
-            let refusalNews = stats.lastRefusal != publishedRefusals.last
-                || (stats.refused != publishedRefusals.count && Date().timeIntervalSince(publishedRefusals.at) >= 60)
-            if refusalNews, client?.isConnected == true { await publishPresence() }
-            // A signed config's intervals, when it sets them, over the local file's.
-            let effective = desired.effective
-            let interval = session == nil
-                ? effective.idleTelemetryIntervalS ?? configuration.idleTelemetryIntervalSeconds
-                : effective.telemetryIntervalS ?? configuration.telemetryIntervalSeconds
-            let wait = Task { _ = try? await Task.sleep(for: .seconds(interval)) }
-            telemetryWait = wait
-            // The loop's own cancellation (shutdown) ends the wait too.
-            await withTaskCancellationHandler { await wait.value } onCancel: { wait.cancel() }
-            telemetryWait = nil
+    /// This interval's telemetry (and, while the broker stays away, the periodic reminder).
+    private func telemetry() async -> Telemetry? {
+        if let (reason, seconds) = link.reminder() {
+            logger.error("still cannot reach the broker", metadata: ["reason": "\(reason)", "forS": "\(Int(seconds))"])
         }
+        guard let sessions, let core, !stopping else { return nil }
+        let session = await sessions.sessionTelemetry()
+        let readings = await sessions.readings()
+        let stats = await core.outbox.stats()
+        // A new kind of refusal goes into the retained state at once (the broker may take
+        // that topic while it refuses the others), a growing count at most once a minute.
+        let refusalNews = stats.lastRefusal != publishedRefusals.last
+            || (stats.refused != publishedRefusals.count && Date().timeIntervalSince(publishedRefusals.at) >= 60)
+        if refusalNews, client?.isConnected == true { await publishPresence() }
+        return Telemetry(
+            sessionId: session?.0, level: session?.1, elapsedS: session?.2, channels: readings.channel.map { [$0] } ?? [],
+            vibrationRpm: session == nil ? nil : readings.vibrationRpm, batteryPct: readings.batteryPct, headbandTempC: readings.temperatureC,
+            agent: await core.agentFigures(rssKiB: Self.residentKiB()))
+    }
+
+    /// Seconds to the next telemetry: a signed config's intervals, when it sets them, over the
+    /// local file's.
+    private func telemetryInterval() async -> Double {
+        let effective = desired.effective
+        return await sessions?.sessionTelemetry() == nil
+            ? effective.idleTelemetryIntervalS ?? configuration.idleTelemetryIntervalSeconds
+            : effective.telemetryIntervalS ?? configuration.telemetryIntervalSeconds
     }
 
     private func firmwareAccepted(_ version: Int) {
