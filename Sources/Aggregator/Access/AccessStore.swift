@@ -123,12 +123,14 @@ public final class AccessStore: Sendable {
     /// Checks a password; on success opens a session and returns its id (the cookie's value)
     /// and the account's role. Unknown accounts take as long as known ones.
     public func signIn(_ name: String, password: String, now: Date = Date()) async throws -> (session: String, principal: Principal)? {
-        let account = try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT role, passwordHash FROM account WHERE name = ?", arguments: [name])
+        // (Sendable values out of the closure: the asynchronous read, which does not hold the
+        // caller's thread while it waits for a reader.)
+        let account = try await pool.read { db -> (role: String, passwordHash: String)? in
+            try Row.fetchOne(db, sql: "SELECT role, passwordHash FROM account WHERE name = ?", arguments: [name]).map { ($0["role"], $0["passwordHash"]) }
         }
-        let hash: String = account?["passwordHash"] ?? Self.decoyHash
+        let hash = account?.passwordHash ?? Self.decoyHash
         let matches = await Self.verify(password, hash: hash)
-        guard let account, matches, let role = Role(rawValue: account["role"]) else { return nil }
+        guard let account, matches, let role = Role(rawValue: account.role) else { return nil }
         let session = Self.randomSecret()
         try await pool.write { db in
             try db.execute(sql: "DELETE FROM web_session WHERE expiresAt <= ?", arguments: [now.timeIntervalSince1970])
@@ -219,12 +221,10 @@ public final class AccessStore: Sendable {
         let parts = text.dropFirst(Self.tokenPrefix.count).split(separator: "_", maxSplits: 1)
         guard parts.count == 2 else { return .failure(.malformed) }
         let id = String(parts[0]), secret = String(parts[1])
-        guard let row = try await pool.read({ db in
-            try Row.fetchOne(db, sql: "SELECT * FROM api_token WHERE id = ?", arguments: [id])
+        guard let (stored, token) = try await pool.read({ db -> (String, Token)? in
+            try Row.fetchOne(db, sql: "SELECT * FROM api_token WHERE id = ?", arguments: [id]).map { ($0["secretHash"], Self.token($0)) }
         }) else { return .failure(.unknown) }
-        let stored: String = row["secretHash"]
         guard Self.constantTimeEqual(stored, Self.digest(secret)) else { return .failure(.unknown) }
-        let token = Self.token(row)
         if let expiresAt = token.expiresAt, expiresAt <= now { return .failure(.expired) }
         if (token.lastUsedAt.map { now.timeIntervalSince($0) } ?? .infinity) >= Self.lastUsedResolution {
             try? await pool.write { db in
