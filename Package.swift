@@ -51,7 +51,6 @@ let package = Package(
         // Process-wide SQLite settings (`sqlite3_config` is variadic: not callable from Swift).
         .target(name: "CSQLiteSettings", linkerSettings: [.linkedLibrary("sqlite3")]),
         // Buffered reads for the MQTT loop's sockets (defines the process's `read` and `close`).
-        .target(name: "CSocketBuffer"),
         // What the kernel says: whether the wall clock is synchronised (adjtimex), and who is
         // on the other end of a Unix socket (SO_PEERCRED).
         .target(name: "CSpectraSystem"),
@@ -79,7 +78,7 @@ let package = Package(
         .target(name: "HeadbandLink", dependencies: ["Waveform", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "MQTT",
-            dependencies: ["CMosquitto", "CSocketBuffer", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "Outbox",

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "spectra_system.h"
+#include <malloc.h>
 #include <sys/socket.h>
 #include <sys/timex.h>
 
@@ -30,4 +31,9 @@ int spectra_open_pseudo_terminal(char *path, unsigned long capacity) {
         return -1;
     }
     return master;
+}
+
+void spectra_tune_allocator(void) {
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    mallopt(M_TRIM_THRESHOLD, 4 << 20);
 }

@@ -1,5 +1,4 @@
 import CMosquitto
-import CSocketBuffer
 import Foundation
 import Synchronization
 
@@ -30,7 +29,7 @@ final class ClientCore: @unchecked Sendable {
     /// The socket ``corked(_:)`` holds corked, or -1.
     private var corkedFD: Int32 = -1
     private var watchingRead = true
-    /// Whether a read pass is queued for bytes already in the socket's buffer.
+    /// Whether a read pass is queued (one stopped at ``packetsPerWake`` goes on from the queue).
     private var readScheduled = false
     private var connected = false
     /// Whether the connection that just ended had been established (CONNACK success).
@@ -138,12 +137,7 @@ final class ClientCore: @unchecked Sendable {
         delivered = 0
         settled = 0
         let context = Unmanaged.passRetained(CallbackContext(core: self))
-        // Without its wake-up socket pair, which only its own loop thread would read (see
-        // `spectra_socketpair_refused`): a system call less per packet.
-        spectra_socketpair_refused(true)
-        let created = mosquitto_new(configuration.clientID, configuration.cleanStart, context.toOpaque())
-        spectra_socketpair_refused(false)
-        guard let handle = created else {
+        guard let handle = mosquitto_new(configuration.clientID, configuration.cleanStart, context.toOpaque()) else {
             context.release()
             fail(MQTTError.library(Int32(MOSQ_ERR_NOMEM.rawValue), "creating the client"))
             return
@@ -236,8 +230,6 @@ final class ClientCore: @unchecked Sendable {
             return
         }
         fd = mosquitto_socket(handle)
-        // Unbuffered if this fails: slower, not wrong. `close` drops the buffer.
-        _ = spectra_socket_buffer_attach(fd)
         watchingWrite = mosquitto_want_write(handle)
         watchingRead = true
         token = loop.register(fd: fd, core: self, wantWrite: watchingWrite)
@@ -324,27 +316,36 @@ final class ClientCore: @unchecked Sendable {
     /// Reads packets until the socket has no more, the consumer's window is full, or
     /// ``packetsPerWake`` were read.
     ///
-    /// `mosquitto_loop_read` reads one packet per call, with a `read` per header byte: the
-    /// socket's buffer (`CSocketBuffer`) serves those, and this loop goes on while it holds
-    /// bytes or the socket may, instead of back through `epoll_wait` for every packet.
-    /// Bytes left in the buffer are not covered by epoll's readiness: a pass that stops with
-    /// some is continued from the loop's queue (or when reading resumes, ``updateInterest()``).
+    /// `mosquitto_loop_read` reads at most one packet per call and returns success whether it
+    /// read one or the socket had nothing (`EAGAIN`, or TLS wanting more bytes, which
+    /// libmosquitto also reports as `EAGAIN`): `errno`, cleared before each call, tells them
+    /// apart, so the loop goes on while packets come, without a trip through `epoll_wait` for
+    /// each, and stops at the first read that finds nothing.
+    /// A pass stopped by the limit goes on from the loop's queue: bytes TLS already decrypted
+    /// are not covered by epoll's readiness. So does a TLS pass that read packets before it
+    /// stopped: a callback's own system calls (a contended lock's futex) can leave `EAGAIN`
+    /// too, and only a read that finds nothing tells for certain.
     private func readAvailable(_ handle: OpaquePointer) {
-        let socket = fd
-        for _ in 0..<Self.packetsPerWake {
+        for pass in 0..<Self.packetsPerWake {
             // (A queued continuation may find the window full since.)
             guard mayRead else { return }
+            errno = 0
             let rc = mosquitto_loop_read(handle, 1)
+            let drained = errno == EAGAIN || errno == EWOULDBLOCK
             settle(handle, rc: rc)
-            guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue), token != 0, self.handle == handle, !spectra_socket_drained(socket) else { return }
+            guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue), token != 0, self.handle == handle else { return }
+            if drained {
+                if pass > 0 && configuration.tls != nil { continueReading() }
+                return
+            }
         }
         continueReading()
     }
 
-    /// Reads on from the loop's queue when bytes wait in the socket's buffer, which epoll
-    /// does not see.
+    /// Reads on from the loop's queue (a pass that stopped at the limit, or reading resumed
+    /// after a full window): what TLS holds decrypted is not covered by epoll's readiness.
     private func continueReading() {
-        guard token != 0, spectra_socket_buffered(fd) > 0, !readScheduled else { return }
+        guard token != 0, !readScheduled else { return }
         readScheduled = true
         let socket = fd
         loop.execute { [self] in

@@ -16,6 +16,14 @@ struct CommandLineTests {
         #expect(result.stdout.contains("USAGE: \(executable)"))
     }
 
+    @Test("no binary defines a C library function (read, close, socketpair...): libmosquitto, OpenSSL and SQLite get libc's own", arguments: [
+        "spectra-agent", "spectra-aggregator", "spectra-ctl", "spectra-fleetsim", "spectra-headband-emu", "spectra-bench",
+    ])
+    func noLibcOverrides(executable: String) async throws {
+        let result = try await ChildProcess.run("/bin/bash", ["\(root)/Deploy/libc-overrides.sh", TestEnvironment.product(executable)])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+    }
+
     static var hardFileLimit: Int {
         var limit = rlimit()
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)

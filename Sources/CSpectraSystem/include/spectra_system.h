@@ -14,4 +14,10 @@ int spectra_peer_credentials(int fd, unsigned int *uid, int *pid);
 /// terminal's path into `path`; -1 with errno on failure.
 int spectra_open_pseudo_terminal(char *path, unsigned long capacity);
 
+/// glibc's allocator for a process whose outbox commits on worker threads: up to 4 MiB freed
+/// memory is kept per heap (M_TRIM_THRESHOLD), blocks from 1 MiB up still get pages of their
+/// own (M_MMAP_THRESHOLD, which setting the trim threshold would otherwise stop sliding).
+/// Call once, at start, before the threads begin.
+void spectra_tune_allocator(void);
+
 #endif

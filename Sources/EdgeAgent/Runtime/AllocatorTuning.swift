@@ -1,28 +1,20 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import CSpectraSystem
 
-/// glibc's allocator, set for a process whose outbox commits on worker threads.
+/// glibc's allocator, set for a process whose outbox commits on worker threads (the agent and
+/// the fleet simulator).
 ///
 /// Every outbox transaction makes SQLite allocate and free a few tens of KiB. On a worker
 /// thread's arena, glibc hands freed memory at the top of the heap back to the kernel
 /// (`madvise(MADV_DONTNEED)`) once 128 KiB are free, and the next transaction faults the same
 /// pages in again: at 1,500 simulated gateways that was one `madvise` (with a TLB shootdown on
-/// every core) and one page fault per message. Keeping up to 4 MiB free per heap ends it.
+/// every core) and one page fault per message. Keeping up to 4 MiB free per heap ends it
+/// (`docs/decisions/allocator-tuning.md`).
 ///
 /// Setting the trim threshold switches off glibc's sliding mmap threshold, so that is set too:
 /// blocks from 1 MiB up (a firmware image) still get pages of their own and go back at `free`.
 public enum AllocatorTuning {
     /// Applies the settings; call once, at start, before the threads begin.
     public static func apply() {
-        #if canImport(Glibc)
-        // <malloc.h> is not in Swift's Glibc module: mallopt is looked up, and its parameter
-        // numbers are glibc's M_TRIM_THRESHOLD (-1) and M_MMAP_THRESHOLD (-3).
-        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        guard let symbol = dlsym(nil, "mallopt") else { return }
-        let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
-        _ = mallopt(-3, 1 << 20)
-        _ = mallopt(-1, 4 << 20)
-        #endif
+        spectra_tune_allocator()
     }
 }
