@@ -90,6 +90,11 @@ public struct PublishAcknowledgement: Sendable, Hashable {
 
     /// Whether the broker accepted the message.
     public var isSuccess: Bool { reasonCode < 0x80 }
+
+    public init(token: UInt64, reasonCode: Int32 = 0) {
+        self.token = token
+        self.reasonCode = reasonCode
+    }
 }
 
 /// A subscription request.

@@ -76,7 +76,7 @@ public actor Outbox {
     private var diskRoom: (bytes: Int, checkedAt: ContinuousClock.Instant)?
 
     // Dispatch state.
-    private var client: MQTTClient?
+    private var client: (any PublishTransport)?
     private var tasks: [Task<Void, Never>] = []
     private var connected = false
     private var boundary: UInt64 = 0
@@ -449,7 +449,7 @@ public actor Outbox {
 
     /// Sends through `client` from now on: drains on every connect, deletes on every PUBACK,
     /// and recycles the connection when the drain stalls.
-    public func attach(_ client: MQTTClient) {
+    public func attach(_ client: any PublishTransport) {
         self.client = client
         let events = client.connectionUpdates()
         let acks = client.acknowledgements
@@ -583,7 +583,7 @@ public actor Outbox {
                 if live.isEmpty && backlog.isEmpty { break }
                 var outgoing: [(message: OutgoingMessage, token: UInt64)] = []
                 let now = Date().timeIntervalSince1970
-                let userProperties = client.configuration.protocolVersion == .v5
+                let userProperties = client.carriesUserProperties
                 for (row, historical) in live.map({ ($0, false) }) + backlog.map({ ($0, true) }) {
                     inflight[row.seq] = (now, historical, row.payload.count, row.topic)
                     if row.seq <= maxSentSeq { counters.resent += 1 }
