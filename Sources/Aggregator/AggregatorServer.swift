@@ -7,9 +7,10 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 
-/// The aggregator put together: the store, ingest and the HTTP server, as one Hummingbird
-/// application whose service group also runs ingest (started before the server, stopped after
-/// it, so pending messages are written before the process exits).
+/// The aggregator put together: the store, ingest, the stats publisher, store maintenance and
+/// the HTTP server, as one Hummingbird application whose service group runs them in that
+/// order and stops them in the reverse one: the server first, ingest last, so pending
+/// messages are written (and acknowledged to the broker) before the process exits.
 public struct AggregatorServer: Sendable {
     public let configuration: AggregatorConfiguration
     public let store: SQLiteStatsStore
@@ -69,7 +70,11 @@ public struct AggregatorServer: Sendable {
             router: router,
             server: server,
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "spectra-aggregator"),
-            services: [ingest],
+            services: [
+                ingest,
+                StatsPublisher(ingest: ingest, configuration: configuration, store: store, metrics: metrics, logger: logger, now: now),
+                StoreMaintenance(store: store, retentionDays: configuration.retentionDays, logger: logger, now: now),
+            ],
             onServerRunning: { channel in
                 portBox.port.withLock { $0 = channel.localAddress?.port }
                 logger.info("dashboard at \(scheme)://\(configuration.httpHost):\(channel.localAddress?.port ?? configuration.httpPort)/")

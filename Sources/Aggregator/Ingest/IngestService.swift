@@ -6,8 +6,9 @@ import SpectraConfig
 import SpectraProtocol
 import Synchronization
 
-/// Subscribes to the fleet's topics and writes what arrives into the store in batches; also
-/// republishes the retained `stats/*` topics and keeps the store compact.
+/// Subscribes to the fleet's topics and writes what arrives into the store in batches, and
+/// tells ``StatsPublisher`` which gateways changed. (``StoreMaintenance`` keeps the store
+/// compact.)
 ///
 /// Events and telemetry come through MQTT 5 shared subscriptions (`$share/{group}/...`), so
 /// several instances split them; the session is persistent, so nothing published while an
@@ -31,6 +32,8 @@ public final class IngestService: Service, Sendable {
     private let now: @Sendable () -> Date
     let client: MQTTClient
     private let raw = Mutex<[(MQTTMessage, Date)]>([])
+    /// Gateways whose figures changed since the stats publisher's last round.
+    let changes: ChangedGateways
     private let lastRefusalLog = Mutex<Date>(.distantPast)
     /// Records per write transaction, at most.
     static let maxBatch = 5_000
@@ -45,8 +48,9 @@ public final class IngestService: Service, Sendable {
     public init(
         configuration: AggregatorConfiguration, store: any StatsStore, metrics: IngestMetrics, logger: Logger,
         now: @escaping @Sendable () -> Date = Date.init, settleWindow: Int = IngestService.settleWindow,
-        retiring: Bool = false
+        retiring: Bool = false, changes: ChangedGateways = ChangedGateways()
     ) {
+        self.changes = changes
         self.retiring = retiring
         self.configuration = configuration
         self.store = store
@@ -118,10 +122,6 @@ public final class IngestService: Service, Sendable {
         let writer = Task { await self.writeLoop() }
         let fatal: IngestFailure? = await withTaskGroup(of: IngestFailure?.self) { group in
             group.addTask { await self.watchConnection(events) }
-            if !retiring {
-                group.addTask { await self.publishLoop(); return nil }
-                group.addTask { await self.maintenanceLoop(); return nil }
-            }
             group.addTask { try? await gracefulShutdown(); return nil }
             // Until the shutdown, or a broker this aggregator cannot work with.
             var fatal: IngestFailure?
@@ -397,7 +397,7 @@ public final class IngestService: Service, Sendable {
         for (reason, count) in outcome.refused { metrics.failed(reason: reason, count: count) }
         committed.add(outcome.accepted + outcome.duplicates, ordering: .relaxed)
         metrics.pending.set(to: Double(raw.withLock { $0.count }))
-        changed.withLock { $0.formUnion(outcome.changedGateways) }
+        changes.insert(outcome.changedGateways)
         refusedWithoutCommit.store(0, ordering: .relaxed)
         if let seconds = health.commitSucceeded() {
             logger.notice("commits work again", metadata: ["failingForS": "\(Int(seconds))"])
@@ -420,108 +420,6 @@ public final class IngestService: Service, Sendable {
                 gateway, IngestRecord.Refusal(reason: IngestRecord.Refusal.storeRefused, detail: failure.reason, gateway: gateway),
                 receivedAt: at, payload: payload)
         ])
-    }
-
-    // MARK: Retained stats
-
-    private let changed = Mutex<Set<GatewayKey>>([])
-    /// The first round after a start publishes every gateway, changed or not.
-    private let publishedOnce = Atomic<Bool>(false)
-
-    private func publishLoop() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(configuration.publishIntervalSeconds))
-            guard !Task.isCancelled else { continue }
-            health.roundStarted()
-            await statsRound()
-            let seconds = health.roundFinished()
-            metrics.statsRoundSeconds.set(to: seconds)
-            if seconds > configuration.publishIntervalSeconds {
-                logger.warning(
-                    "the stats round took longer than its interval (see /healthz)",
-                    metadata: ["seconds": "\(seconds)", "intervalS": "\(configuration.publishIntervalSeconds)"])
-            }
-        }
-    }
-
-    /// One summary per fleet: `/metrics`' gateway counts take it connected to the broker or
-    /// not, the retained topics when connected.
-    private func statsRound() async {
-        if let (reason, seconds) = health.linkReminder() {
-            logger.error("still cannot reach the broker", metadata: ["broker": "\(configuration.broker.url)", "reason": "\(reason)", "forS": "\(Int(seconds))"])
-        }
-        let summaries: [(fleet: String, summary: FleetSummary)]
-        do {
-            summaries = try await fleetSummaries()
-        } catch {
-            logger.warning("reading the fleet summaries failed; retried next round", metadata: ["error": "\(error)"])
-            return
-        }
-        for (fleet, summary) in summaries {
-            metrics.fleet(fleet, gateways: summary.gateways, online: summary.online, silent: summary.silent)
-        }
-        guard client.isConnected else { return }
-        await publishStats(summaries)
-    }
-
-    private func fleetSummaries() async throws -> [(fleet: String, summary: FleetSummary)] {
-        var summaries: [(fleet: String, summary: FleetSummary)] = []
-        for fleet in try await store.fleets() {
-            summaries.append((fleet, try await store.summary(fleet: fleet, now: now())))
-        }
-        return summaries
-    }
-
-    /// Publishes `stats/summary` for every fleet and `stats/gw/{gw}` for every gateway that
-    /// changed since the last round, retained at QoS 1.
-    func publishStats(_ summaries: [(fleet: String, summary: FleetSummary)]) async {
-        let everything = !publishedOnce.exchange(true, ordering: .relaxed)
-        let changed = self.changed.withLock { changed in
-            defer { changed.removeAll() }
-            return changed
-        }
-        do {
-            for (fleet, summary) in summaries {
-                guard let fleetID = try? Identifier(fleet, field: "fleet") else { continue }
-                try await client.publish(OutgoingMessage(
-                    topic: Topic.statsSummary(fleet: fleetID).path, payload: [UInt8](Self.encode(summary)), retain: true))
-                metrics.publishedStats.increment()
-                let changedHere = changed.filter { $0.fleet == fleet }
-                guard everything || !changedHere.isEmpty else { continue }
-                for gateway in try await store.gateways(fleet: fleet, search: nil, now: now())
-                where everything || changedHere.contains(GatewayKey(fleet: fleet, gateway: gateway.gateway)) {
-                    guard let gatewayID = try? Identifier(gateway.gateway, field: "gw") else { continue }
-                    try await client.publish(OutgoingMessage(
-                        topic: Topic.statsGateway(fleet: fleetID, gateway: gatewayID).path, payload: [UInt8](Self.encode(gateway)),
-                        retain: true))
-                    metrics.publishedStats.increment()
-                }
-            }
-            if health.problem("publish", nil) { logger.info("publishing stats works again") }
-        } catch {
-            self.changed.withLock { $0.formUnion(changed) }
-            if everything { publishedOnce.store(false, ordering: .relaxed) }
-            // A refusal (the broker's ACL) lasts: said once, and on /healthz while it does.
-            if health.problem("publish", "publishing the retained stats failed: \(error); retried every round") {
-                logger.warning("publishing stats failed; retried every round", metadata: ["error": "\(error)"])
-            }
-        }
-    }
-
-    // MARK: Maintenance
-
-    private func maintenanceLoop() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(60))
-            guard !Task.isCancelled else { return }
-            do {
-                try await store.compact(now: now())
-                let removed = try await store.prune(before: Day(now()).adding(-configuration.retentionDays))
-                if removed > 0 { logger.info("pruned raw events past retention", metadata: ["events": "\(removed)"]) }
-            } catch {
-                logger.warning("store maintenance failed; retried in a minute", metadata: ["error": "\(error)"])
-            }
-        }
     }
 
     /// JSON for the retained stats and the API. Every figure is finite by construction (the
