@@ -6,8 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
 bash Deploy/bootstrap.sh
-swift build -c release --product spectra-bench >/dev/null
-bench=".build/release/spectra-bench"
+# SPECTRA_BIN=DIR measures the binaries in DIR (another build, beside this one) without building.
+if [ -n "${SPECTRA_BIN:-}" ]; then
+    bench="$SPECTRA_BIN/spectra-bench"
+else
+    swift build -c release --product spectra-bench >/dev/null
+    bench=".build/release/spectra-bench"
+fi
 # A number field of the one-line JSON a bench command reports: field NAME "$result".
 field() { echo "$2" | sed "s/.*\"$1\":\([0-9.]*\).*/\1/"; }
 

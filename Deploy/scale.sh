@@ -17,20 +17,23 @@
 # generator takes under a third of the simulator's CPU and the figure is what one mosquitto and one
 # aggregator keep up with. The default, LOAD=agents, runs the whole agent for every gateway.
 # SHARE_GROUP=aggregators uses shared subscriptions (lossy across a mosquitto 2.0 restart; see README).
+# SPECTRA_BIN=DIR runs the binaries in DIR instead of building this checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gateways="${1:-5000}" seconds="${2:-60}" outage="${3:-60}"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 bash Deploy/bootstrap.sh
-swift build -c release --product spectra-aggregator >/dev/null
-swift build -c release --product spectra-fleetsim >/dev/null
 load="${LOAD:-agents}"
 case "$load" in
-    agents) generator=simulator ;;
-    light) generator="load generator"; swift build -c release --product spectra-bench >/dev/null ;;
+    agents) generator=simulator products="spectra-aggregator spectra-fleetsim" ;;
+    light) generator="load generator" products="spectra-aggregator spectra-bench" ;;
     *) echo "LOAD must be agents or light, not $load" >&2; exit 2 ;;
 esac
-bin=.build/release
+# SPECTRA_BIN=DIR measures the binaries in DIR (another build, beside this one) without building.
+bin="${SPECTRA_BIN:-.build/release}"
+if [ -z "${SPECTRA_BIN:-}" ]; then
+    for product in $products; do swift build -c release --product "$product" >/dev/null; done
+fi
 
 work=$(mktemp -d)
 pids=()

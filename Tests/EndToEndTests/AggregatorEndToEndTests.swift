@@ -273,3 +273,85 @@ extension AggregatorEndToEndTests {
         await broker.stop()
     }
 }
+
+extension AggregatorEndToEndTests {
+    @Test("SIGTERM under load: every message the broker acknowledged to a producer is counted once, across the stop and the restart")
+    func gracefulStopUnderLoad() async throws {
+        let broker = try await MosquittoBroker()
+        let folder = try TestEnvironment.temporaryDirectory("aggregator-term")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let httpPort = try TestEnvironment.freePort()
+        let base = "http://127.0.0.1:\(httpPort)"
+        let token = try await AggregatorAccess.token(database: "\(folder.path)/aggregator.sqlite")
+        func startAggregator() throws -> ChildProcess {
+            try ChildProcess(
+                TestEnvironment.product("spectra-aggregator"),
+                [
+                    "run", "--config", "\(TestEnvironment.packageRoot.path)/Config/aggregator.yaml",
+                    "--set", "mqtt.url=mqtt://127.0.0.1:\(broker.port)", "--set", "http.port=\(httpPort)",
+                    "--set", "database=\(folder.path)/aggregator.sqlite", "--set", "clientId=agg-term",
+                    "--set", "stats.publishIntervalS=1",
+                ])
+        }
+        func completeness() async -> (received: Int, expected: Int)? {
+            guard let summary = try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo", token: token),
+                  let completeness = summary["completeness"] as? [String: Any] else { return nil }
+            return (completeness["received"] as? Int ?? 0, completeness["expected"] as? Int ?? 0)
+        }
+        func connected() async -> Bool { ((try? await Self.get(base + "/healthz", token: token))?["broker"] as? String) == "connected" }
+        var aggregator = try startAggregator()
+        #expect(await eventually(timeout: 20) { await connected() }, "aggregator did not come up: \(aggregator.standardError)")
+
+        // 20 gateways' session events, 100 every 50 ms, QoS 1, counted when the broker acknowledges.
+        let producer = Task { () throws -> Int in
+            let client = MQTTClient(MQTTConfiguration(port: broker.port, clientID: "load"))
+            try await client.connect()
+            defer { Task { await client.disconnect() } }
+            var acknowledgements = client.acknowledgements.makeAsyncIterator()
+            let fleet = try Identifier("demo")
+            var feeds = try (1...20).map { (gateway: try Identifier(String(format: "gw-%04d", $0)), epoch: UUID(), seq: UInt64(0)) }
+            var accepted = 0, token: UInt64 = 0
+            for round in 0..<80 {
+                var batch: [(message: OutgoingMessage, token: UInt64)] = []
+                for index in 0..<100 {
+                    let feed = (round * 100 + index) % feeds.count
+                    feeds[feed].seq += 1
+                    let id = try Identifier("s-\(feed)-\(feeds[feed].seq)")
+                    let envelope = Envelope(
+                        fleet: fleet, gateway: feeds[feed].gateway, epoch: feeds[feed].epoch, seq: feeds[feed].seq, boot: feeds[feed].epoch,
+                        monoNanos: feeds[feed].seq * 1_000_000, timestamp: Date(), synced: true,
+                        message: .event(.sessionStarted(SessionStarted(
+                            sessionId: id, level: 1, profileVersion: "default-1", channels: ["frontalis-l"], regimenPhase: .loading, regimenDay: 1))))
+                    token += 1
+                    batch.append((OutgoingMessage(topic: Topic.event(fleet: fleet, gateway: feeds[feed].gateway).path, payload: [UInt8](envelope.encoded())), token))
+                }
+                try await client.send(batch)
+                var acknowledged = 0
+                while acknowledged < batch.count, let acks = await acknowledgements.next() {
+                    acknowledged += acks.count
+                    accepted += acks.count { $0.isSuccess }
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return accepted
+        }
+
+        // Stopped in the middle of the load, and started again while it goes on.
+        try await Task.sleep(for: .seconds(1.5))
+        let before = await completeness()?.received ?? 0
+        aggregator.send(SIGTERM)
+        #expect(await aggregator.wait(timeout: 20) == 0, "a graceful stop under load: \(aggregator.standardError.suffix(2000))")
+        #expect(aggregator.standardError.contains("aggregator ingest stopped"))
+        #expect(before > 0, "the load was being ingested when the stop came")
+        aggregator = try startAggregator()
+        defer { aggregator.send(SIGKILL) }
+        let accepted = try await producer.value
+        #expect(accepted == 8_000, "the broker acknowledged every message to the producer")
+        let done = await eventually(timeout: 60) { await completeness()?.received == accepted }
+        let final = await completeness()
+        #expect(done && final?.expected == accepted, "every acknowledged message once, no gap: \(String(describing: final)) of \(accepted)")
+        aggregator.send(SIGTERM)
+        #expect(await aggregator.wait(timeout: 20) == 0)
+        await broker.stop()
+    }
+}
