@@ -33,64 +33,64 @@ public actor Outbox {
     public private(set) var reset: (reason: String, movedTo: String)?
 
     /// Merges one minute of telemetry payloads (oldest first) into one; nil keeps them as they are.
-    private let rollup: (@Sendable ([[UInt8]]) -> [UInt8]?)?
+    let rollup: (@Sendable ([[UInt8]]) -> [UInt8]?)?
     /// Builds the `outbox.evicted` event for an eviction, given its seq and the epoch.
-    private let evictionNotice: (@Sendable (Eviction, UInt64, UUID) -> OutboxMessage)?
-    private let logger: Logger
-    private let metrics: OutboxMetrics
-    private var lastRecorded = OutboxStats()
+    let evictionNotice: (@Sendable (Eviction, UInt64, UUID) -> OutboxMessage)?
+    let logger: Logger
+    let metrics: OutboxMetrics
+    var lastRecorded = OutboxStats()
 
-    private var queue: DatabaseQueue
-    private var nextSeq: UInt64
+    var queue: DatabaseQueue
+    var nextSeq: UInt64
     /// Every seq below this one is committed (or was given up); at or above, still to commit.
-    private var committedNext: UInt64
-    private var pending: [(row: StoredMessage, waiter: CheckedContinuation<UInt64, Never>?)] = []
-    private var memoryBuffer: [StoredMessage] = []
-    private var pendingDeletes: [UInt64] = []
+    var committedNext: UInt64
+    var pending: [(row: StoredMessage, waiter: CheckedContinuation<UInt64, Never>?)] = []
+    var memoryBuffer: [StoredMessage] = []
+    var pendingDeletes: [UInt64] = []
     /// Refused rows to set aside (with the broker's reason) before their delete.
-    private var pendingRefusals: [(seq: UInt64, reason: Int32)] = []
+    var pendingRefusals: [(seq: UInt64, reason: Int32)] = []
     /// Refusals logged, by reason and topic, with when and how many since: a lasting refusal
     /// is logged once, then at most every ``refusalReminderSeconds`` with a count.
-    private var refusalLog: [String: (at: Date, since: Int)] = [:]
+    var refusalLog: [String: (at: Date, since: Int)] = [:]
     static let refusalReminderSeconds: Double = 300
-    private var sendErrorSaid: Date?
+    var sendErrorSaid: Date?
     /// Acknowledged rows not yet deleted, with their payload bytes: they no longer count in
     /// ``stats()`` and are never sent again by this process.
-    private var ackedNotDeleted: [UInt64: Int] = [:]
-    private var ackedNotDeletedBytes = 0
+    var ackedNotDeleted: [UInt64: Int] = [:]
+    var ackedNotDeletedBytes = 0
     /// Set when acknowledged rows must be deleted now, without waiting for a batch or a write.
-    private var deletesDue = false
-    private var writing = false
-    private var retryScheduled = false
-    private var counters = OutboxStats()
-    private var storedBytes = 0
-    private var storedRows = 0
+    var deletesDue = false
+    var writing = false
+    var retryScheduled = false
+    var counters = OutboxStats()
+    var storedBytes = 0
+    var storedRows = 0
     /// When the oldest stored row was enqueued (nil: none stored), kept up to date by every
     /// write so that ``stats()`` does not read the database.
-    private var oldestCreatedAt: Double?
-    private var lastCompact = Date.distantPast
+    var oldestCreatedAt: Double?
+    var lastCompact = Date.distantPast
     /// Payload bytes deleted, rolled up or evicted since the last compaction.
-    private var releasedSinceCompact = 0
+    var releasedSinceCompact = 0
     /// Payload bytes the disk can hold, counting what is stored and leaving the free-disk
     /// floor, when the file system was last asked.
-    private var diskRoom: (bytes: Int, checkedAt: ContinuousClock.Instant)?
+    var diskRoom: (bytes: Int, checkedAt: ContinuousClock.Instant)?
 
     // Dispatch state.
-    private var client: (any PublishTransport)?
-    private var tasks: [Task<Void, Never>] = []
-    private var connected = false
-    private var boundary: UInt64 = 0
-    private var liveCursor: UInt64 = 1
+    var client: (any PublishTransport)?
+    var tasks: [Task<Void, Never>] = []
+    var connected = false
+    var boundary: UInt64 = 0
+    var liveCursor: UInt64 = 1
     /// Rows committed lately and not yet sent live, in seq order: every committed row from
     /// `recentFrom` on is here, so live rows are sent without reading them back.
-    private var recent: [StoredMessage] = []
-    private var recentFrom: UInt64 = 1
-    private var backlogCursor: UInt64 = 0
-    private var hasBacklog = false
-    private var inflight: [UInt64: (sentAt: Double, backlog: Bool, bytes: Int, topic: String)] = [:]
-    private var maxSentSeq: UInt64 = 0
-    private var pumping = false
-    private var pumpAgain = false
+    var recent: [StoredMessage] = []
+    var recentFrom: UInt64 = 1
+    var backlogCursor: UInt64 = 0
+    var hasBacklog = false
+    var inflight: [UInt64: (sentAt: Double, backlog: Bool, bytes: Int, topic: String)] = [:]
+    var maxSentSeq: UInt64 = 0
+    var pumping = false
+    var pumpAgain = false
 
     /// Opens or creates the outbox. An unreadable (corrupt) file is moved aside and a new one
     /// started with a new epoch; ``reset`` says so.
@@ -173,7 +173,7 @@ public actor Outbox {
         }
     }
 
-    private func startWriter() {
+    func startWriter() {
         guard !writing else { return }
         writing = true
         Task { await self.writeLoop() }
@@ -186,11 +186,11 @@ public actor Outbox {
     /// acknowledgements it had not recorded, as with a lost PUBACK.
     static let deleteBatch = 256
 
-    private var deletesWaiting: Bool {
+    var deletesWaiting: Bool {
         !pendingDeletes.isEmpty && (deletesDue || pendingDeletes.count >= Self.deleteBatch)
     }
 
-    private func writeLoop() async {
+    func writeLoop() async {
         defer { writing = false }
         while !pending.isEmpty || deletesWaiting || (!memoryBuffer.isEmpty && !retryScheduled) {
             let batch = pending
@@ -285,7 +285,7 @@ public actor Outbox {
 
     /// Keeps what was just committed for the live sender; rows rolled up or evicted in the same
     /// commit (`reshaped`) make it read from the database again.
-    private func remember(committed rows: [StoredMessage], reshaped: Bool) {
+    func remember(committed rows: [StoredMessage], reshaped: Bool) {
         // Offline there is no live sender; a connect starts afresh from what is committed.
         guard connected else { return }
         if reshaped {
@@ -300,12 +300,12 @@ public actor Outbox {
         }
     }
 
-    private static let recentLimit = 64
+    static let recentLimit = 64
     /// At most this many rows left after a delete: a drain is over (live messages may remain).
-    private static let drainedRows = 64
+    static let drainedRows = 64
 
     /// Keeps the memory buffer bounded: telemetry goes first, then the oldest of the rest.
-    private func trimMemoryBuffer() {
+    func trimMemoryBuffer() {
         var excess = memoryBuffer.count - configuration.memoryBufferLimit
         guard excess > 0 else { return }
         var dropped = 0
@@ -322,7 +322,7 @@ public actor Outbox {
         counters.evicted += dropped
     }
 
-    private func scheduleRetry() {
+    func scheduleRetry() {
         guard !retryScheduled else { return }
         retryScheduled = true
         Task {
@@ -331,12 +331,12 @@ public actor Outbox {
         }
     }
 
-    private func retryDue() {
+    func retryDue() {
         retryScheduled = false
         startWriter()
     }
 
-    private func currentLimits() -> OutboxBounds.Limits {
+    func currentLimits() -> OutboxBounds.Limits {
         var budget = configuration.maxBytes
         var hard = configuration.hardCapBytes
         // The file system is asked at most once a second, and every 10 s while the free space
@@ -366,7 +366,7 @@ public actor Outbox {
     /// Gives space back once the queue is down to a few rows after a drain that released at
     /// least a MiB, at most every 30 s. (A steady trickle releases a message at every write;
     /// compacting for it checkpointed, fsynced and truncated every 30 s for nothing.)
-    private func compactIfDue() {
+    func compactIfDue() {
         guard releasedSinceCompact >= 1 << 20, Date().timeIntervalSince(lastCompact) > 30 else { return }
         lastCompact = Date()
         releasedSinceCompact = 0
@@ -412,7 +412,7 @@ public actor Outbox {
     /// ``flush()``, giving up at `deadline` (a disk that refuses writes never settles).
     /// Without a deadline, a cancelled caller stops waiting; with one (``close()``), the wait
     /// is kept even in a cancelled task, whose own sleeps would return at once and spin.
-    private func flush(until deadline: ContinuousClock.Instant?) async {
+    func flush(until deadline: ContinuousClock.Instant?) async {
         while writing || !pending.isEmpty || !pendingDeletes.isEmpty {
             if let deadline, ContinuousClock.now >= deadline { return }
             if deadline == nil && Task.isCancelled { return }
@@ -423,7 +423,7 @@ public actor Outbox {
     }
 
     /// Deletes the acknowledged rows now rather than with the next write.
-    private func deleteAcknowledged() {
+    func deleteAcknowledged() {
         guard !pendingDeletes.isEmpty else { return }
         deletesDue = true
         startWriter()
@@ -443,234 +443,6 @@ public actor Outbox {
         } catch {
             logger.warning("outbox could not give up its database locks", metadata: ["error": "\(error)"])
         }
-    }
-
-    // MARK: Dispatch
-
-    /// Sends through `client` from now on: drains on every connect, deletes on every PUBACK,
-    /// and recycles the connection when the drain stalls.
-    public func attach(_ client: any PublishTransport) {
-        self.client = client
-        let events = client.connectionUpdates()
-        let acks = client.acknowledgements
-        tasks.append(Task { [weak self] in
-            for await event in events { await self?.connectionChanged(event) }
-        })
-        tasks.append(Task { [weak self] in
-            for await batch in acks { await self?.acknowledged(batch) }
-        })
-        // Checked a few times per stall period, not every second: a fleet simulator runs
-        // thousands of outboxes in one process.
-        let housekeeping = min(5, max(0.05, configuration.stallSeconds / 4))
-        tasks.append(Task { [weak self] in
-            // A closed outbox does no more housekeeping.
-            while (try? await Task.sleep(for: .seconds(housekeeping))) != nil {
-                await self?.checkStall()
-                await self?.deleteAcknowledged()
-                await self?.recordMetrics()
-            }
-        })
-        if client.isConnected { connectionChanged(client.state) }
-    }
-
-    private func connectionChanged(_ state: ConnectionState) {
-        if case .connected = state {
-            connected = true
-            inflight.removeAll()
-            // The backlog is what is committed now; what commits later (a write under way, or
-            // messages held in memory while the disk refused them) goes out live.
-            boundary = committedNext - 1
-            liveCursor = committedNext
-            recent.removeAll()
-            recentFrom = committedNext
-            backlogCursor = 0
-            hasBacklog = true
-            requestPump()
-        } else {
-            connected = false
-            inflight.removeAll()
-        }
-    }
-
-    private func acknowledged(_ batch: [PublishAcknowledgement]) {
-        for ack in batch {
-            let sent = inflight.removeValue(forKey: ack.token)
-            let bytes = sent?.bytes ?? 0
-            if !ack.isSuccess && ackedNotDeleted[ack.token] == nil {
-                refused(seq: ack.token, reason: ack.reasonCode, topic: sent?.topic ?? "?")
-            }
-            counters.acknowledged += 1
-            // A repeated PUBACK (a resend acknowledged twice) is already waiting for its delete.
-            guard ackedNotDeleted[ack.token] == nil else { continue }
-            ackedNotDeleted[ack.token] = bytes
-            ackedNotDeletedBytes += bytes
-            pendingDeletes.append(ack.token)
-        }
-        if pendingDeletes.count >= Self.deleteBatch { startWriter() }
-        // Room in the window matters only when something waits for it.
-        if hasUnsent { requestPump() }
-    }
-
-    /// A send failed while connected (a QoS or packet size the broker does not take): logged
-    /// once per cause, then at a bounded rate; ``OutboxStats/sendError`` says it meanwhile.
-    /// (A send that fails because the link dropped is the link's story, told elsewhere.)
-    private func sendFailed(_ reason: String) {
-        guard connected else { return }
-        let now = Date()
-        if counters.sendError == reason, let last = sendErrorSaid, now.timeIntervalSince(last) < Self.refusalReminderSeconds { return }
-        counters.sendError = reason
-        sendErrorSaid = now
-        logger.error("the outbox cannot send to the broker; its messages wait (retried at the next connection)", metadata: ["reason": "\(reason)"])
-        // Not again and again on this connection: the next connect (or a stall recycle) retries.
-        connected = false
-    }
-
-    /// The broker refused a message: it is set aside with the reason (not deleted as if
-    /// delivered), counted, and logged once per reason and topic, then at a bounded rate.
-    private func refused(seq: UInt64, reason: Int32, topic: String) {
-        pendingRefusals.append((seq, reason))
-        counters.refused += 1
-        let text = "\(MQTTError.reasonName(reason)) [reason \(reason)] on \(topic)"
-        counters.lastRefusal = text
-        let now = Date()
-        if let last = refusalLog[text], now.timeIntervalSince(last.at) < Self.refusalReminderSeconds {
-            refusalLog[text]?.since += 1
-            return
-        }
-        let repeats = refusalLog[text]?.since ?? 0
-        if refusalLog.count >= 64 { refusalLog.removeAll() }  // a bound, whatever the broker says
-        refusalLog[text] = (now, 0)
-        logger.error(
-            "the broker refused a message; it is set aside and sent again at the next start (check the broker's ACL for this gateway's client id and topics, and its quotas)",
-            metadata: ["seq": "\(seq)", "refusal": "\(text)", "refusedSinceLastSaid": "\(repeats)", "refusedInAll": "\(counters.refused)"])
-    }
-
-    private func checkStall() {
-        guard connected, let client, let oldest = inflight.values.map(\.sentAt).min() else { return }
-        if Date().timeIntervalSince1970 - oldest > configuration.stallSeconds {
-            logger.warning("outbox drain stalled; recycling the connection", metadata: ["oldestUnackedS": "\(Date().timeIntervalSince1970 - oldest)"])
-            counters.stallRecycles += 1
-            inflight.removeAll()
-            client.reconnect()
-        }
-    }
-
-    /// Whether committed rows wait to be sent: a backlog, or live rows the window held back.
-    private var hasUnsent: Bool { hasBacklog || liveCursor < committedNext }
-
-    private func requestPump() {
-        guard connected else { return }
-        if pumping {
-            pumpAgain = true
-            return
-        }
-        pumping = true
-        Task { await self.pump() }
-    }
-
-    private func pump() async {
-        defer { pumping = false }
-        repeat {
-            pumpAgain = false
-            while connected, let client {
-                let capacity = configuration.window - inflight.count
-                // Refill in batches, not one row per acknowledgement.
-                guard capacity > 0, inflight.isEmpty || capacity >= max(1, configuration.window / 8) else { break }
-                let reserve = hasBacklog ? max(1, Int(Double(configuration.window) * configuration.backlogShare)) : 0
-                let backlogInFlight = inflight.values.reduce(0) { $0 + ($1.backlog ? 1 : 0) }
-                let liveLimit = max(0, capacity - max(0, min(capacity, reserve - backlogInFlight)))
-                let (live, backlog) = fetchBatch(liveLimit: liveLimit, capacity: capacity)
-                if live.isEmpty && backlog.isEmpty { break }
-                var outgoing: [(message: OutgoingMessage, token: UInt64)] = []
-                let now = Date().timeIntervalSince1970
-                let userProperties = client.carriesUserProperties
-                for (row, historical) in live.map({ ($0, false) }) + backlog.map({ ($0, true) }) {
-                    inflight[row.seq] = (now, historical, row.payload.count, row.topic)
-                    if row.seq <= maxSentSeq { counters.resent += 1 }
-                    maxSentSeq = max(maxSentSeq, row.seq)
-                    // The historical mark: a user property under MQTT 5, a field of the envelope
-                    // under 3.1.1 (which has no properties).
-                    let mark = historical && userProperties ? [UserProperty("historical", "true")] : []
-                    let payload = historical && !userProperties && row.messageClass != .state
-                        ? Self.markedHistorical(row.payload) : row.payload
-                    outgoing.append((OutgoingMessage(
-                        topic: row.topic, payload: payload, qos: QoS(rawValue: row.qos) ?? .atLeastOnce, retain: row.retain,
-                        userProperties: mark), row.seq))
-                }
-                counters.sent += outgoing.count
-                do {
-                    try await client.send(outgoing)
-                    if counters.sendError != nil {
-                        counters.sendError = nil
-                        logger.notice("the broker takes the outbox's messages again")
-                    }
-                } catch {
-                    for item in outgoing { inflight[item.token] = nil }
-                    connected = client.isConnected
-                    sendFailed("\(error)")
-                    break
-                }
-            }
-        } while pumpAgain && connected
-    }
-
-    /// A JSON object with `"historical":true` added before its closing brace (the envelope's
-    /// MQTT 3.1.1 form of the historical mark); anything else is returned as it is.
-    static func markedHistorical(_ payload: [UInt8]) -> [UInt8] {
-        guard let close = payload.lastIndex(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }),
-              payload[close] == UInt8(ascii: "}"), payload.first == UInt8(ascii: "{") else { return payload }
-        var marked = Array(payload[..<close])
-        marked.append(contentsOf: Array(",\"historical\":true}".utf8))
-        return marked
-    }
-
-    /// The next rows to send: live ones first, then the backlog. Rows in flight or acknowledged
-    /// but not yet deleted are skipped.
-    private func fetchBatch(liveLimit: Int, capacity: Int) -> ([StoredMessage], [StoredMessage]) {
-        func skipped(_ seq: UInt64) -> Bool { inflight[seq] != nil || ackedNotDeleted[seq] != nil }
-        func ahead(of cursor: UInt64) -> Int {
-            inflight.keys.reduce(0) { $0 + ($1 >= cursor ? 1 : 0) } + ackedNotDeleted.keys.reduce(0) { $0 + ($1 >= cursor ? 1 : 0) }
-        }
-        var live: [StoredMessage] = []
-        var backlog: [StoredMessage] = []
-        let liveCursor = self.liveCursor
-        let backlogCursor = self.backlogCursor
-        let boundary = self.boundary
-        let hasBacklog = self.hasBacklog
-        // Live rows come from memory when every committed one is there (the usual case).
-        let liveFromMemory = liveLimit > 0 && liveCursor >= recentFrom
-        if liveFromMemory {
-            live = Array(recent.lazy.filter { $0.seq >= liveCursor && !skipped($0.seq) }.prefix(liveLimit))
-        }
-        let liveToRead = liveLimit > 0 && !liveFromMemory
-        if liveToRead || hasBacklog {
-            let liveExtra = liveToRead ? ahead(of: liveCursor) : 0
-            let backlogExtra = hasBacklog ? ahead(of: backlogCursor) : 0
-            do {
-                let fetched = try queue.inDatabase { db -> ([StoredMessage], [StoredMessage]) in
-                    let live = liveToRead
-                        ? try OutboxStore.fetch(from: liveCursor, through: .max, limit: liveLimit + liveExtra, db: db) : []
-                    let backlog = hasBacklog
-                        ? try OutboxStore.fetch(from: backlogCursor, through: boundary, limit: capacity + backlogExtra, db: db) : []
-                    return (live, backlog)
-                }
-                if liveToRead { live = Array(fetched.0.lazy.filter { !skipped($0.seq) }.prefix(liveLimit)) }
-                backlog = Array(fetched.1.lazy.filter { !skipped($0.seq) }.prefix(capacity - live.count))
-            } catch {
-                logger.error("outbox read failed", metadata: ["error": "\(error)"])
-                return ([], [])
-            }
-        }
-        if let last = live.last {
-            self.liveCursor = last.seq + 1
-            recent.removeAll { $0.seq <= last.seq }
-        }
-        if let last = backlog.last {
-            self.backlogCursor = last.seq + 1
-        } else if capacity - live.count > 0 {
-            self.hasBacklog = false
-        }
-        return (live, backlog)
     }
 }
 
