@@ -137,7 +137,8 @@ final class ClientCore: @unchecked Sendable {
         delivered = 0
         settled = 0
         let context = Unmanaged.passRetained(CallbackContext(core: self))
-        guard let handle = mosquitto_new(configuration.clientID, configuration.cleanStart, context.toOpaque()) else {
+        // Made where it comes without libmosquitto's unused wake-up socket pair (HandleFactory).
+        guard let handle = HandleFactory.shared.make(id: configuration.clientID, cleanStart: configuration.cleanStart, context: context.toOpaque()) else {
             context.release()
             fail(MQTTError.library(Int32(MOSQ_ERR_NOMEM.rawValue), "creating the client"))
             return

@@ -226,3 +226,37 @@ struct FleetSimTests {
         await broker.stop()
     }
 }
+
+extension FleetSimTests {
+    /// libmosquitto opens a wake-up socket pair per client that only its own loop thread reads;
+    /// the client makes its handles where that fails, so a simulated gateway holds one socket.
+    @Test("a simulated gateway holds one socket (its TCP connection), not libmosquitto's unused socket pair besides")
+    func oneSocketPerGateway() async throws {
+        let broker = try await MosquittoBroker()
+        let folder = try TestEnvironment.temporaryDirectory("fleetsim")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let gateways = 40
+        let sim = try ChildProcess(
+            TestEnvironment.product("spectra-fleetsim"),
+            [
+                "--gateways", "\(gateways)", "--days", "0", "--live", "--broker", broker.url, "--data-dir", "\(folder.path)/fleet",
+                "--profile", "\(TestEnvironment.packageRoot.path)/Config/calibration/default.yaml",
+            ])
+        defer { sim.send(SIGKILL) }
+        #expect(await sim.waitForLine(timeout: 20) { $0.contains("online \(gateways)/\(gateways)") } != nil, "\(sim.standardError.suffix(300))")
+        // Unix-domain sockets are listed with their inodes in /proc/net/unix.
+        let unixInodes = Set(try String(contentsOfFile: "/proc/net/unix", encoding: .utf8).split(separator: "\n").dropFirst().compactMap {
+            $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst(6).first.map(String.init)
+        })
+        let descriptors = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(sim.pid)/fd")
+        let sockets = descriptors.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(sim.pid)/fd/\($0)") }
+            .filter { $0.hasPrefix("socket:[") }
+            .map { String($0.dropFirst("socket:[".count).dropLast()) }
+        let unix = sockets.filter(unixInodes.contains)
+        #expect(sockets.count - unix.count >= gateways, "a TCP connection per gateway: \(sockets.count - unix.count)")
+        #expect(unix.count < 8, "\(unix.count) Unix-domain sockets for \(gateways) gateways (libmosquitto's pairs would make \(2 * gateways))")
+        sim.send(SIGTERM)
+        _ = await sim.wait(timeout: 30)
+        await broker.stop()
+    }
+}

@@ -30,7 +30,8 @@ public final class IngestService: Service, Sendable {
     static let maxRefusedWithoutCommit = 100
     private let logger: Logger
     private let now: @Sendable () -> Date
-    let client: MQTTClient
+    /// The link to the broker (an ``MQTTClient`` unless a test gives another).
+    let client: any SubscribeTransport
     private let raw = Mutex<[(MQTTMessage, Date)]>([])
     /// Gateways whose figures changed since the stats publisher's last round.
     let changes: ChangedGateways
@@ -48,7 +49,7 @@ public final class IngestService: Service, Sendable {
     public init(
         configuration: AggregatorConfiguration, store: any StatsStore, metrics: IngestMetrics, logger: Logger,
         now: @escaping @Sendable () -> Date = Date.init, settleWindow: Int = IngestService.settleWindow,
-        retiring: Bool = false, changes: ChangedGateways = ChangedGateways()
+        retiring: Bool = false, changes: ChangedGateways = ChangedGateways(), transport: (any SubscribeTransport)? = nil
     ) {
         self.changes = changes
         self.retiring = retiring
@@ -60,7 +61,7 @@ public final class IngestService: Service, Sendable {
         health = IngestHealth(statsIntervalSeconds: configuration.publishIntervalSeconds)
         limiter = GatewayRateLimiter(limit: configuration.gatewayMessagesPerHour)
         let broker = configuration.broker
-        client = MQTTClient(broker.client(
+        client = transport ?? MQTTClient(broker.client(
             id: configuration.clientID, cleanStart: false, sessionExpirySeconds: 7 * 86_400,
             // Back quickly after a broker restart: gateways drain their backlogs at once.
             backoff: Backoff(minimumSeconds: 0.2, maximumSeconds: 5),

@@ -31,7 +31,7 @@ public final class ChangedGateways: Sendable {
 public struct StatsPublisher: Service {
     let configuration: AggregatorConfiguration
     let store: any StatsStore
-    let client: MQTTClient
+    let client: any SubscribeTransport
     let changes: ChangedGateways
     let metrics: IngestMetrics
     let health: IngestHealth
