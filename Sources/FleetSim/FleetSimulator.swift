@@ -56,8 +56,9 @@ public struct FleetSimulator: Sendable {
         self.logger = logger
     }
 
-    /// Open files each simulated gateway holds: its MQTT socket and libmosquitto's wake-up
-    /// socket pair, the outbox database, its WAL and its shared-memory index.
+    /// Open files each simulated gateway holds: its MQTT socket, the outbox database, its WAL
+    /// and its shared-memory index, and room for libmosquitto's wake-up socket pair, which a
+    /// client has only where the kernel refused the filter that spares it (`HandleFactory`).
     public static let filesPerGateway = 6
     /// Open files the process needs besides its gateways (logs, event loops, the runtime).
     static let filesForProcess = 256

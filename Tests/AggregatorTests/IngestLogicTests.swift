@@ -102,7 +102,7 @@ struct IngestLogicTests {
             store: store, metrics: IngestMetrics(), logger: logger, now: { testNow }, transport: link)
         let group = ServiceGroup(configuration: .init(services: [ingest], logger: logger))
         let running = Task { try await group.run() }
-        #expect(await eventually { link.subscriptions.count == 4 }, "events, telemetry, status and state: \(link.subscriptions)")
+        #expect(await eventually(timeout: 40) { link.subscriptions.count == 4 }, "events, telemetry, status and state: \(link.subscriptions)")
 
         var feed = GatewayFeed("gw-0001")
         for index in 0..<10 { link.deliver(feed.telemetry(at: at(today, hour: 1 + Double(index) / 3600))) }
@@ -110,7 +110,7 @@ struct IngestLogicTests {
         #expect(link.settled == nil, "nothing is settled while commits fail")
 
         store.failing.store(false, ordering: .relaxed)
-        #expect(await eventually(timeout: 10) { link.settled?.ordinal == 10 }, "settled through the last committed: \(String(describing: link.settled))")
+        #expect(await eventually(timeout: 40) { link.settled?.ordinal == 10 }, "settled through the last committed: \(String(describing: link.settled))")
         #expect(ingest.committedEnvelopes == 10)
         await group.triggerGracefulShutdown()
         try await running.value

@@ -2,6 +2,7 @@ import Foundation
 import MQTT
 import SpectraProtocol
 import SpectraTesting
+import Synchronization
 import Testing
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -303,7 +304,10 @@ extension AggregatorEndToEndTests {
         #expect(await eventually(timeout: 20) { await connected() }, "aggregator did not come up: \(aggregator.standardError)")
 
         // 20 gateways' session events, 100 every 50 ms, QoS 1, counted when the broker acknowledges.
+        let rounds = 200
+        let producing = ProducerRunning()
         let producer = Task { () throws -> Int in
+            defer { producing.value.store(false, ordering: .relaxed) }
             let client = MQTTClient(MQTTConfiguration(port: broker.port, clientID: "load"))
             try await client.connect()
             defer { Task { await client.disconnect() } }
@@ -311,7 +315,7 @@ extension AggregatorEndToEndTests {
             let fleet = try Identifier("demo")
             var feeds = try (1...20).map { (gateway: try Identifier(String(format: "gw-%04d", $0)), epoch: UUID(), seq: UInt64(0)) }
             var accepted = 0, token: UInt64 = 0
-            for round in 0..<80 {
+            for round in 0..<rounds {
                 var batch: [(message: OutgoingMessage, token: UInt64)] = []
                 for index in 0..<100 {
                     let feed = (round * 100 + index) % feeds.count
@@ -337,8 +341,10 @@ extension AggregatorEndToEndTests {
         }
 
         // Stopped in the middle of the load, and started again while it goes on.
-        try await Task.sleep(for: .seconds(1.5))
+        #expect(await eventually(timeout: 30) { (await completeness()?.received ?? 0) >= 1_000 })
         let before = await completeness()?.received ?? 0
+        let stillProducing = producing.value.load(ordering: .relaxed)
+        #expect(stillProducing, "the load still runs when the stop comes")
         aggregator.send(SIGTERM)
         #expect(await aggregator.wait(timeout: 20) == 0, "a graceful stop under load: \(aggregator.standardError.suffix(2000))")
         #expect(aggregator.standardError.contains("aggregator ingest stopped"))
@@ -346,7 +352,7 @@ extension AggregatorEndToEndTests {
         aggregator = try startAggregator()
         defer { aggregator.send(SIGKILL) }
         let accepted = try await producer.value
-        #expect(accepted == 8_000, "the broker acknowledged every message to the producer")
+        #expect(accepted == rounds * 100, "the broker acknowledged every message to the producer")
         let done = await eventually(timeout: 60) { await completeness()?.received == accepted }
         let final = await completeness()
         #expect(done && final?.expected == accepted, "every acknowledged message once, no gap: \(String(describing: final)) of \(accepted)")
@@ -354,4 +360,9 @@ extension AggregatorEndToEndTests {
         #expect(await aggregator.wait(timeout: 20) == 0)
         await broker.stop()
     }
+}
+
+/// Whether the load of ``AggregatorEndToEndTests/gracefulStopUnderLoad()`` still runs.
+private final class ProducerRunning: Sendable {
+    let value = Atomic<Bool>(true)
 }
