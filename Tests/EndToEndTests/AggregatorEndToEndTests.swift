@@ -86,26 +86,10 @@ struct AggregatorEndToEndTests {
         let broker = try await MosquittoBroker()
         let folder = try TestEnvironment.temporaryDirectory("aggregator-kill")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let httpPort = try TestEnvironment.freePort()
-        let base = "http://127.0.0.1:\(httpPort)"
-        let token = try await AggregatorAccess.token(database: "\(folder.path)/aggregator.sqlite")
-        func startAggregator() throws -> ChildProcess {
-            try ChildProcess(
-                TestEnvironment.product("spectra-aggregator"),
-                [
-                    "run", "--config", "\(TestEnvironment.packageRoot.path)/Config/aggregator.yaml",
-                    "--set", "mqtt.url=mqtt://127.0.0.1:\(broker.port)", "--set", "http.port=\(httpPort)",
-                    "--set", "database=\(folder.path)/aggregator.sqlite", "--set", "clientId=agg-kill",
-                    "--set", "stats.publishIntervalS=3600",
-                ])
-        }
-        func summary() async -> (received: Int, expected: Int, completed: Int)? {
-            guard let summary = try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo", token: token) else { return nil }
-            let completeness = summary["completeness"] as? [String: Any]
-            return (completeness?["received"] as? Int ?? 0, completeness?["expected"] as? Int ?? 0,
-                    (summary["sessions"] as? [String: Any])?["completed"] as? Int ?? 0)
-        }
-        func connected() async -> Bool { ((try? await Self.get(base + "/healthz", token: token))?["broker"] as? String) == "connected" }
+        let instance = try await AggregatorInstance(broker: broker, folder: folder, clientID: "agg-kill", statsIntervalS: 3600)
+        func startAggregator() throws -> ChildProcess { try instance.start() }
+        func summary() async -> (received: Int, expected: Int, completed: Int)? { await instance.summary() }
+        func connected() async -> Bool { await instance.connected() }
 
         // First run: the persistent session and its subscriptions; then the aggregator is away.
         var aggregator = try startAggregator()
@@ -281,25 +265,10 @@ extension AggregatorEndToEndTests {
         let broker = try await MosquittoBroker()
         let folder = try TestEnvironment.temporaryDirectory("aggregator-term")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let httpPort = try TestEnvironment.freePort()
-        let base = "http://127.0.0.1:\(httpPort)"
-        let token = try await AggregatorAccess.token(database: "\(folder.path)/aggregator.sqlite")
-        func startAggregator() throws -> ChildProcess {
-            try ChildProcess(
-                TestEnvironment.product("spectra-aggregator"),
-                [
-                    "run", "--config", "\(TestEnvironment.packageRoot.path)/Config/aggregator.yaml",
-                    "--set", "mqtt.url=mqtt://127.0.0.1:\(broker.port)", "--set", "http.port=\(httpPort)",
-                    "--set", "database=\(folder.path)/aggregator.sqlite", "--set", "clientId=agg-term",
-                    "--set", "stats.publishIntervalS=1",
-                ])
-        }
-        func completeness() async -> (received: Int, expected: Int)? {
-            guard let summary = try? await Self.get(base + "/api/v1/fleet/summary?fleet=demo", token: token),
-                  let completeness = summary["completeness"] as? [String: Any] else { return nil }
-            return (completeness["received"] as? Int ?? 0, completeness["expected"] as? Int ?? 0)
-        }
-        func connected() async -> Bool { ((try? await Self.get(base + "/healthz", token: token))?["broker"] as? String) == "connected" }
+        let instance = try await AggregatorInstance(broker: broker, folder: folder, clientID: "agg-term", statsIntervalS: 1)
+        func startAggregator() throws -> ChildProcess { try instance.start() }
+        func completeness() async -> (received: Int, expected: Int)? { await instance.summary().map { ($0.received, $0.expected) } }
+        func connected() async -> Bool { await instance.connected() }
         var aggregator = try startAggregator()
         #expect(await eventually(timeout: 20) { await connected() }, "aggregator did not come up: \(aggregator.standardError)")
 
@@ -365,4 +334,48 @@ extension AggregatorEndToEndTests {
 /// Whether the load of ``AggregatorEndToEndTests/gracefulStopUnderLoad()`` still runs.
 private final class ProducerRunning: Sendable {
     let value = Atomic<Bool>(true)
+}
+
+/// One aggregator's configuration for tests that stop and start it: the same database, client
+/// id and HTTP port every time, so each start resumes the one before.
+struct AggregatorInstance {
+    let broker: MosquittoBroker
+    let folder: URL
+    let clientID: String
+    let statsIntervalS: Int
+    let httpPort: Int
+    let token: String
+
+    init(broker: MosquittoBroker, folder: URL, clientID: String, statsIntervalS: Int) async throws {
+        self.broker = broker
+        self.folder = folder
+        self.clientID = clientID
+        self.statsIntervalS = statsIntervalS
+        httpPort = try TestEnvironment.freePort()
+        token = try await AggregatorAccess.token(database: "\(folder.path)/aggregator.sqlite")
+    }
+
+    func start() throws -> ChildProcess {
+        try ChildProcess(
+            TestEnvironment.product("spectra-aggregator"),
+            [
+                "run", "--config", "\(TestEnvironment.packageRoot.path)/Config/aggregator.yaml",
+                "--set", "mqtt.url=mqtt://127.0.0.1:\(broker.port)", "--set", "http.port=\(httpPort)",
+                "--set", "database=\(folder.path)/aggregator.sqlite", "--set", "clientId=\(clientID)",
+                "--set", "stats.publishIntervalS=\(statsIntervalS)",
+            ])
+    }
+
+    /// The demo fleet's completeness and completed sessions; nil while the aggregator does not answer.
+    func summary() async -> (received: Int, expected: Int, completed: Int)? {
+        guard let summary = try? await AggregatorEndToEndTests.get("http://127.0.0.1:\(httpPort)/api/v1/fleet/summary?fleet=demo", token: token)
+        else { return nil }
+        let completeness = summary["completeness"] as? [String: Any]
+        return (completeness?["received"] as? Int ?? 0, completeness?["expected"] as? Int ?? 0,
+                (summary["sessions"] as? [String: Any])?["completed"] as? Int ?? 0)
+    }
+
+    func connected() async -> Bool {
+        ((try? await AggregatorEndToEndTests.get("http://127.0.0.1:\(httpPort)/healthz", token: token))?["broker"] as? String) == "connected"
+    }
 }

@@ -116,14 +116,7 @@ struct ConnectionTests {
     func tls() async throws {
         let pki = try await TestPKI()
         defer { pki.remove() }
-        let broker = try await MosquittoBroker(extraConfig: """
-            listener {PORT} 127.0.0.1
-            cafile \(pki.caCert)
-            certfile \(pki.serverCert)
-            keyfile \(pki.serverKey)
-            require_certificate true
-            use_identity_as_username true
-            """, listener: false)
+        let broker = try await MosquittoBroker.tls(pki)
         func configuration(host: String, ca: String, cert: String, key: String) -> MQTTConfiguration {
             MQTTConfiguration(
                 host: host, port: broker.port, clientID: "gw-0001",

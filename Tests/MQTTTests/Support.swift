@@ -12,6 +12,21 @@ extension MosquittoBroker {
     }
 }
 
+extension MosquittoBroker {
+    /// A broker with one TLS listener that requires a client certificate from `pki`'s CA and
+    /// takes its name as the user.
+    static func tls(_ pki: TestPKI) async throws -> MosquittoBroker {
+        try await MosquittoBroker(extraConfig: """
+            listener {PORT} 127.0.0.1
+            cafile \(pki.caCert)
+            certfile \(pki.serverCert)
+            keyfile \(pki.serverKey)
+            require_certificate true
+            use_identity_as_username true
+            """, listener: false)
+    }
+}
+
 /// A subscriber ("sub") and a publisher ("pub") on `broker`, both connected.
 func connectedPair(_ broker: MosquittoBroker) async throws -> (subscriber: MQTTClient, publisher: MQTTClient) {
     let subscriber = MQTTClient(broker.client("sub"))

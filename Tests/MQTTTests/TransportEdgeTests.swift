@@ -12,16 +12,7 @@ struct TransportEdgeTests {
     func chunkedStream(tls: Bool) async throws {
         let pki = try await TestPKI()
         defer { pki.remove() }
-        let broker = tls
-            ? try await MosquittoBroker(extraConfig: """
-                listener {PORT} 127.0.0.1
-                cafile \(pki.caCert)
-                certfile \(pki.serverCert)
-                keyfile \(pki.serverKey)
-                require_certificate true
-                use_identity_as_username true
-                """, listener: false)
-            : try await MosquittoBroker()
+        let broker = tls ? try await MosquittoBroker.tls(pki) : try await MosquittoBroker()
         let proxy = try ChunkingProxy(targetPort: broker.port)
         defer { proxy.stop() }
         func configuration(_ id: String, port: Int) -> MQTTConfiguration {
