@@ -6,7 +6,8 @@
 #   Deploy/libc-overrides.sh BINARY...
 set -euo pipefail
 (($# > 0)) || { echo "usage: $0 BINARY..." >&2; exit 2; }
-libc=$(ldconfig -p | awk '$1 == "libc.so.6" { print $NF; exit }')
+# (awk reads all of its input: leaving early would end ldconfig with SIGPIPE.)
+libc=$(ldconfig -p | awk '$1 == "libc.so.6" && !found { print $NF; found = 1 }')
 [ -n "$libc" ] || { echo "libc-overrides: libc.so.6 not found" >&2; exit 2; }
 functions=$(mktemp)
 trap 'rm -f "$functions"' EXIT
