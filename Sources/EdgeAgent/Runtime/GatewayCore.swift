@@ -81,8 +81,6 @@ public actor GatewayCore {
         client.start()
     }
 
-    public var isConnected: Bool { client.isConnected }
-
     /// Publishes the retained birth and reported state (when connected); false when the broker
     /// did not take them.
     @discardableResult
