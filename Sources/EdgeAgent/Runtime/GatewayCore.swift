@@ -97,6 +97,9 @@ public actor GatewayCore {
 
     /// Says offline with `reason` and disconnects; ``connect(fresh:)`` with `fresh` comes back.
     public func outage(reason: String) async {
+        // The client of now: a connect(fresh:) while the publish waits must not be the one
+        // disconnected.
+        let client = self.client
         try? await client.publish(uplink.status(online: false, reason: reason, ts: now()))
         await client.disconnect()
     }
