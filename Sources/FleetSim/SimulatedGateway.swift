@@ -74,6 +74,11 @@ public actor SimulatedGateway {
             },
             connectionChanged: { [counters, logger] state, wasConnected in
                 Self.count(state, wasConnected: wasConnected, counters: counters, logger: logger)
+            },
+            presenceFailed: { [counters, logger] error in
+                if counters.linkFailed("presence: \(error)") {
+                    logger.warning("a gateway's birth or state did not go (said once per cause for the whole fleet)", metadata: ["error": "\(error)"])
+                }
             })
     }
 

@@ -30,8 +30,9 @@ public actor AgentRuntime: Service {
     private var desired: DesiredConfig
     private var state: AgentState
     private var subscribed = false
-    /// The outbox's refusal count and last refusal the retained state last carried, and when.
-    private var publishedRefusals: (count: Int, last: String?, at: Date) = (0, nil, .distantPast)
+    /// The outbox's refusal count, whether any refused message was set aside yet, and the last
+    /// refusal, as the retained state last carried them, and when.
+    private var publishedRefusals: (count: Int, stored: Bool, last: String?, at: Date) = (0, false, nil, .distantPast)
     private var stopping = false
     /// The broker link as an operator sees it (log and `status`).
     private var link = LinkDiagnostics()
@@ -73,7 +74,10 @@ public actor AgentRuntime: Service {
         let core = GatewayCore(
             uplink: uplink, outbox: outbox, broker: configuration.broker.client(id: "\(configuration.fleet)-\(configuration.gateway)"),
             reportedState: { [weak self] in await self?.reportedState() },
-            connectionChanged: { [weak self] state, _ in await self?.connectionChanged(state) })
+            connectionChanged: { [weak self] state, _ in await self?.connectionChanged(state) },
+            presenceFailed: { [logger] error in
+                logger.warning("publishing presence failed; retried on the next connect", metadata: ["error": "\(error)"])
+            })
         self.core = core
         if let reset = await outbox.reset {
             await enqueue(.event(.outboxReset(OutboxReset(reason: reset.reason, movedTo: reset.movedTo))))
@@ -190,8 +194,13 @@ public actor AgentRuntime: Service {
     /// Publishes the retained birth and state.
     private func publishPresence() async {
         guard let core else { return }
-        if await !core.publishPresence(), client?.isConnected == true {
-            logger.warning("publishing presence failed; retried on the next connect")
+        do {
+            try await core.publishPresence()
+        } catch {
+            // A lost link says so itself.
+            if client?.isConnected == true {
+                logger.warning("publishing presence failed; retried on the next connect", metadata: ["error": "\(error)"])
+            }
         }
     }
 
@@ -200,7 +209,7 @@ public actor AgentRuntime: Service {
         guard let sessions else { return nil }
         let status = await sessions.status()
         let outboxStats = await outbox?.stats()
-        publishedRefusals = (outboxStats?.refused ?? 0, outboxStats?.lastRefusal, Date())
+        publishedRefusals = (outboxStats?.refused ?? 0, (outboxStats?.refusedStored ?? 0) > 0, outboxStats?.lastRefusal, Date())
         let reported = ReportedState(
             boot: envelopes.boot, ts: Date(), agentVersion: AgentVersion.current, firmware: await sessions.firmwareVersion,
             configVersions: desired.applied.versions,
@@ -390,8 +399,11 @@ public actor AgentRuntime: Service {
         let readings = await sessions.readings()
         let stats = await core.outbox.stats()
         // A new kind of refusal goes into the retained state at once (the broker may take
-        // that topic while it refuses the others), a growing count at most once a minute.
+        // that topic while it refuses the others), and so does the first set-aside message (a
+        // refusal is counted before its message is set aside on disk: a state published between
+        // the two carried the reason with nothing stored); a growing count at most once a minute.
         let refusalNews = stats.lastRefusal != publishedRefusals.last
+            || (stats.refusedStored > 0) != publishedRefusals.stored
             || (stats.refused != publishedRefusals.count && Date().timeIntervalSince(publishedRefusals.at) >= 60)
         if refusalNews, client?.isConnected == true { await publishPresence() }
         return Telemetry(

@@ -23,6 +23,7 @@ public actor GatewayCore {
     private let synced: Bool?
     private let reportedState: @Sendable () async -> ReportedState?
     private let connectionChanged: @Sendable (ConnectionState, _ wasConnected: Bool) async -> Void
+    private let presenceFailed: @Sendable (any Error) async -> Void
     private var watcher: Task<Void, Never>?
     /// The telemetry loop's current wait: ended by ``telemetryDue()``.
     private var telemetryWait: Task<Void, Never>?
@@ -39,7 +40,8 @@ public actor GatewayCore {
         uplink: GatewayUplink, outbox: Outbox, broker: MQTTConfiguration, loop: MQTTEventLoop = .shared,
         now: @escaping @Sendable () -> Date = { Date() }, synced: Bool? = nil,
         reportedState: @escaping @Sendable () async -> ReportedState?,
-        connectionChanged: @escaping @Sendable (ConnectionState, _ wasConnected: Bool) async -> Void = { _, _ in }
+        connectionChanged: @escaping @Sendable (ConnectionState, _ wasConnected: Bool) async -> Void = { _, _ in },
+        presenceFailed: @escaping @Sendable (any Error) async -> Void
     ) {
         self.uplink = uplink
         self.outbox = outbox
@@ -52,6 +54,7 @@ public actor GatewayCore {
         self.synced = synced
         self.reportedState = reportedState
         self.connectionChanged = connectionChanged
+        self.presenceFailed = presenceFailed
     }
 
     // MARK: Connection
@@ -67,7 +70,9 @@ public actor GatewayCore {
             var up = false
             for await state in updates {
                 guard let self else { return }
-                if case .connected = state { await self.publishPresence() }
+                if case .connected = state {
+                    do { try await self.publishPresence() } catch { await self.presenceFailed(error) }
+                }
                 let wasUp = up
                 switch state {
                 case .connected: up = true
@@ -81,18 +86,12 @@ public actor GatewayCore {
         client.start()
     }
 
-    /// Publishes the retained birth and reported state (when connected); false when the broker
-    /// did not take them.
-    @discardableResult
-    public func publishPresence() async -> Bool {
-        guard client.isConnected, let state = await reportedState() else { return false }
-        do {
-            try await client.publish(uplink.status(online: true, ts: now()))
-            try await client.publish(uplink.state(state))
-            return true
-        } catch {
-            return false
-        }
+    /// Publishes the retained birth and reported state; nothing while disconnected (every
+    /// connect publishes them). Throws what the broker or the client said when they did not go.
+    public func publishPresence() async throws {
+        guard client.isConnected, let state = await reportedState() else { return }
+        try await client.publish(uplink.status(online: true, ts: now()))
+        try await client.publish(uplink.state(state))
     }
 
     /// Says offline with `reason` and disconnects; ``connect(fresh:)`` with `fresh` comes back.
