@@ -101,6 +101,9 @@ public actor SimulatedGateway {
     /// Lives through `days` simulated days from the clock's start, then (when `live`) stays
     /// online, idle, until cancelled.
     func run(days: Int, live: Bool) async {
+        // The outbox's dispatcher outlives this task's cancellation (which is how a fleet is
+        // stopped): the shutdown drains through it, then closes the outbox, which ends it.
+        let dispatcher = Task { [outbox = core.outbox] in await outbox.run() }
         await core.connect()
         online = true
         counters.online.add(1, ordering: .relaxed)
@@ -130,6 +133,7 @@ public actor SimulatedGateway {
         // every gateway shares for its whole 15 s, so a fleet stopped without a broker took
         // 15 s per gateway per core to exit.
         await Task { await self.shutdown() }.value
+        await dispatcher.value
     }
 
     private func liveDay(_ day: Int) async {

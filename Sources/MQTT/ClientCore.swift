@@ -118,14 +118,15 @@ final class ClientCore: @unchecked Sendable {
     }
 
     func finishStop() {
+        // The state first: whoever awaited the disconnect finds the client disconnected.
+        outputs.set(.disconnected(reason: "stopped"))
+        outputs.finish()
         for waiter in disconnectWaiters { waiter.resume() }
         disconnectWaiters.removeAll()
         if let waiter = firstConnect {
             firstConnect = nil
             waiter.resume(throwing: MQTTError(.closed, "the client was stopped"))
         }
-        outputs.set(.disconnected(reason: "stopped"))
-        outputs.finish()
     }
 
     func connect() {

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Logging
 import MQTT
+import ServiceLifecycle
 
 /// The outbox's dispatcher: sends the stored rows through a ``PublishTransport`` in `seq`
 /// order within the window, live rows first with a share kept for the backlog, deletes on
@@ -9,30 +10,89 @@ import MQTT
 extension Outbox {
     // MARK: Dispatch
 
-    /// Sends through `client` from now on: drains on every connect, deletes on every PUBACK,
-    /// and recycles the connection when the drain stalls.
+    /// A transport handed to ``attach(_:)``, with its connection updates taken at that moment
+    /// (none is missed between the attach and ``run()`` following it).
+    struct Attachment: Sendable {
+        let transport: any PublishTransport
+        let events: AsyncStream<ConnectionState>
+    }
+
+    /// Sends through `client` from now on (a transport attached before replaces it): ``run()``
+    /// drains on every connect, deletes on every PUBACK, and recycles the connection when the
+    /// drain stalls.
     public func attach(_ client: any PublishTransport) {
+        guard !closed else { return }
         self.client = client
-        let events = client.connectionUpdates()
-        let acks = client.acknowledgements
-        tasks.append(Task { [weak self] in
-            for await event in events { await self?.connectionChanged(event) }
-        })
-        tasks.append(Task { [weak self] in
-            for await batch in acks { await self?.acknowledged(batch) }
-        })
-        // Checked a few times per stall period, not every second: a fleet simulator runs
-        // thousands of outboxes in one process.
-        let housekeeping = min(5, max(0.05, configuration.stallSeconds / 4))
-        tasks.append(Task { [weak self] in
-            // A closed outbox does no more housekeeping.
-            while (try? await Task.sleep(for: .seconds(housekeeping))) != nil {
-                await self?.checkStall()
-                await self?.deleteAcknowledged()
-                await self?.recordMetrics()
-            }
-        })
+        attachmentSink.yield(Attachment(transport: client, events: client.connectionUpdates()))
         if client.isConnected { connectionChanged(client.state) }
+    }
+
+    /// The dispatcher: follows the attached transports' connections and acknowledgements,
+    /// pumps rows into the window, and does the housekeeping (stall check, deletes, metrics),
+    /// each a child task, until ``close()``, a graceful shutdown or cancellation; then closes
+    /// the outbox. (The writer that commits enqueues is not part of it: the store works
+    /// without a dispatcher, and a write burst ends when nothing waits.)
+    func dispatch() async {
+        guard !running, !closed else {
+            logger.warning("the outbox's dispatcher runs once; this run() returns at once")
+            return
+        }
+        running = true
+        let attachments = self.attachments
+        let pumpRequests = self.pumpRequests
+        let sink = attachmentSink
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    await withDiscardingTaskGroup { followers in
+                        for await attachment in attachments {
+                            followers.addTask { await self.follow(attachment) }
+                        }
+                        // Closed: the transports are no longer followed.
+                        followers.cancelAll()
+                    }
+                }
+                group.addTask { for await _ in pumpRequests { await self.pump() } }
+                group.addTask { await self.housekeep() }
+                // The first to end (the attachments, at a close or a graceful shutdown) ends all.
+                _ = await group.next()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            sink.finish()
+        }
+        await close()
+    }
+
+    /// One transport's connection changes and acknowledgements, until its streams end (the
+    /// client stopped) or the dispatcher does. A replaced transport's connection changes no
+    /// longer count; its late acknowledgements still do (each is a delivery).
+    func follow(_ attachment: Attachment) async {
+        let transport = attachment.transport
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await event in attachment.events { await self.connectionChanged(event, on: transport) }
+            }
+            group.addTask {
+                for await batch in transport.acknowledgements { await self.acknowledged(batch) }
+            }
+        }
+    }
+
+    func connectionChanged(_ state: ConnectionState, on transport: any PublishTransport) {
+        guard transport === client else { return }
+        connectionChanged(state)
+    }
+
+    /// Checked a few times per stall period, not every second: a fleet simulator runs
+    /// thousands of outboxes in one process.
+    func housekeep() async {
+        let period = min(5, max(0.05, configuration.stallSeconds / 4))
+        while (try? await Task.sleep(for: .seconds(period))) != nil {
+            checkStall()
+            deleteAcknowledged()
+            recordMetrics()
+        }
     }
 
     func connectionChanged(_ state: ConnectionState) {
@@ -120,60 +180,53 @@ extension Outbox {
     /// Whether committed rows wait to be sent: a backlog, or live rows the window held back.
     var hasUnsent: Bool { hasBacklog || liveCursor < committedNext }
 
+    /// Asks the dispatcher's pump to fill the window (a request made while it pumps runs it
+    /// once more afterwards).
     func requestPump() {
         guard connected else { return }
-        if pumping {
-            pumpAgain = true
-            return
-        }
-        pumping = true
-        Task { await self.pump() }
+        pumpSink.yield()
     }
 
     func pump() async {
-        defer { pumping = false }
-        repeat {
-            pumpAgain = false
-            while connected, let client {
-                let capacity = configuration.window - inflight.count
-                // Refill in batches, not one row per acknowledgement.
-                guard capacity > 0, inflight.isEmpty || capacity >= max(1, configuration.window / 8) else { break }
-                let reserve = hasBacklog ? max(1, Int(Double(configuration.window) * configuration.backlogShare)) : 0
-                let backlogInFlight = inflight.values.reduce(0) { $0 + ($1.backlog ? 1 : 0) }
-                let liveLimit = max(0, capacity - max(0, min(capacity, reserve - backlogInFlight)))
-                let (live, backlog) = fetchBatch(liveLimit: liveLimit, capacity: capacity)
-                if live.isEmpty && backlog.isEmpty { break }
-                var outgoing: [(message: OutgoingMessage, token: UInt64)] = []
-                let now = Date().timeIntervalSince1970
-                let userProperties = client.carriesUserProperties
-                for (row, historical) in live.map({ ($0, false) }) + backlog.map({ ($0, true) }) {
-                    inflight[row.seq] = (now, historical, row.payload.count, row.topic)
-                    if row.seq <= maxSentSeq { counters.resent += 1 }
-                    maxSentSeq = max(maxSentSeq, row.seq)
-                    // The historical mark: a user property under MQTT 5, a field of the envelope
-                    // under 3.1.1 (which has no properties).
-                    let mark = historical && userProperties ? [UserProperty("historical", "true")] : []
-                    let payload = historical && !userProperties && row.messageClass != .state
-                        ? Self.markedHistorical(row.payload) : row.payload
-                    outgoing.append((OutgoingMessage(
-                        topic: row.topic, payload: payload, qos: QoS(rawValue: row.qos) ?? .atLeastOnce, retain: row.retain,
-                        userProperties: mark), row.seq))
-                }
-                counters.sent += outgoing.count
-                do {
-                    try await client.send(outgoing)
-                    if counters.sendError != nil {
-                        counters.sendError = nil
-                        logger.notice("the broker takes the outbox's messages again")
-                    }
-                } catch {
-                    for item in outgoing { inflight[item.token] = nil }
-                    connected = client.isConnected
-                    sendFailed("\(error)")
-                    break
-                }
+        while connected, let client {
+            let capacity = configuration.window - inflight.count
+            // Refill in batches, not one row per acknowledgement.
+            guard capacity > 0, inflight.isEmpty || capacity >= max(1, configuration.window / 8) else { break }
+            let reserve = hasBacklog ? max(1, Int(Double(configuration.window) * configuration.backlogShare)) : 0
+            let backlogInFlight = inflight.values.reduce(0) { $0 + ($1.backlog ? 1 : 0) }
+            let liveLimit = max(0, capacity - max(0, min(capacity, reserve - backlogInFlight)))
+            let (live, backlog) = fetchBatch(liveLimit: liveLimit, capacity: capacity)
+            if live.isEmpty && backlog.isEmpty { break }
+            var outgoing: [(message: OutgoingMessage, token: UInt64)] = []
+            let now = Date().timeIntervalSince1970
+            let userProperties = client.carriesUserProperties
+            for (row, historical) in live.map({ ($0, false) }) + backlog.map({ ($0, true) }) {
+                inflight[row.seq] = (now, historical, row.payload.count, row.topic)
+                if row.seq <= maxSentSeq { counters.resent += 1 }
+                maxSentSeq = max(maxSentSeq, row.seq)
+                // The historical mark: a user property under MQTT 5, a field of the envelope
+                // under 3.1.1 (which has no properties).
+                let mark = historical && userProperties ? [UserProperty("historical", "true")] : []
+                let payload = historical && !userProperties && row.messageClass != .state
+                    ? Self.markedHistorical(row.payload) : row.payload
+                outgoing.append((OutgoingMessage(
+                    topic: row.topic, payload: payload, qos: QoS(rawValue: row.qos) ?? .atLeastOnce, retain: row.retain,
+                    userProperties: mark), row.seq))
             }
-        } while pumpAgain && connected
+            counters.sent += outgoing.count
+            do {
+                try await client.send(outgoing)
+                if counters.sendError != nil {
+                    counters.sendError = nil
+                    logger.notice("the broker takes the outbox's messages again")
+                }
+            } catch {
+                for item in outgoing { inflight[item.token] = nil }
+                connected = client.isConnected
+                sendFailed("\(error)")
+                break
+            }
+        }
     }
 
     /// A JSON object with `"historical":true` added before its closing brace (the envelope's
@@ -233,5 +286,14 @@ extension Outbox {
             self.hasBacklog = false
         }
         return (live, backlog)
+    }
+}
+
+extension Outbox: Service {
+    /// Runs the dispatcher (see ``attach(_:)``) until ``close()``, a graceful shutdown or
+    /// cancellation, then closes the outbox: in a `ServiceGroup`, list the outbox before the
+    /// service that drains through it, so that it closes after that service's drain.
+    public func run() async {
+        await dispatch()
     }
 }

@@ -77,7 +77,14 @@ public actor Outbox {
 
     // Dispatch state.
     var client: (any PublishTransport)?
-    var tasks: [Task<Void, Never>] = []
+    /// Transports handed to ``attach(_:)``, for ``run()`` to follow; finished by ``close()``.
+    let attachments: AsyncStream<Attachment>
+    let attachmentSink: AsyncStream<Attachment>.Continuation
+    /// Requests to send what the window has room for, for ``run()``'s pump.
+    let pumpRequests: AsyncStream<Void>
+    let pumpSink: AsyncStream<Void>.Continuation
+    var running = false
+    var closed = false
     var connected = false
     var boundary: UInt64 = 0
     var liveCursor: UInt64 = 1
@@ -89,8 +96,6 @@ public actor Outbox {
     var hasBacklog = false
     var inflight: [UInt64: (sentAt: Double, backlog: Bool, bytes: Int, topic: String)] = [:]
     var maxSentSeq: UInt64 = 0
-    var pumping = false
-    var pumpAgain = false
 
     /// Opens or creates the outbox. An unreadable (corrupt) file is moved aside and a new one
     /// started with a new epoch; ``reset`` says so.
@@ -104,6 +109,8 @@ public actor Outbox {
     ) throws(OutboxError) {
         self.configuration = configuration
         self.logger = logger
+        (attachments, attachmentSink) = AsyncStream.makeStream(of: Attachment.self, bufferingPolicy: .bufferingNewest(1))
+        (pumpRequests, pumpSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.rollup = rollup
         self.evictionNotice = evictionNotice
         self.metrics = OutboxMetrics(
@@ -429,12 +436,15 @@ public actor Outbox {
         startWriter()
     }
 
-    /// Stops dispatching, and commits what is waiting, the deletes of the rows acknowledged so
-    /// far included (up to two seconds for the disk), so that the next start does not send
-    /// them again. Then gives up the file's locks, which an open outbox holds.
+    /// Stops dispatching (``run()`` returns), and commits what is waiting, the deletes of the
+    /// rows acknowledged so far included (up to two seconds for the disk), so that the next
+    /// start does not send them again. Then gives up the file's locks, which an open outbox
+    /// holds. Closing again does nothing.
     public func close() async {
-        for task in tasks { task.cancel() }
-        tasks.removeAll()
+        guard !closed else { return }
+        closed = true
+        attachmentSink.finish()
+        pumpSink.finish()
         client = nil
         connected = false
         await flush(until: .now + .seconds(2))

@@ -48,9 +48,14 @@ struct RunCommand: AsyncParsableCommand {
         var logger = Logger(label: "spectra.agent")
         logger[metadataKey: "gateway"] = "\(configuration.gateway)"
         let runtime = AgentRuntime(configuration: configuration, profile: profile.value, trustedKeys: keys, logger: logger)
+        // The broker client, then the outbox, then the runtime: a SIGTERM stops them in reverse,
+        // so the runtime ends the session and drains through an outbox and a client still
+        // running; the outbox then commits and closes, and the client disconnects last.
+        let transport = try await runtime.open()
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: runtime)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: (transport + [runtime]).map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
         try await group.run()
     }
 }

@@ -73,11 +73,16 @@ struct OutboxDrainBench: AsyncParsableCommand {
         let queued = await outbox.stats().depth
         let client = MQTTClient(MQTTConfiguration(port: port, clientID: "drain-\(getpid())"))
         let start = monotonicSeconds()
-        await outbox.attach(client)
-        try await client.connect()
-        while await outbox.stats().depth > 0 { try await Task.sleep(for: .milliseconds(20)) }
-        let seconds = monotonicSeconds() - start
-        await client.disconnect()
+        let seconds = try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await outbox.run() }
+            await outbox.attach(client)
+            try await client.connect()
+            while await outbox.stats().depth > 0 { try await Task.sleep(for: .milliseconds(20)) }
+            let seconds = monotonicSeconds() - start
+            await client.disconnect()
+            await outbox.close()
+            return seconds
+        }
         report(["bench": "outbox-drain", "messages": queued, "bytes": bytes, "seconds": seconds, "perSecond": Double(queued) / seconds])
     }
 }

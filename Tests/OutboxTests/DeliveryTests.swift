@@ -16,7 +16,7 @@ struct DeliveryTests {
         let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), window: 50))
         for _ in 0..<500 { await outbox.enqueue { numbered($0, $1) } }
         let client = MQTTClient(broker.mqtt("gw-1"))
-        await outbox.attach(client)
+        await outbox.dispatching(through: client)
         try await client.connect()
         #expect(await witness.waitFor(count: 500, timeout: 20))
         let seqs = witness.elements.compactMap(seqOf)
@@ -36,7 +36,7 @@ struct DeliveryTests {
         let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), window: 20, backlogShare: 0.25))
         for _ in 0..<3000 { await outbox.enqueue { numbered($0, $1) } }
         let client = MQTTClient(broker.mqtt("gw-1"))
-        await outbox.attach(client)
+        await outbox.dispatching(through: client)
         try await client.connect()
         try await Task.sleep(for: .milliseconds(20))
         let live = await outbox.enqueue { numbered($0, $1) }
@@ -57,7 +57,7 @@ struct DeliveryTests {
         let (_, witness) = try await broker.witness()
         let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), window: 100))
         let client = MQTTClient(broker.mqtt("gw-1", keepalive: 5))
-        await outbox.attach(client)
+        await outbox.dispatching(through: client)
         try await client.connect()
         let total = 3000
         let producer = Task {
@@ -95,7 +95,7 @@ struct DeliveryTests {
         let (_, witness) = try await broker.witness()
         let outbox = try Outbox(OutboxConfiguration(path: path))
         let client = MQTTClient(broker.mqtt("gw-1"))
-        await outbox.attach(client)
+        await outbox.dispatching(through: client)
         try await client.connect()
         #expect(await witness.waitFor(count: 100))
         #expect(witness.elements.compactMap(seqOf) == Array(1...100))
@@ -130,7 +130,7 @@ struct DeliveryTests {
         let broker = try await MosquittoBroker()
         let (_, witness) = try await broker.witness()
         let client = MQTTClient(broker.mqtt("gw-1"))
-        await outbox.attach(client)
+        await outbox.dispatching(through: client)
         try await client.connect()
         #expect(await eventually(timeout: 60) { await outbox.stats().depth == 0 })
         #expect(await witness.waitFor(count: Int(maxSeq) + 1, timeout: 20))
@@ -154,7 +154,7 @@ struct DeliveryTests {
         #expect(full > 8_000_000)
         let broker = try await MosquittoBroker()
         let client = MQTTClient(broker.mqtt("gw-1"))
-        await outbox.attach(client)
+        await outbox.dispatching(through: client)
         try await client.connect()
         #expect(await eventually(timeout: 60) { await outbox.stats().depth == 0 })
         #expect(await eventually(timeout: 10) { onDisk() < 1_000_000 }, "\(onDisk()) bytes still on disk after the drain (\(full) before)")
@@ -172,7 +172,7 @@ struct DeliveryTests {
         for _ in 0..<5 { await outbox.enqueue { numbered($0, $1, size: 2000) } }
         #expect(await outbox.stats().memoryBuffered >= 4)
         let client = MQTTClient(broker.mqtt("gw-1"))
-        await outbox.attach(client)
+        await outbox.dispatching(through: client)
         try await client.connect()
         #expect(await witness.waitFor(count: 1))
         try await outbox.setMaxPageCount(1_000_000)
@@ -197,7 +197,7 @@ struct DeliveryTests {
         let outbox = try Outbox(OutboxConfiguration(path: path))
         #expect(await outbox.stats().oldestUnackedSeconds >= 0.4, "a reopened outbox knows how old its rows are")
         let client = MQTTClient(broker.mqtt("gw-1"))
-        await outbox.attach(client)
+        await outbox.dispatching(through: client)
         try await client.connect()
         #expect(await witness.waitFor(count: 2))
         #expect(await eventually { await outbox.stats().depth == 0 })
@@ -224,7 +224,7 @@ struct DeliveryTests {
         }
         func connected(_ outbox: Outbox) async throws -> MQTTClient {
             let client = MQTTClient(broker.mqtt("gw-1"))
-            await outbox.attach(client)
+            await outbox.dispatching(through: client)
             try await client.connect()
             return client
         }
@@ -292,7 +292,7 @@ struct DeliveryTests {
         var clients: [MQTTClient] = []
         for (index, outbox) in all.enumerated() {
             let client = MQTTClient(broker.mqtt("gw-\(index)"))
-            await outbox.attach(client)
+            await outbox.dispatching(through: client)
             try await client.connect()
             clients.append(client)
         }

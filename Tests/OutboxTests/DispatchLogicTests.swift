@@ -15,7 +15,7 @@ struct DispatchLogicTests {
         let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), window: 64))
         for _ in 0..<40 { await outbox.enqueue { numbered($0, $1) } }
         let link = InProcessTransport()
-        await outbox.attach(link)
+        await outbox.dispatching(through: link)
         link.connect()
         #expect(await eventually { link.sent.count == 40 })
         let tokens = link.sent.map(\.token)
@@ -44,7 +44,7 @@ struct DispatchLogicTests {
         let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), window: 16))
         for _ in 0..<100 { await outbox.enqueue { numbered($0, $1) } }
         let link = InProcessTransport()
-        await outbox.attach(link)
+        await outbox.dispatching(through: link)
         link.connect()
         #expect(await eventually { link.sent.count == 16 })
         try await Task.sleep(for: .milliseconds(200))
@@ -70,7 +70,7 @@ struct DispatchLogicTests {
         let outbox = try Outbox(OutboxConfiguration(path: folder.path("o.sqlite"), window: 8, stallSeconds: 0.5))
         for _ in 0..<3 { await outbox.enqueue { numbered($0, $1) } }
         let link = InProcessTransport()
-        await outbox.attach(link)
+        await outbox.dispatching(through: link)
         link.connect()
         #expect(await eventually { link.sent.count == 3 })
         link.acknowledge([1])

@@ -38,3 +38,12 @@ extension MosquittoBroker {
         return (client, collector)
     }
 }
+
+extension Outbox {
+    /// Runs the dispatcher (as the agent's service group does) and attaches `transport`; the
+    /// dispatcher ends at ``Outbox/close()``. Attaching again only replaces the transport.
+    func dispatching(through transport: any PublishTransport) async {
+        if !running { Task { await self.run() } }
+        await attach(transport)
+    }
+}

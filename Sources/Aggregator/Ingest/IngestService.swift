@@ -113,33 +113,36 @@ public final class IngestService: Service, Sendable {
         client.deliverMessages { [self] message in self.file(message) }
         client.start()
         logger.info("aggregator ingest started", metadata: ["broker": "\(configuration.broker.url)", "clientId": "\(configuration.clientID)"])
-        // The writer is not part of the cancellable group: it stops only once everything
-        // received has been written.
         if !configuration.shareGroup.isEmpty && configuration.broker.protocolVersion == .v311 {
             logger.warning(
                 "shareGroup is set, but an MQTT 3.1.1 broker cannot say whether it takes shared subscriptions: one that does not treats $share/\(configuration.shareGroup)/... as a plain topic and this instance ingests no events or telemetry",
                 metadata: ["shareGroup": "\(configuration.shareGroup)"])
         }
-        let writer = Task { await self.writeLoop() }
-        let fatal: IngestFailure? = await withTaskGroup(of: IngestFailure?.self) { group in
-            group.addTask { await self.watchConnection(events) }
-            group.addTask { try? await gracefulShutdown(); return nil }
-            // Until the shutdown, or a broker this aggregator cannot work with.
-            var fatal: IngestFailure?
-            for await ending in group {
-                fatal = ending
-                break
+        let fatal: IngestFailure? = await withTaskGroup(of: Void.self) { work in
+            // The writer stops only once everything received has been written (``stopping``),
+            // not with the link's followers below.
+            work.addTask { await self.writeLoop() }
+            let fatal: IngestFailure? = await withTaskGroup(of: IngestFailure?.self) { group in
+                group.addTask { await self.watchConnection(events) }
+                group.addTask { try? await gracefulShutdown(); return nil }
+                // Until the shutdown, or a broker this aggregator cannot work with.
+                var fatal: IngestFailure?
+                for await ending in group {
+                    fatal = ending
+                    break
+                }
+                // Stop reading; the DISCONNECT goes out once everything delivered is committed
+                // (and acknowledged), then the writer finishes.
+                await client.disconnect()
+                let deadline = ContinuousClock.now + .seconds(10)
+                while processed.load(ordering: .relaxed) < client.receivedMessages - client.droppedMessages, ContinuousClock.now < deadline {
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
+                stopping.store(true, ordering: .relaxed)
+                group.cancelAll()
+                return fatal
             }
-            // Stop reading; the DISCONNECT goes out once everything delivered is committed
-            // (and acknowledged), then the writer finishes.
-            await client.disconnect()
-            let deadline = ContinuousClock.now + .seconds(10)
-            while processed.load(ordering: .relaxed) < client.receivedMessages - client.droppedMessages, ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(5))
-            }
-            stopping.store(true, ordering: .relaxed)
-            await writer.value
-            group.cancelAll()
+            await work.waitForAll()
             return fatal
         }
         if let fatal {

@@ -59,7 +59,12 @@ public actor AgentRuntime: Service {
             applied: state.applied)
     }
 
-    public func run() async throws {
+    /// Opens what the agent runs on (data directory, outbox, broker client, headband, session
+    /// state, control socket) and wires the client's consumers; nothing connects yet.
+    /// - Returns: the broker client and the outbox, for the service group to run before this
+    ///   runtime (they stop after it: its shutdown drains through them).
+    /// - Throws: when the data directory, the outbox or the control socket cannot be opened.
+    public func open() async throws -> [any Service] {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         let outbox = try Outbox(
             OutboxConfiguration(
@@ -120,9 +125,18 @@ public actor AgentRuntime: Service {
             [weak self] request, peer in await self?.handleControl(request, from: peer) ?? Data("{\"ok\":false,\"error\":\"shutting down\"}".utf8)
         }
         self.control = control
-        await core.connect()
         let client = await core.client
         self.client = client
+        await core.wire()
+        return [client, outbox]
+    }
+
+    /// Runs the sessions, telemetry, config expiry, the headband and the control socket until a
+    /// graceful shutdown, then ends any session and drains the outbox (see ``open()``).
+    public func run() async throws {
+        guard let core, let client, let control else {
+            throw AgentRuntimeError("open() was not called before run()")
+        }
         logger.info("agent started", metadata: ["gateway": "\(configuration.gateway)", "broker": "\(configuration.broker.url)"])
 
         await withTaskGroup(of: Void.self) { group in
@@ -153,7 +167,8 @@ public actor AgentRuntime: Service {
             await sessions.stop(reason: .agentShutdown)
             await sessions.waitUntilIdle()
         }
-        await core?.shutdown(drainFor: .seconds(5))
+        // The outbox closes and the client disconnects after this service (see ``open()``).
+        await core?.drain(for: .seconds(5))
         control?.stop()
     }
 
@@ -450,4 +465,10 @@ public actor AgentRuntime: Service {
         guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
         return pages * Int(sysconf(Int32(_SC_PAGESIZE))) / 1024
     }
+}
+
+/// A runtime used out of order (a programming error, said rather than trapped).
+struct AgentRuntimeError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -59,10 +59,16 @@ public actor GatewayCore {
 
     // MARK: Connection
 
-    /// Starts the client (a fresh one when `fresh`, as after an outage), lets the outbox drain
-    /// through it and publishes the birth and state on every connection.
+    /// Starts the client (a fresh one when `fresh`, as after an outage) after ``wire()``.
     public func connect(fresh: Bool = false) async {
         if fresh { client = MQTTClient(brokerConfiguration, loop: loop) }
+        await wire()
+        client.start()
+    }
+
+    /// Lets the outbox drain through the current client and publishes the birth and state on
+    /// every connection, without starting the client (a service group runs it).
+    public func wire() async {
         await outbox.attach(client)
         let updates = client.connectionUpdates()
         watcher?.cancel()
@@ -83,7 +89,6 @@ public actor GatewayCore {
             }
             if up, let self { await self.connectionChanged(.disconnected(reason: "stopped"), true) }
         }
-        client.start()
     }
 
     /// Publishes the retained birth and reported state; nothing while disconnected (every
@@ -171,6 +176,18 @@ public actor GatewayCore {
     ///   that is not connected does not wait.
     @discardableResult
     public func shutdown(drainFor: Duration, untilConnected: Bool = false) async -> OutboxStats {
+        let left = await drain(for: drainFor, untilConnected: untilConnected)
+        await outbox.close()
+        await client.disconnect()
+        watcher?.cancel()
+        return left
+    }
+
+    /// The first half of ``shutdown(drainFor:untilConnected:)``: drains and says offline,
+    /// leaving the outbox open and the client connected (for a service group that stops them
+    /// after this).
+    @discardableResult
+    public func drain(for drainFor: Duration, untilConnected: Bool = false) async -> OutboxStats {
         let deadline = ContinuousClock.now + drainFor
         while ContinuousClock.now < deadline {
             let connected = client.isConnected
@@ -182,9 +199,6 @@ public actor GatewayCore {
         if client.isConnected {
             try? await client.publish(uplink.status(online: false, reason: "shutdown", ts: now()))
         }
-        await outbox.close()
-        await client.disconnect()
-        watcher?.cancel()
         return left
     }
 }
