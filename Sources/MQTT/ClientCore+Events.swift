@@ -68,7 +68,7 @@ extension ClientCore {
         teardown()
         let lost = MQTTError(.connectionLost, code: rc, "the connection dropped before the broker acknowledged: \(error.message)")
         for (_, pending) in publishes {
-            if case .waiting(let continuation) = pending { continuation.resume(throwing: lost) }
+            if case .waiting(let continuation, _) = pending { continuation.resume(throwing: lost) }
         }
         publishes.removeAll()
         for (_, waiter) in subscribes { waiter.resume(throwing: lost) }
@@ -118,7 +118,7 @@ extension ClientCore {
     func onPublish(mid: Int32, reason: Int32) {
         guard let pending = publishes.removeValue(forKey: mid) else { return }
         switch pending {
-        case .waiting(let continuation):
+        case .waiting(let continuation, _):
             if reason >= 0x80 {
                 continuation.resume(throwing: MQTTError(
                     .rejected, code: reason,

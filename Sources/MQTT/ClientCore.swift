@@ -13,7 +13,9 @@ import Glibc
 /// closures carry it there.
 final class ClientCore: @unchecked Sendable {
     enum Pending {
-        case waiting(CheckedContinuation<Void, any Error>)
+        /// A caller awaiting the PUBACK; `serial` tells this wait from a later one that reuses
+        /// its message id (for ``abandon(mid:serial:)``).
+        case waiting(CheckedContinuation<Void, any Error>, serial: UInt64 = 0)
         case token(UInt64)
     }
 
@@ -60,6 +62,8 @@ final class ClientCore: @unchecked Sendable {
     var firstConnect: CheckedContinuation<Bool, any Error>?
     var lastError: MQTTError?
     var disconnectWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Numbers the waits with a deadline.
+    var waitSerial: UInt64 = 0
     var random = SystemRandomNumberGenerator()
     /// Acknowledgements gathered during one pass of the loop, handed over together.
     var acks: [PublishAcknowledgement] = []
@@ -286,7 +290,9 @@ final class ClientCore: @unchecked Sendable {
         return handle
     }
 
-    func publish(_ message: OutgoingMessage, _ pending: Pending) throws(MQTTError) {
+    /// - Returns: the message id it waits under (nil: nothing waits, as at QoS 0).
+    @discardableResult
+    func publish(_ message: OutgoingMessage, _ pending: Pending) throws(MQTTError) -> Int32? {
         let handle = try requireConnected()
         var properties: OpaquePointer?
         if configuration.protocolVersion == .v5 {
@@ -307,19 +313,32 @@ final class ClientCore: @unchecked Sendable {
             // This message, not the link: answered as the broker would have ("Packet too
             // large"), so the sender can set it aside and go on with the others.
             acks.append(PublishAcknowledgement(token: token, reasonCode: 0x95))
-            return
+            return nil
         }
         guard rc == 0 else { throw MQTTError.library(rc, "publishing to \(message.topic)") }
         if message.qos == .atMostOnce {
             // No PUBACK at QoS 0: handed to the socket is as far as it goes.
             switch pending {
-            case .waiting(let continuation): continuation.resume()
+            case .waiting(let continuation, _): continuation.resume()
             case .token(let token): acks.append(PublishAcknowledgement(token: token, reasonCode: 0))
             }
-        } else {
-            publishes[mid] = pending
+            updateInterest()
+            return nil
         }
+        publishes[mid] = pending
         updateInterest()
+        return mid
+    }
+
+    /// Gives up waiting for the PUBACK of `mid` (when it is still the wait `serial`): the
+    /// caller hears ``MQTTError/Kind/timedOut``; the message may still reach the broker.
+    func abandon(mid: Int32, serial: UInt64, after seconds: Double) {
+        loop.schedule(after: seconds) { [self] in
+            guard case .waiting(let continuation, let waiting)? = publishes[mid], waiting == serial else { return }
+            publishes[mid] = nil
+            continuation.resume(throwing: MQTTError(
+                .timedOut, "the broker did not acknowledge the publish within \(seconds) s (it may still arrive)"))
+        }
     }
 
     func subscribe(_ list: [Subscription], _ continuation: CheckedContinuation<[Int32], any Error>) {

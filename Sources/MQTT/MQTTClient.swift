@@ -120,6 +120,26 @@ public final class MQTTClient: Sendable {
         }
     }
 
+    /// ``publish(_:)``, waiting at most `timeout` for the broker's acknowledgement (for a last
+    /// word to a broker that may hang, such as the offline status at shutdown).
+    /// - Throws: as ``publish(_:)``, or ``MQTTError/Kind/timedOut`` (the message may still arrive).
+    public func publish(_ message: OutgoingMessage, timeout: Duration) async throws {
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            loop.execute { [core] in
+                core.waitSerial &+= 1
+                let serial = core.waitSerial
+                do {
+                    if let mid = try core.publish(message, .waiting(continuation, serial: serial)) {
+                        core.abandon(mid: mid, serial: serial, after: seconds)
+                    }
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
     /// Publishes without waiting; the broker's acknowledgement arrives on ``acknowledgements``
     /// with `token`. Messages whose connection drops before their acknowledgement get none.
     /// - Throws: ``MQTTError`` `notConnected` or `library` for messages that could not be handed over;

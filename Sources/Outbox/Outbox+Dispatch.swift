@@ -119,7 +119,8 @@ extension Outbox {
             let sent = inflight.removeValue(forKey: ack.token)
             let bytes = sent?.bytes ?? 0
             if !ack.isSuccess && ackedNotDeleted[ack.token] == nil {
-                refused(seq: ack.token, reason: ack.reasonCode, topic: sent?.topic ?? "?")
+                // (A recycle forgets what was in flight; the row still says where it went.)
+                refused(seq: ack.token, reason: ack.reasonCode, topic: sent?.topic ?? storedTopic(seq: ack.token) ?? "?")
             }
             counters.acknowledged += 1
             // A repeated PUBACK (a resend acknowledged twice) is already waiting for its delete.
@@ -131,6 +132,11 @@ extension Outbox {
         if pendingDeletes.count >= Self.deleteBatch { startWriter() }
         // Room in the window matters only when something waits for it.
         if hasUnsent { requestPump() }
+    }
+
+    /// The topic of stored row `seq`, if it is there.
+    func storedTopic(seq: UInt64) -> String? {
+        try? queue.inDatabase { db in try String.fetchOne(db, sql: "SELECT topic FROM message WHERE seq = ?", arguments: [Int64(bitPattern: seq)]) }
     }
 
     /// A send failed while connected (a QoS or packet size the broker does not take): logged

@@ -197,7 +197,8 @@ public actor GatewayCore {
         }
         let left = await outbox.stats()
         if client.isConnected {
-            try? await client.publish(uplink.status(online: false, reason: "shutdown", ts: now()))
+            // Bounded: a broker that hangs must not hold the shutdown (its Will says offline).
+            try? await client.publish(uplink.status(online: false, reason: "shutdown", ts: now()), timeout: .seconds(2))
         }
         return left
     }
