@@ -153,9 +153,16 @@ struct HostileGatewayTests {
         let gateways = try await attacked.aggregator.json([GatewaySummary].self, "/api/v1/gateways")
         #expect(gateways.filter { $0.refusals?.refusing == true }.map(\.gateway) == ["gw-evil"])
         let metrics = String(decoding: try await attacked.aggregator.get("/metrics").1, as: UTF8.self)
-        #expect(metrics.contains(#"spectra_aggregator_parse_failures_total{reason="outOfRange"}"#))
-        #expect(metrics.contains(#"spectra_aggregator_parse_failures_total{reason="rate_limited"}"#))
-        #expect(metrics.contains(#"spectra_aggregator_parse_failures_total{reason="epoch_limit"}"#))
+        func refused(_ reason: String) -> Double? {
+            metrics.split(separator: "\n").first { $0.hasPrefix(#"spectra_aggregator_parse_failures_total{reason=""# + reason + #""}"#) }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect((refused("outOfRange") ?? 0) > 0)
+        #expect((refused("rate_limited") ?? 0) > 0)
+        #expect((refused("epoch_limit") ?? 0) > 0)
+        // Every reason is there from the start, at 0 when none was refused: an alert on
+        // increase() sees the first refusal.
+        #expect(refused("badSignature") == 0 && refused("store_refused") == 0, "\(metrics)")
         #expect(!metrics.contains("gw-evil"), "no per-gateway labels")
 
         // Restarted on the same database, with nothing new: up, healthy, the same figures.

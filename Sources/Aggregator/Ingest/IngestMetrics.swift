@@ -46,6 +46,7 @@ public final class IngestMetrics: Sendable {
         healthy = registry.makeGauge(descriptor: Self.name("healthy", "", "1 while /healthz answers 200."))
         brokerStateAge = registry.makeGauge(
             descriptor: Self.name("broker_state_age", "seconds", "Seconds the broker link has been in its current state (see broker_connected)."))
+        for reason in IngestRecord.Refusal.allReasons { failed(reason: reason, count: 0) }
     }
 
     /// Sets the health figures from a `/healthz` report (called as `/metrics` is rendered).
@@ -72,20 +73,31 @@ public final class IngestMetrics: Sendable {
         counter.increment(by: Int64(count))
     }
 
-    /// Sets a fleet's gateway counts (`spectra_aggregator_gateways{fleet,state}`): every gateway
-    /// known, those online by their last word, and of those the silent ones.
-    func fleet(_ fleet: String, gateways: Int, online: Int, silent: Int) {
-        for (state, value) in [("known", gateways), ("online", online), ("silent", silent)] {
-            let gauge = fleetGauges.withLock { gauges in
-                if let gauge = gauges[[fleet, state]] { return gauge }
-                let gauge = registry.makeGauge(
-                    descriptor: Self.name("gateways", "", "Gateways per fleet: known, online by their last word, silent of the online."),
-                    labels: [("fleet", fleet), ("state", state)])
-                gauges[[fleet, state]] = gauge
+    /// Sets a fleet's gauges: its gateway counts (`spectra_aggregator_gateways{fleet,state}`:
+    /// every gateway known, those online by their last word, and of those the silent ones), its
+    /// data completeness (`spectra_aggregator_completeness_ratio{fleet}`, absent before anything
+    /// arrived) and the messages waiting in its gateways' outboxes
+    /// (`spectra_aggregator_backlog_messages{fleet}`).
+    func fleet(_ fleet: String, gateways: Int, online: Int, silent: Int, completeness: Double? = nil, backlog: Int = 0) {
+        func gauge(_ name: String, _ help: String, _ labels: [(String, String)]) -> Gauge {
+            fleetGauges.withLock { gauges in
+                let key = [name] + labels.map(\.1)
+                if let gauge = gauges[key] { return gauge }
+                let gauge = registry.makeGauge(descriptor: Self.name(name, "", help), labels: labels)
+                gauges[key] = gauge
                 return gauge
             }
-            gauge.set(to: Double(value))
         }
+        for (state, value) in [("known", gateways), ("online", online), ("silent", silent)] {
+            gauge("gateways", "Gateways per fleet: known, online by their last word, silent of the online.", [("fleet", fleet), ("state", state)])
+                .set(to: Double(value))
+        }
+        if let completeness {
+            gauge("completeness_ratio", "Of the seqs gateways used, the share received or announced as evicted, per fleet.", [("fleet", fleet)])
+                .set(to: completeness)
+        }
+        gauge("backlog_messages", "Messages waiting in the fleet's gateways' outboxes, from their latest telemetry.", [("fleet", fleet)])
+            .set(to: Double(backlog))
     }
 
     func record(_ outcome: ApplyOutcome) {

@@ -38,6 +38,13 @@ public enum IngestRecord: Sendable {
         public static let epochLimit = "epoch_limit"
         /// Well-formed, but the store could not apply it (recorded and acknowledged, never retried).
         public static let storeRefused = "store_refused"
+
+        /// Every reason a message can be refused under: the protocol's error codes and ingest's
+        /// own. `/metrics` shows each from the start at 0, so that a rate or an alert on
+        /// `increase()` sees the first refusal too.
+        public static let allReasons: [String] = ProtocolError.Code.allCases.map(\.rawValue) + [
+            "topic_mismatch", "kind_mismatch", "empty", "unexpected_topic", "internal", rateLimited, epochLimit, storeRefused,
+        ]
     }
 
     /// The gateway a record is about, when it names one.

@@ -87,7 +87,9 @@ public struct StatsPublisher: Service {
             return
         }
         for (fleet, summary) in summaries {
-            metrics.fleet(fleet, gateways: summary.gateways, online: summary.online, silent: summary.silent)
+            metrics.fleet(
+                fleet, gateways: summary.gateways, online: summary.online, silent: summary.silent,
+                completeness: summary.completeness.ratio, backlog: summary.backlog.messages)
         }
         guard client.isConnected else { return }
         await publish(summaries)
