@@ -32,12 +32,14 @@ if ! command -v swift >/dev/null 2>&1; then
     exit 1
 fi
 
-# The second and third broker implementations the tests run against.
+# The second and third broker implementations the tests run against, and the JSON Schema
+# validator that checks the code against docs/contracts.
 root="$(cd "$(dirname "$0")/.." && pwd)"
 brokers="$root/.build-brokers"
-if [ ! -x "$brokers/bin/amqtt" ] || [ ! -x "$brokers/bin/mqttools" ]; then
-    echo "bootstrap: installing the test brokers amqtt and mqttools into .build-brokers" >&2
-    if ! python3 -m venv "$brokers" >/dev/null 2>&1; then
+if [ ! -x "$brokers/bin/amqtt" ] || [ ! -x "$brokers/bin/mqttools" ] \
+    || ! "$brokers/bin/python" -c "import jsonschema, yaml" >/dev/null 2>&1; then
+    echo "bootstrap: installing the test brokers amqtt and mqttools, and jsonschema, into .build-brokers" >&2
+    if [ ! -x "$brokers/bin/pip" ] && ! python3 -m venv "$brokers" >/dev/null 2>&1; then
         sudo=""
         if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
         export DEBIAN_FRONTEND=noninteractive
@@ -46,5 +48,24 @@ if [ ! -x "$brokers/bin/amqtt" ] || [ ! -x "$brokers/bin/mqttools" ]; then
         rm -rf "$brokers"
         python3 -m venv "$brokers"
     fi
-    "$brokers/bin/pip" install -q --disable-pip-version-check amqtt==0.12.1 mqttools==0.50.0
+    "$brokers/bin/pip" install -q --disable-pip-version-check amqtt==0.12.1 mqttools==0.50.0 jsonschema==4.23.0 PyYAML==6.0.2
+fi
+
+# promtool (for the alerting rules' unit tests), taken from Debian's prometheus package without
+# installing it: the package would also install and start a Prometheus server.
+if [ ! -x "$brokers/bin/promtool" ]; then
+    echo "bootstrap: extracting promtool from Debian's prometheus package into .build-brokers" >&2
+    work="$(mktemp -d)"
+    (
+        cd "$work"
+        if ! apt-get download prometheus >/dev/null 2>&1; then
+            sudo=""
+            if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+            $sudo apt-get update -qq >/dev/null
+            apt-get download prometheus >/dev/null
+        fi
+        dpkg-deb -x prometheus_*.deb root
+        cp root/usr/bin/promtool "$brokers/bin/promtool"
+    )
+    rm -rf "$work"
 fi
