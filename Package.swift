@@ -1,7 +1,7 @@
 // swift-tools-version: 6.2
 //
 // Spectra Fleet: the edge agent, aggregator, operator CLI and fleet simulator for the
-// Spectra Sculpt headband. See README.md and the architecture notes for the module map.
+// Spectra Sculpt headband. See README.md and docs/architecture.md for the module map.
 
 import PackageDescription
 

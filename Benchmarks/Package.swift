@@ -2,7 +2,7 @@
 //
 // Benchmarks, kept out of the product's build and test run. Run from this folder:
 //   swift package benchmark
-// The README's figures come from Deploy/bench.sh (release-built, with references).
+// The figures in docs/performance.md come from Deploy/bench.sh (release-built, with references).
 
 import Foundation
 import PackageDescription

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Release-built measurements behind the README's figures, each beside a reference measured in
+# Release-built measurements behind docs/performance.md, each beside a reference measured in
 # the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|encode|outbox|ingest|agent|headband|all]
 # Starts its own mosquitto on a free loopback port and stops it when done.
 set -euo pipefail

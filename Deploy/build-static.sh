@@ -3,7 +3,7 @@
 #   Deploy/build-static.sh PRODUCT... [-- EXTRA SWIFT BUILD OPTIONS]
 # Prints the folder that holds the binaries. Used by Deploy/package.sh and Deploy/bench.sh.
 #
-# What the build does beyond `swift build -c release`, and why (README, "Memory"):
+# What the build does beyond `swift build -c release`, and why (docs/decisions/gateway-build.md):
 # - the Swift runtime and Foundation linked in (a gateway has no Swift toolchain);
 # - every function in a section of its own and the code the agent runs laid out first, in the
 #   order of Deploy/spectra-agent.order (Deploy/order-file.sh makes it). The kernel maps code in

@@ -88,5 +88,5 @@ listed=$(sort -u Deploy/spectra-agent.order | wc -l)
 found=$(comm -12 <(sort -u Deploy/spectra-agent.order) <(nm --defined-only "$root/usr/local/bin/spectra-agent" | awk '{ print $3 }' | sort -u) | wc -l)
 echo "  code layout: $found of the $listed functions in Deploy/spectra-agent.order found in the agent"
 if [ $((found * 100)) -lt $((listed * 90)) ]; then
-    echo "package: the agent's code layout is out of date; run Deploy/order-file.sh and commit the order file (README, \"Memory\")" >&2
+    echo "package: the agent's code layout is out of date; run Deploy/order-file.sh and commit the order file (docs/decisions/gateway-build.md)" >&2
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fleet-scale measurements on this machine, for the README:
+# Fleet-scale measurements on this machine, for docs/performance.md:
 #   Deploy/scale.sh [GATEWAYS] [SECONDS] [OUTAGE_SECONDS]      (defaults 5000, 60, 60)
 # 1. GATEWAYS simulated gateways, each sending telemetry every second (the in-session rate),
 #    into one mosquitto and one aggregator for SECONDS: the aggregator's ingest rate, its
@@ -16,7 +16,7 @@
 # on the next connection, as an outbox would) and no agent behind it, so that the load
 # generator takes under a third of the simulator's CPU and the figure is what one mosquitto and one
 # aggregator keep up with. The default, LOAD=agents, runs the whole agent for every gateway.
-# SHARE_GROUP=aggregators uses shared subscriptions (lossy across a mosquitto 2.0 restart; see README).
+# SHARE_GROUP=aggregators uses shared subscriptions (lossy across a mosquitto 2.0 restart; see docs/mqtt.md).
 # SPECTRA_BIN=DIR runs the binaries in DIR instead of building this checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."

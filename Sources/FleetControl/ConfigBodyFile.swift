@@ -3,7 +3,7 @@ import SpectraConfig
 import SpectraProtocol
 import Yams
 
-/// A config body written by an operator as YAML (the keys of ARCHITECTURE.md "Config body keys").
+/// A config body written by an operator as YAML (the keys of docs/architecture.md, "Signed documents").
 public enum ConfigBodyFile {
     /// Reads and validates a body: its shape as the agent decodes it, then the engine's hard
     /// limits, exactly the checks the agent makes before applying.

@@ -2,7 +2,7 @@ import SpectraProtocol
 import Waveform
 
 extension ConfigBody {
-    /// Why this body breaks the engine's hard limits (ARCHITECTURE.md section 4, checked by the
+    /// Why this body breaks the engine's hard limits (docs/safety.md, checked by the
     /// waveform rules that run sessions), or nil when it does not. The agent refuses such a
     /// document whole; `spectra-ctl config push` refuses to sign it.
     public var hardLimitProblem: String? {

@@ -1,4 +1,4 @@
-/// The engine's hard limits (ARCHITECTURE.md section 4). No profile or remote config can
+/// The engine's hard limits (docs/safety.md). No profile or remote config can
 /// loosen them; a value beyond one is rejected, never clamped silently.
 public enum HardLimits {
     /// Rule 1: peak current on any channel, microamps.
@@ -65,7 +65,7 @@ public enum SafetyRule: String, Sendable, Hashable, CaseIterable, Codable {
     /// A segment outside the waveform's shape (frequency, phase width).
     case waveformShape = "waveform_shape"
 
-    /// The rule's number in ARCHITECTURE.md, when it has one.
+    /// The rule's number in docs/safety.md, when it has one.
     public var number: Int? {
         switch self {
         case .peakCurrent: 1

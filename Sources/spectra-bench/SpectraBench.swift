@@ -1,11 +1,13 @@
 import ArgumentParser
 import Foundation
+import SpectraProtocol
 
 @main
 struct SpectraBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spectra-bench",
-        abstract: "Release-built measurements for the README (run through Deploy/bench.sh).",
+        abstract: "Release-built measurements for docs/performance.md (run through Deploy/bench.sh).",
+        version: SpectraVersion.current,
         subcommands: [
             MQTTPublishBench.self, WaveformBench.self, OutboxEnqueueBench.self, OutboxDrainBench.self, MQTTHold.self,
             IngestPublish.self, IngestBench.self, IngestStages.self, EnvelopeEncodeBench.self, OutboxDiskFull.self, FleetLoad.self,

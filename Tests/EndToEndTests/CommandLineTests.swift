@@ -96,14 +96,17 @@ struct CommandLineTests {
 }
 
 extension CommandLineTests {
-    @Test("every binary's --version prints the same release")
+    @Test("every binary's --version prints the same release, and CHANGELOG.md has a section for it")
     func versions() async throws {
         var printed: Set<String> = []
-        for binary in ["spectra-agent", "spectra-aggregator", "spectra-ctl", "spectra-fleetsim", "spectra-headband-emu"] {
+        for binary in ["spectra-agent", "spectra-aggregator", "spectra-ctl", "spectra-fleetsim", "spectra-headband-emu", "spectra-bench"] {
             let result = try await ChildProcess.run(TestEnvironment.product(binary), ["--version"])
             #expect(result.status == 0, "\(binary): \(result.stderr)")
             printed.insert(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         #expect(printed.count == 1 && printed.first?.split(separator: ".").count == 3, "\(printed)")
+        let version = printed.first ?? "?"
+        let changelog = try String(contentsOfFile: "\(root)/CHANGELOG.md", encoding: .utf8)
+        #expect(changelog.split(separator: "\n").contains { $0.hasPrefix("## \(version)") }, "CHANGELOG.md has no '## \(version)' section")
     }
 }

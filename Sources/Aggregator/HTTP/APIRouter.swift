@@ -4,7 +4,7 @@ import Logging
 import MQTT
 import SpectraProtocol
 
-/// The HTTP API of ARCHITECTURE.md section 5, `/healthz`, `/metrics` and the dashboard.
+/// The HTTP API (docs/contracts/openapi.yaml), `/healthz`, `/metrics` and the dashboard.
 public enum APIRouter {
     /// Longest `from`..`to` span one request may ask for, days.
     public static let maxSpanDays = 366

@@ -2,7 +2,7 @@ import Foundation
 
 /// Where the aggregator keeps what it ingested and answers questions from. One implementation
 /// today, ``SQLiteStatsStore``; a shared PostgreSQL store for several instances is the next
-/// (ARCHITECTURE.md section 6), so nothing outside this protocol touches the database.
+/// (docs/architecture.md, "Aggregator"), so nothing outside this protocol touches the database.
 public protocol StatsStore: Sendable {
     /// Applies a batch in one transaction, exactly once per `(gw, epoch, seq)`.
     func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome
