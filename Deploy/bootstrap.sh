@@ -37,7 +37,7 @@ fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 brokers="$root/.build-brokers"
 if [ ! -x "$brokers/bin/amqtt" ] || [ ! -x "$brokers/bin/mqttools" ] \
-    || ! "$brokers/bin/python" -c "import jsonschema, yaml" >/dev/null 2>&1; then
+    || ! "$brokers/bin/python" -c "import jsonschema, yaml, openapi_spec_validator" >/dev/null 2>&1; then
     echo "bootstrap: installing the test brokers amqtt and mqttools, and jsonschema, into .build-brokers" >&2
     if [ ! -x "$brokers/bin/pip" ] && ! python3 -m venv "$brokers" >/dev/null 2>&1; then
         sudo=""
@@ -48,7 +48,8 @@ if [ ! -x "$brokers/bin/amqtt" ] || [ ! -x "$brokers/bin/mqttools" ] \
         rm -rf "$brokers"
         python3 -m venv "$brokers"
     fi
-    "$brokers/bin/pip" install -q --disable-pip-version-check amqtt==0.12.1 mqttools==0.50.0 jsonschema==4.23.0 PyYAML==6.0.2
+    "$brokers/bin/pip" install -q --disable-pip-version-check amqtt==0.12.1 mqttools==0.50.0 jsonschema==4.23.0 PyYAML==6.0.2 \
+        openapi-spec-validator==0.7.1
 fi
 
 # promtool (for the alerting rules' unit tests), taken from Debian's prometheus package without

@@ -8,7 +8,8 @@ Usage:
   validate.py responses FILE.jsonl      one {"method": M, "path": P, "status": S, "body": TEXT} per line
 
 Prints one line per disagreement (what, where in the payload, why) and exits 1 if there is any.
-Needs the Python packages jsonschema and PyYAML (Deploy/bootstrap.sh installs them for the tests).
+Needs the Python packages jsonschema, PyYAML and openapi-spec-validator (Deploy/bootstrap.sh installs them
+for the tests).
 """
 import base64
 import json
@@ -58,6 +59,28 @@ def resolve_local(document, ref):
 
 def documents(asyncapi, openapi, registry):
     failures = []
+    # The OpenAPI document against the OpenAPI 3.1 specification (what client generators read).
+    try:
+        from openapi_spec_validator import validate as validate_openapi
+        validate_openapi(openapi)
+    except Exception as error:  # noqa: BLE001
+        failures.append(f"openapi.yaml is not valid OpenAPI 3.1: {error}")
+    # The AsyncAPI document's structure (3.0): channels with an address and messages,
+    # operations on channels that exist.
+    if asyncapi.get("asyncapi") != "3.0.0":
+        failures.append("asyncapi.yaml: asyncapi must be 3.0.0")
+    for key in ("info", "channels", "operations", "components"):
+        if key not in asyncapi:
+            failures.append(f"asyncapi.yaml: no {key}")
+    for name, operation in asyncapi.get("operations", {}).items():
+        if operation.get("action") not in ("send", "receive"):
+            failures.append(f"asyncapi.yaml operation {name}: action must be send or receive")
+        if operation.get("channel", {}).get("$ref", "").removeprefix("#/channels/") not in asyncapi.get("channels", {}):
+            failures.append(f"asyncapi.yaml operation {name}: its channel does not exist")
+    for name, channel in asyncapi.get("channels", {}).items():
+        for parameter in re.findall(r"\{([^}]+)\}", channel.get("address", "")):
+            if parameter not in channel.get("parameters", {}):
+                failures.append(f"asyncapi.yaml channel {name}: the address parameter {parameter} is not declared")
     for name, document in (("asyncapi.yaml", asyncapi), ("openapi.yaml", openapi)):
         for schema_name, schema in document["components"]["schemas"].items():
             try:
