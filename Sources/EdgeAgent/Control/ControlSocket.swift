@@ -27,6 +27,7 @@ public final class ControlSocketServer: Sendable {
     private let fd: Int32
     private let handler: Handler
     private let closed = Mutex(false)
+    private let stopped = Mutex(false)
 
     /// Binds and listens on `path` (a stale socket file is replaced).
     /// - Throws: ``ControlSocketError`` when the socket cannot be created.
@@ -69,39 +70,89 @@ public final class ControlSocketServer: Sendable {
         return Peer(uid: uid, pid: pid)
     }
 
-    /// Accepts connections until ``stop()``.
+    /// A request line read off its connection by the connection's own thread.
+    private struct Request: Sendable {
+        let client: Int32
+        let peer: Peer
+        let line: String
+    }
+
+    /// Accepts connections until ``stop()`` or cancellation. Accepting, and each connection's
+    /// wait for its request line, happen on threads of their own, off Swift's task threads: a
+    /// client that connects and says nothing, or task threads kept busy elsewhere, hold up no
+    /// other client. Only a complete request reaches the handler, in a child task of this call.
     public func run() async {
         let fd = self.fd
-        let handler = self.handler
-        await withTaskGroup(of: Void.self) { group in
-            while true {
-                let client = await Self.accept(fd)
-                guard client >= 0 else { break }
-                group.addTask {
-                    defer { close(client) }
-                    let peer = Self.peer(of: client)
-                    guard let peer, Self.allowed(peer) else {
-                        let who = peer.map { "uid \($0.uid)" } ?? "an unknown user"
-                        Self.write(
-                            bytes: Data("{\"ok\":false,\"error\":\"not allowed: \(who) is not the agent's user\"}".utf8), to: client)
-                        return
-                    }
-                    guard let line = await Self.readRequest(client) else { return }
-                    Self.write(bytes: await handler(Data(line.utf8), peer), to: client)
+        let (requests, arrived) = AsyncStream.makeStream(of: Request.self)
+        await withTaskCancellationHandler {
+            async let accepting: Void = onThreadOfItsOwn { Self.accept(on: fd, into: arrived) }
+            await withTaskGroup(of: Void.self) { group in
+                for await request in requests {
+                    group.addTask { await self.answer(request) }
                 }
             }
+            // Ended by `stop()` (the accepting thread finished the stream) or by cancellation.
+            stop()
+            await accepting
+        } onCancel: {
+            stop()
         }
         // Closed here, once no `accept` can still be waiting on the descriptor: closed in
         // `stop()`, its number could be reused (by a database file or the MQTT socket) before
-        // the accept thread's next call.
+        // the accepting thread's next call.
         closeListener()
     }
 
-    /// Stops accepting and removes the socket file.
+    /// Stops accepting and removes the socket file (once, however often it is called).
     public func stop() {
+        guard stopped.withLock({ stopped in defer { stopped = true }; return !stopped }) else { return }
         // Wakes a waiting `accept` with an error, which ends `run()`.
         shutdown(fd, Int32(SHUT_RDWR))
         unlink(path)
+    }
+
+    private func answer(_ request: Request) async {
+        defer { close(request.client) }
+        Self.write(bytes: await handler(Data(request.line.utf8), request.peer), to: request.client)
+    }
+
+    /// The accepting thread: a thread per connection until the listener is shut down.
+    private static func accept(on fd: Int32, into requests: AsyncStream<Request>.Continuation) {
+        defer { requests.finish() }
+        while true {
+            let client = Glibc.accept(fd, nil, nil)
+            if client < 0 {
+                switch errno {
+                case EINTR, ECONNABORTED:
+                    continue
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    // Out of descriptors or memory for now: the connection waits in the backlog.
+                    usleep(100_000)
+                    continue
+                default:
+                    return  // shut down by `stop()`
+                }
+            }
+            Thread.detachNewThread { readRequest(client, into: requests) }
+        }
+    }
+
+    /// A connection's thread: checks who it is and reads its request line, for at most
+    /// ``clientTimeoutSeconds``.
+    private static func readRequest(_ client: Int32, into requests: AsyncStream<Request>.Continuation) {
+        guard let peer = peer(of: client), allowed(peer) else {
+            let who = peer(of: client).map { "uid \($0.uid)" } ?? "an unknown user"
+            write(bytes: Data("{\"ok\":false,\"error\":\"not allowed: \(who) is not the agent's user\"}".utf8), to: client)
+            close(client)
+            return
+        }
+        setTimeout(client, SO_RCVTIMEO, seconds: clientTimeoutSeconds)
+        setTimeout(client, SO_SNDTIMEO, seconds: clientTimeoutSeconds)
+        guard let line = readLine(client).line else {
+            close(client)
+            return
+        }
+        if case .terminated = requests.yield(Request(client: client, peer: peer, line: line)) { close(client) }
     }
 
     deinit { closeListener() }
@@ -117,22 +168,11 @@ public final class ControlSocketServer: Sendable {
     /// How long a client may take to send its request line, or to take the answer.
     static let clientTimeoutSeconds = 5
 
-    /// Reads the request line off the tasks' threads (a client that connects and says nothing
-    /// would hold one). Gives up after ``clientTimeoutSeconds``.
-    private static func readRequest(_ client: Int32) async -> String? {
-        setTimeout(client, SO_RCVTIMEO, seconds: clientTimeoutSeconds)
-        setTimeout(client, SO_SNDTIMEO, seconds: clientTimeoutSeconds)
-        return await onThreadOfItsOwn { readLine(client).line }
-    }
-
     static func setTimeout(_ fd: Int32, _ option: Int32, seconds: Int) {
         var limit = timeval(tv_sec: seconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    private static func accept(_ fd: Int32) async -> Int32 {
-        await onThreadOfItsOwn { Glibc.accept(fd, nil, nil) }
-    }
 
     /// Reads up to a newline (or end of file); `timedOut` when the socket's receive timeout
     /// ran out first.
