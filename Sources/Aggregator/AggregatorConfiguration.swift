@@ -12,7 +12,8 @@ public struct AggregatorConfiguration: Sendable, Equatable {
     /// subscribes directly: one instance, and on mosquitto 2.0 the only way the subscriptions
     /// survive a broker restart, which does not persist shared subscriptions.
     public var shareGroup: String
-    /// The statistics database.
+    /// The statistics database: a SQLite file (one running instance per file, see
+    /// ``DatabaseLock``).
     public var databasePath: String
     /// HTTP listen address and port.
     public var httpHost: String
@@ -91,7 +92,7 @@ public struct AggregatorConfiguration: Sendable, Equatable {
             broker: try BrokerConfiguration(fields: fields),
             clientID: clientID,
             shareGroup: shareGroup,
-            databasePath: try fields.string("database", default: "var/aggregator.sqlite"),
+            databasePath: try Self.databasePath(try fields.string("database", default: "var/aggregator.sqlite"), source: fields.source),
             httpHost: try fields.string("http.host", default: "127.0.0.1"),
             httpPort: try fields.int("http.port", default: 8080, in: 0...65535),
             publishIntervalSeconds: try fields.double("stats.publishIntervalS", default: 10, in: 1...3600),
@@ -112,5 +113,23 @@ public struct AggregatorConfiguration: Sendable, Equatable {
         if fields.raw("http.allowedHosts") != nil {
             allowedHosts = fields.stringList("http.allowedHosts", default: []).map { $0.lowercased() }
         }
+    }
+
+    /// `database` as a SQLite file path. A URL (`scheme://...`) is refused with what to set
+    /// instead, so that `postgres://host/db` does not become a folder named `postgres:`. The
+    /// URL is not repeated in the error: it may carry a password.
+    static func databasePath(_ value: String, source: String) throws(ConfigurationError) -> String {
+        if let separator = value.range(of: "://") {
+            let scheme = value[..<separator.lowerBound]
+            let isScheme = scheme.first?.isLetter == true
+                && scheme.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) }
+            if isScheme {
+                let which = ["postgres", "postgresql"].contains(scheme.lowercased()) ? "a PostgreSQL URL" : "a \(scheme):// URL"
+                throw ConfigurationError(
+                    file: source, key: "database",
+                    problem: "\(which) is not a database this version can use: statistics are kept in a SQLite file; set database to its path (for example var/aggregator.sqlite)")
+            }
+        }
+        return value
     }
 }

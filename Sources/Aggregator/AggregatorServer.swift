@@ -18,6 +18,8 @@ public struct AggregatorServer: Sendable {
     public let metrics: IngestMetrics
     /// Accounts, API tokens and dashboard sessions.
     public let access: AccessStore
+    /// Held from `init` until `run` returns: one ingesting instance per SQLite file.
+    private let lock: DatabaseLock?
     /// The HTTPS certificate (nil: plain HTTP), read again on SIGHUP.
     public let certificates: TLSCertificateSource?
     private let application: Application<RouterResponder<AggregatorRequestContext>>
@@ -30,9 +32,11 @@ public struct AggregatorServer: Sendable {
 
     /// Opens the store and builds the services.
     /// - Parameter now: the clock statistics are computed against (tests inject one).
-    /// - Throws: when the database cannot be opened, or the HTTPS certificate or key read.
+    /// - Throws: when the database cannot be opened or is in use by another instance
+    ///   (``DatabaseLock/InUse``), or the HTTPS certificate or key cannot be read.
     public init(configuration: AggregatorConfiguration, logger: Logger, now: @escaping @Sendable () -> Date = Date.init) throws {
         self.configuration = configuration
+        lock = try DatabaseLock.acquire(databasePath: configuration.databasePath)
         let store = try SQLiteStatsStore(
             path: configuration.databasePath, silentAfterSeconds: configuration.silentAfterSeconds,
             newEpochsPerGatewayPerDay: configuration.newEpochsPerGatewayPerDay)
@@ -90,6 +94,8 @@ public struct AggregatorServer: Sendable {
 
     /// Runs until SIGTERM/SIGINT (when `handleSignals`), ``shutdown()`` or cancellation.
     public func run(handleSignals: Bool = true) async throws {
+        // The instance has stopped once this returns: the next one may open the file.
+        defer { lock?.release() }
         let group = ServiceGroup(
             configuration: .init(
                 services: [application], gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: application.logger))

@@ -40,6 +40,9 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             } catch let error as TLSCertificateSource.LoadError {
                 FileHandle.standardError.write(Data("spectra-aggregator: \(error.description)\n".utf8))
                 throw ExitCode(1)
+            } catch let error as DatabaseLock.InUse {
+                FileHandle.standardError.write(Data("spectra-aggregator: \(error)\n".utf8))
+                throw ExitCode(1)
             } catch {
                 FileHandle.standardError.write(Data("spectra-aggregator: cannot open the database \(configuration.databasePath): \(error)\n".utf8))
                 throw ExitCode(1)
@@ -108,6 +111,8 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             let configuration = await options.aggregatorConfiguration()
             let forgotten: SQLiteStatsStore.Forgotten
             do {
+                let lock = try DatabaseLock.acquire(databasePath: configuration.databasePath)
+                defer { withExtendedLifetime(lock) {} }
                 let store = try SQLiteStatsStore(path: configuration.databasePath)
                 forgotten = try await store.forget(fleet: fleetID.rawValue, gateway: gatewayID.rawValue)
             } catch {

@@ -26,6 +26,8 @@ public enum Retirement {
     /// Retires the instance `configuration` describes (its `clientId`, broker and database).
     /// - Throws: ``IngestFailure`` when the broker cannot be reached or the session not ended.
     public static func run(configuration: AggregatorConfiguration, logger: Logger) async throws -> Outcome {
+        let lock = try DatabaseLock.acquire(databasePath: configuration.databasePath)
+        defer { withExtendedLifetime(lock) {} }
         let store = try SQLiteStatsStore(
             path: configuration.databasePath, silentAfterSeconds: configuration.silentAfterSeconds,
             newEpochsPerGatewayPerDay: configuration.newEpochsPerGatewayPerDay)

@@ -1,0 +1,75 @@
+import Foundation
+import SpectraTesting
+import Testing
+
+/// The aggregator's `database` setting as a user gets it wrong: a second instance on one
+/// SQLite file, a URL where a path belongs.
+@Suite("Aggregator database setting")
+struct DatabaseSettingTests {
+    typealias Aggregator = BrokerCompatibilityTests.Aggregator
+
+    @Test("a second aggregator on the same SQLite file is refused with one clear error; the first counts every message once; after it stops the file opens again")
+    func oneInstancePerFile() async throws {
+        let broker = try await MosquittoBroker()
+        let folder = try TestEnvironment.temporaryDirectory("one-database")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let database = folder.appendingPathComponent("shared.sqlite").path
+        let first = try await Aggregator(url: broker.url, folder: folder, clientID: "agg-first", settings: ["database=\(database)"])
+        defer { first.process.send(SIGKILL) }
+        #expect(await first.connected())
+
+        let second = try await Aggregator(url: broker.url, folder: folder, clientID: "agg-second", settings: ["database=\(database)"])
+        defer { second.process.send(SIGKILL) }
+        #expect(await second.process.wait(timeout: 20) == 1, "refused, not running beside the first")
+        let said = second.process.standardError.split(separator: "\n")
+        #expect(said.count == 1, "one line: \(said)")
+        #expect(said.first?.contains("\(database) is in use by another spectra-aggregator (pid \(first.process.pid))") == true, "\(said)")
+
+        // The first is untouched and counts each message once.
+        let run = try await BrokerCompatibilityTests.simulate(url: broker.url, folder: folder, ["--gateways", "2", "--days", "1", "--seed", "5"])
+        #expect(run.status == 0, "\(run.stderr.suffix(1000))")
+        let made = try #require(BrokerCompatibilityTests.done(run.stdout))[3]
+        let counted = await eventually(timeout: 30) { await first.received() == made }
+        let received = await first.received()
+        #expect(counted, "\(String(describing: received)) of \(made)")
+        #expect(await first.stop() == 0)
+
+        // Stopped (the lock goes with the process), the file is free for the next instance.
+        let next = try await Aggregator(url: broker.url, folder: folder, clientID: "agg-first", settings: ["database=\(database)"])
+        defer { next.process.send(SIGKILL) }
+        #expect(await next.connected(), "\(next.process.standardError)")
+        #expect(await next.received() == made, "the figures are the file's")
+        // A killed holder frees it too.
+        next.process.send(SIGKILL)
+        _ = await next.process.wait(timeout: 10)
+        let afterKill = try await Aggregator(url: broker.url, folder: folder, clientID: "agg-first", settings: ["database=\(database)"])
+        defer { afterKill.process.send(SIGKILL) }
+        #expect(await afterKill.connected(), "\(afterKill.process.standardError)")
+        #expect(await afterKill.stop() == 0)
+        await broker.stop()
+    }
+
+    @Test("a URL as the database (postgres://, or any other scheme) is one configuration error that names the key, keeps the password to itself, and makes no folder")
+    func urlIsNotAPath() async throws {
+        let folder = try TestEnvironment.temporaryDirectory("database-url")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        for url in ["postgres://spectra:s3cret@127.0.0.1:5432/spectra", "postgresql://db.example/spectra", "mysql://root:s3cret@db/spectra"] {
+            for command in [["run"], ["config", "show"], ["tokens", "create", "ci", "--role", "viewer"]] {
+                let result = try await ChildProcess.run(
+                    TestEnvironment.product("spectra-aggregator"), command + ["--set", "database=\(url)", "--set", "http.port=0"],
+                    currentDirectory: folder.path, timeout: 20)
+                #expect(result.status == 2, "\(command) \(url): \(result.stderr)")
+                let lines = result.stderr.split(separator: "\n")
+                #expect(lines.count == 1 && result.stderr.contains("database"), "\(lines)")
+                #expect(result.stderr.contains(url.hasPrefix("mysql") ? "a mysql:// URL" : "a PostgreSQL URL"), "\(result.stderr)")
+                #expect(!(result.stderr + result.stdout).contains("s3cret"), "the password is not echoed: \(result.stderr)")
+            }
+        }
+        let made = try FileManager.default.contentsOfDirectory(atPath: folder.path)
+        #expect(made.isEmpty, "nothing made in the working directory: \(made)")
+        // A plain path keeps working, relative ones included.
+        let plain = try await ChildProcess.run(
+            TestEnvironment.product("spectra-aggregator"), ["config", "show", "--set", "database=var/stats.sqlite"], currentDirectory: folder.path)
+        #expect(plain.status == 0 && plain.stdout.contains("database: var/stats.sqlite"), "\(plain.stdout)\(plain.stderr)")
+    }
+}
