@@ -20,14 +20,16 @@ struct AccessTests {
         port: Int, method: String = "GET", _ path: String, headers: [String: String] = [:], body: String = "",
         caFile: String? = nil
     ) async throws -> Exchange {
+        // 30 s: a sign-in checks a bcrypt hash (cost 12), which in the debug build, with the whole
+        // suite running on 2 cores, has taken more than 10.
         let script = """
             import http.client, json, ssl, sys
             port, method, path, headers, body, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5], sys.argv[6]
             if ca:
                 context = ssl.create_default_context(cafile=ca)
-                c = http.client.HTTPSConnection("localhost", port, timeout=10, context=context)
+                c = http.client.HTTPSConnection("localhost", port, timeout=30, context=context)
             else:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             try:
                 c.request(method, path, body=body.encode() if body else None, headers=headers)
                 r = c.getresponse()
