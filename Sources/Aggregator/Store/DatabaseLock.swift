@@ -5,11 +5,11 @@ import Synchronization
 ///
 /// Exactly-once counting on SQLite relies on one process holding a gateway stream's
 /// watermarks: two aggregators on one file would each take a message the other had taken and
-/// count it again. `run` and `retire` therefore hold an exclusive `flock` on `DATABASE.lock`
-/// beside the database while they ingest; a second one is refused with one clear error. The
-/// read-only and administrative commands (`tokens`, `users`, `config`) take no lock. The lock
-/// is the kernel's: it goes with the process, however it ends, so a crash leaves nothing to
-/// clean up (the file itself stays, empty but for the holder's pid).
+/// count it again. `run`, `retire` and `forget` therefore hold an exclusive `flock` on
+/// `DATABASE.lock` beside the database while they write; a second one is refused with one
+/// clear error. The read-only and administrative commands (`tokens`, `users`, `config`) take
+/// no lock. The lock is the kernel's: it goes with the process, however it ends, so a crash
+/// leaves nothing to clean up (the file itself stays, empty but for the holder's pid).
 public final class DatabaseLock: Sendable {
     /// The lock file.
     public let path: String

@@ -140,8 +140,9 @@ public final class ControlSocketServer: Sendable {
     /// A connection's thread: checks who it is and reads its request line, for at most
     /// ``clientTimeoutSeconds``.
     private static func readRequest(_ client: Int32, into requests: AsyncStream<Request>.Continuation) {
-        guard let peer = peer(of: client), allowed(peer) else {
-            let who = peer(of: client).map { "uid \($0.uid)" } ?? "an unknown user"
+        let peer = Self.peer(of: client)
+        guard let peer, allowed(peer) else {
+            let who = peer.map { "uid \($0.uid)" } ?? "an unknown user"
             write(bytes: Data("{\"ok\":false,\"error\":\"not allowed: \(who) is not the agent's user\"}".utf8), to: client)
             close(client)
             return
@@ -172,7 +173,6 @@ public final class ControlSocketServer: Sendable {
         var limit = timeval(tv_sec: seconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
-
 
     /// Reads up to a newline (or end of file); `timedOut` when the socket's receive timeout
     /// ran out first.
