@@ -3,14 +3,15 @@
 # libmosquitto-dev, libsqlite3-dev, libcurl4-openssl-dev (the agent's firmware downloads load
 # libcurl when they run; the build needs its header), mosquitto, mosquitto-clients, pkg-config, chromium
 # (the dashboard test loads the page in a real headless browser), and binutils (readelf and
-# strip, for the installable package).
+# strip, for the installable package), and postgresql (the tests start their own servers from its
+# binaries; the cluster the package may start itself is not used).
 # For the tests, two more MQTT brokers from PyPI in .build-brokers/ (a virtual environment in the
 # checkout, ignored by git): amqtt (MQTT 3.1.1) and mqttools (an MQTT 5 broker without wildcard or
 # shared subscriptions and with QoS 0 only), beside mosquitto.
 # Idempotent: prints nothing and changes nothing when everything is present.
 set -euo pipefail
 
-packages=(pkg-config binutils libmosquitto-dev libsqlite3-dev libcurl4-openssl-dev mosquitto mosquitto-clients chromium)
+packages=(pkg-config binutils libmosquitto-dev libsqlite3-dev libcurl4-openssl-dev mosquitto mosquitto-clients chromium postgresql)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -256,27 +256,16 @@ public final class SQLiteStatsStore: StatsStore {
             let seqs = try Int64.fetchAll(
                 db, sql: "SELECT seq FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq > ? ORDER BY seq",
                 arguments: [key.fleet, key.gateway, stream.epochText, Int64(stream.contiguous)]).map { UInt64($0) }
-            var contiguous = stream.contiguous
-            for seq in seqs {
-                if seq == contiguous + 1 {
-                    contiguous = seq
-                } else if seq > contiguous + 1 {
-                    if contiguous == stream.contiguous, let since = stream.gapSince, now.timeIntervalSince1970 - since > horizon {
-                        contiguous = seq
-                    } else {
-                        break
-                    }
-                }
-            }
-            if contiguous != stream.contiguous {
+            let advanced = StreamWatermark.advance(
+                contiguous: stream.contiguous, gapSince: stream.gapSince, above: seqs, now: now, horizon: horizon)
+            if advanced.contiguous != stream.contiguous {
                 try db.execute(
                     sql: "DELETE FROM received WHERE fleet = ? AND gw = ? AND epoch = ? AND seq <= ?",
-                    arguments: [key.fleet, key.gateway, stream.epochText, Int64(contiguous)])
-                stream.contiguous = contiguous
-                stream.gapSince = nil
-                stream.pendingAbove = seqs.filter { $0 > contiguous }.count
+                    arguments: [key.fleet, key.gateway, stream.epochText, Int64(advanced.contiguous)])
+                stream.contiguous = advanced.contiguous
+                stream.pendingAbove = seqs.filter { $0 > advanced.contiguous }.count
             }
-            if stream.pendingAbove > 0, stream.gapSince == nil { stream.gapSince = now.timeIntervalSince1970 }
+            stream.gapSince = advanced.gapSince
             streams[key] = stream
             try save(stream, key, db)
         }

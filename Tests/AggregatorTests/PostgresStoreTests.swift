@@ -1,0 +1,223 @@
+import Aggregator
+import Foundation
+import SpectraConfig
+import SpectraProtocol
+import SpectraTesting
+import Testing
+
+/// The PostgreSQL store: the same answers as SQLite's for the same messages, and exactly-once
+/// counting when several instances write one database at the same moment.
+@Suite("PostgreSQL store")
+struct PostgresStoreTests {
+    static let fleet = try! Identifier("demo")
+
+    static func database(_ server: PostgresServer) throws -> PostgresDatabase {
+        try PostgresDatabase(url: server.url + "?sslmode=disable", password: nil)
+    }
+
+    /// A fleet's worth of what the aggregator ingests: sessions completed and aborted, level
+    /// changes, trips, telemetry, an outbox eviction, presence and state, a gateway with an
+    /// unsynced clock over two boots, a gateway restarting its outbox (a new epoch), and gaps.
+    static func traffic(gateways: Int = 6, sessionsEach: Int = 4) -> [IngestRecord] {
+        var records: [IngestRecord] = []
+        for g in 0..<gateways {
+            let name = "gw-\(g)"
+            var feed = GatewayFeed(name)
+            if g == 1 {
+                feed.synced = false
+                feed.clockErrorSeconds = -7_200
+            }
+            let online = testNow.addingTimeInterval(-86_400 * 3)
+            records.append(
+                .status(fleet: fleet, gateway: feed.gateway, GatewayStatus(online: true, boot: feed.boot, ts: online, agentVersion: "0.2.0"),
+                        receivedAt: online))
+            records.append(
+                .state(fleet: fleet, gateway: feed.gateway,
+                       ReportedState(
+                        boot: feed.boot, ts: online, agentVersion: "0.2.0", firmware: g % 2 == 0 ? "1.4.0" : "1.5.0",
+                        configVersions: ["level": 3], levelLimits: .init(maxLevel: 3, unlockedLevel: 2, completedSessions: 0),
+                        groups: ["beta"]),
+                       receivedAt: online))
+            for s in 0..<sessionsEach {
+                let start = at(today.adding(-(s % 3)), hour: 8 + Double(g))
+                if g == 1, s == 2 { feed.boot = UUID() }
+                if g == 2, s == 3 {
+                    feed.epoch = UUID()
+                    feed.seq = 0
+                }
+                let truth = SessionTruth(
+                    gateway: name, id: "s-\(g)-\(s)", start: start, levelSeconds: [300, Double(60 * s), s == 3 ? 120 : 0],
+                    pauses: s % 2, trips: s == 1 ? 1 : 0, abortReason: s == 2 ? "user_stopped" : nil, regimenDay: 10 + s)
+                for envelope in feed.session(truth) {
+                    records.append(.envelope(envelope, receivedAt: envelope.timestamp.addingTimeInterval(-feed.clockErrorSeconds + 2), historical: false))
+                }
+                let telemetry = feed.telemetry(at: start.addingTimeInterval(1_000), depth: s)
+                records.append(.envelope(telemetry, receivedAt: start.addingTimeInterval(1_001), historical: false))
+                if s == 1 { feed.skip() }
+            }
+            if g == 3 {
+                let eviction = feed.next(.event(.outboxEvicted(OutboxEvicted(class: "telemetry", count: 5, bytes: 1_500))), at: testNow)
+                records.append(.envelope(eviction, receivedAt: testNow, historical: false))
+            }
+        }
+        records.append(.refused(GatewayKey(fleet: "demo", gateway: "gw-0"), .init(reason: "bad_json", detail: "not JSON"), receivedAt: testNow))
+        return records
+    }
+
+    /// Every answer the API gives, as JSON, for comparing two stores.
+    static func answers(_ store: some StatsStore) async throws -> [String: String] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        func text(_ value: some Encodable) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
+        var result: [String: String] = [:]
+        result["summary"] = try text(try await store.summary(fleet: "demo", now: testNow))
+        result["summary-all"] = try text(try await store.summary(fleet: nil, now: testNow))
+        result["daily"] = try text(try await store.daily(fleet: "demo", from: today.adding(-5), to: today))
+        result["gateways"] = try text(try await store.gateways(fleet: "demo", search: nil, now: testNow))
+        result["search"] = try text(try await store.gateways(fleet: nil, search: "W-1", now: testNow))
+        for g in 0..<6 {
+            result["gateway-\(g)"] = try text(try await store.gateway(fleet: "demo", id: "gw-\(g)", now: testNow, from: today.adding(-5), to: today))
+            result["sessions-\(g)"] = try text(try await store.sessions(fleet: nil, gateway: "gw-\(g)", from: today.adding(-5), to: today, limit: 3))
+        }
+        result["fleets"] = try text(try await store.fleets())
+        return result
+    }
+
+    @Test("PostgreSQL gives every answer SQLite gives for the same messages, redelivered and out of order")
+    func sameAnswersAsSQLite() async throws {
+        let server = try await PostgresServer()
+        let folder = try TestEnvironment.temporaryDirectory("pg-same")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let sqlite = try SQLiteStatsStore(path: folder.appendingPathComponent("stats.sqlite").path)
+        let postgres = try await PostgresStatsStore(try Self.database(server))
+        defer { postgres.shutdown() }
+
+        var generator = SeededGenerator(seed: 7)
+        let records = Self.traffic()
+        // Each record once or twice, in shuffled batches of up to 25.
+        var sent = records.flatMap { record in Bool.random(using: &generator) ? [record, record] : [record] }
+        sent.shuffle(using: &generator)
+        var outcomes: [(ApplyOutcome, ApplyOutcome)] = []
+        var index = 0
+        while index < sent.count {
+            let batch = Array(sent[index..<min(sent.count, index + Int.random(in: 1...25, using: &generator))])
+            index += batch.count
+            outcomes.append((try await sqlite.apply(batch), try await postgres.apply(batch)))
+        }
+        for (lite, pg) in outcomes {
+            #expect(lite.accepted == pg.accepted && lite.duplicates == pg.duplicates && lite.presence == pg.presence)
+            #expect(lite.refused == pg.refused && lite.changedGateways == pg.changedGateways)
+        }
+        try await sqlite.compact(now: testNow)
+        try await postgres.compact(now: testNow)
+
+        let expected = try await Self.answers(sqlite)
+        let actual = try await Self.answers(postgres)
+        #expect(expected["summary"]?.contains("\"started\":24") == true, "the traffic's 24 sessions are counted")
+        for key in expected.keys.sorted() {
+            #expect(actual[key] == expected[key], "\(key) differs")
+        }
+
+        // Retention prunes the same.
+        #expect(try await postgres.prune(before: today.adding(-1)) == (try await sqlite.prune(before: today.adding(-1))))
+        #expect(try await Self.answers(postgres)["daily"] == (try await Self.answers(sqlite))["daily"])
+    }
+
+    @Test("two instances on one database count every message once, whichever of them gets each copy")
+    func twoInstancesExactlyOnce() async throws {
+        let server = try await PostgresServer()
+        let database = try Self.database(server)
+        // Started together: the migrations run once, under their lock.
+        async let first = PostgresStatsStore(database)
+        async let second = PostgresStatsStore(database)
+        let stores = try await [first, second]
+        defer { stores.forEach { $0.shutdown() } }
+
+        var generator = SeededGenerator(seed: 11)
+        let records = Self.traffic(gateways: 12, sessionsEach: 6).filter {
+            if case .envelope = $0 { return true } else { return false }
+        }
+        // Every message reaches both instances (a redelivery after a lost acknowledgement, or a
+        // copy to each), in a different order, in batches written at the same moment.
+        var streams: [[IngestRecord]] = [records.shuffled(using: &generator), records.shuffled(using: &generator)]
+        streams[1] += records.prefix(40)
+        let batches = streams.map { stream in stride(from: 0, to: stream.count, by: 17).map { Array(stream[$0..<min(stream.count, $0 + 17)]) } }
+        let outcomes = try await withThrowingTaskGroup(of: [ApplyOutcome].self) { group in
+            for (store, batches) in zip(stores, batches) {
+                group.addTask {
+                    var outcomes: [ApplyOutcome] = []
+                    for batch in batches { outcomes.append(try await store.apply(batch)) }
+                    return outcomes
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        let accepted = outcomes.map(\.accepted).reduce(0, +)
+        let duplicates = outcomes.map(\.duplicates).reduce(0, +)
+        #expect(accepted == records.count, "each message is counted by exactly one instance")
+        #expect(duplicates == records.count + 40, "and every other copy is a duplicate")
+
+        let summary = try await stores[1].summary(fleet: "demo", now: testNow)
+        #expect(summary.sessions.started == 72 && summary.sessions.completed == 60 && summary.sessions.aborted == 12)
+        #expect(summary.abortReasons == ["user_stopped": 12])
+        #expect(try await stores[0].summary(fleet: "demo", now: testNow) == summary, "both instances give the same figures")
+    }
+
+    @Test("a database that is down is reported as unavailable, and a URL's mistakes are one clear error")
+    func unavailableAndBadURLs() async throws {
+        let server = try await PostgresServer()
+        let store = try await PostgresStatsStore(try Self.database(server), transactionTimeout: .seconds(3))
+        defer { store.shutdown() }
+        var feed = GatewayFeed("gw-down")
+        await server.stop()
+        do {
+            _ = try await store.apply([.envelope(feed.telemetry(at: testNow), receivedAt: testNow, historical: false)])
+            Issue.record("a batch was accepted by a stopped database")
+        } catch let failure as StoreFailure {
+            #expect(failure.kind == .unavailable, "\(failure.reason)")
+            #expect(failure.reason.contains("postgres://postgres@127.0.0.1:\(server.port)/postgres"), "says which database: \(failure.reason)")
+        }
+
+        let port = try TestEnvironment.freePort()
+        await #expect(throws: StoreFailure.self) { 
+            try await PostgresStatsStore(
+                PostgresDatabase(host: "127.0.0.1", port: port, user: "x", database: "y", tls: .disable), transactionTimeout: .seconds(3))
+        }
+
+        for (url, problem) in [
+            ("postgres://spectra:s3cret@db.example/stats", "carries a password"),
+            ("postgres://db.example/stats", "names no user"),
+            ("postgres://spectra@db.example/", "names no database"),
+            ("postgres://spectra@db.example/stats?sslmode=maybe", "sslmode=maybe"),
+            ("postgres://spectra@db.example/stats?timeout=3", "timeout"),
+        ] {
+            var text = ""
+            do {
+                _ = try PostgresDatabase(url: url, password: nil)
+                Issue.record("\(url) was accepted")
+            } catch {
+                text = error.description
+            }
+            #expect(text.contains(problem), "\(url): \(text)")
+            #expect(!text.contains("s3cret"))
+        }
+        let parsed = try PostgresDatabase(url: "postgresql://spectra@db.example:6432/stats?sslmode=verify-full&sslrootcert=/etc/ca.pem", password: "pw")
+        #expect(parsed == PostgresDatabase(
+            host: "db.example", port: 6432, user: "spectra", database: "stats", password: "pw", tls: .verifyFull,
+            rootCertificatePath: "/etc/ca.pem"))
+        #expect(parsed.description == "postgres://spectra@db.example:6432/stats")
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so a failing order can be run again.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
