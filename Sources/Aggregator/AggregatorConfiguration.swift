@@ -1,3 +1,4 @@
+import Foundation
 import SpectraConfig
 import SpectraProtocol
 
@@ -13,8 +14,10 @@ public struct AggregatorConfiguration: Sendable, Equatable {
     /// survive a broker restart, which does not persist shared subscriptions.
     public var shareGroup: String
     /// The statistics database: a SQLite file (one running instance per file, see
-    /// ``DatabaseLock``).
+    /// ``DatabaseLock``), or, when ``postgres`` is set, that database's URL without a password.
     public var databasePath: String
+    /// A PostgreSQL database shared by several instances (`database: postgres://...`); nil: SQLite.
+    public var postgres: PostgresDatabase? = nil
     /// HTTP listen address and port.
     public var httpHost: String
     public var httpPort: Int
@@ -62,14 +65,14 @@ public struct AggregatorConfiguration: Sendable, Equatable {
 
     /// Every key ``init(fields:)`` reads.
     public static let keys: Set<String> = BrokerConfiguration.keys.union([
-        "fleets", "clientId", "shareGroup", "database", "http.host", "http.port", "http.allowedHosts", "http.tls.certificate",
+        "fleets", "clientId", "shareGroup", "database", "databasePasswordFile", "http.host", "http.port", "http.allowedHosts", "http.tls.certificate",
         "http.tls.key", "http.secureCookies", "stats.publishIntervalS",
         "retention.days", "presence.silentAfterS", "limits.gatewayMessagesPerHour", "limits.newEpochsPerGatewayPerDay",
     ])
 
     /// Reads the aggregator's keys.
     /// - Throws: ``ConfigurationError`` naming the key and the problem.
-    public init(fields: ConfigFields) throws(ConfigurationError) {
+    public init(fields: ConfigFields, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) {
         var fleets: [Identifier] = []
         for text in fields.stringList("fleets", default: []) {
             do {
@@ -100,6 +103,8 @@ public struct AggregatorConfiguration: Sendable, Equatable {
             silentAfterSeconds: try fields.double("presence.silentAfterS", default: 600, in: 10...604_800),
             gatewayMessagesPerHour: try fields.int("limits.gatewayMessagesPerHour", default: 250_000, in: 100...100_000_000),
             newEpochsPerGatewayPerDay: try fields.int("limits.newEpochsPerGatewayPerDay", default: 16, in: 1...10_000))
+        postgres = try Self.postgres(fields, environment: environment)
+        if let postgres { databasePath = postgres.description }
         tlsCertificatePath = fields.optionalString("http.tls.certificate")
         tlsKeyPath = fields.optionalString("http.tls.key")
         guard (tlsCertificatePath == nil) == (tlsKeyPath == nil) else {
@@ -115,19 +120,40 @@ public struct AggregatorConfiguration: Sendable, Equatable {
         }
     }
 
-    /// `database` as a SQLite file path. A URL (`scheme://...`) is refused with what to set
-    /// instead, so that `postgres://host/db` does not become a folder named `postgres:`. The
-    /// URL is not repeated in the error: it may carry a password.
+    /// `database` as a PostgreSQL database, when it is a `postgres://` URL; the password from
+    /// `SPECTRA_DATABASE_PASSWORD` or the file `databasePasswordFile` names.
+    static func postgres(_ fields: ConfigFields, environment: [String: String]) throws(ConfigurationError) -> PostgresDatabase? {
+        let value = try fields.string("database", default: "var/aggregator.sqlite")
+        guard PostgresDatabase.isURL(value) else { return nil }
+        var password = environment["SPECTRA_DATABASE_PASSWORD"]
+        if let file = fields.optionalString("databasePasswordFile") {
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+                throw ConfigurationError(
+                    file: fields.source, key: "databasePasswordFile", problem: "cannot read \(file); make it readable by the aggregator's user")
+            }
+            password = text.trimmingCharacters(in: .newlines)
+        }
+        do {
+            return try PostgresDatabase(url: value, password: password)
+        } catch {
+            throw ConfigurationError(file: fields.source, key: "database", problem: "the PostgreSQL URL \(error.description)")
+        }
+    }
+
+    /// `database` as a SQLite file path. A PostgreSQL URL is left to ``postgres(_:environment:)``;
+    /// a URL of any other scheme is refused with what to set instead, so that `mysql://host/db`
+    /// does not become a folder named `mysql:`. The URL is not repeated in the error: it may
+    /// carry a password.
     static func databasePath(_ value: String, source: String) throws(ConfigurationError) -> String {
+        if PostgresDatabase.isURL(value) { return value }
         if let separator = value.range(of: "://") {
             let scheme = value[..<separator.lowerBound]
             let isScheme = scheme.first?.isLetter == true
                 && scheme.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) }
             if isScheme {
-                let which = ["postgres", "postgresql"].contains(scheme.lowercased()) ? "a PostgreSQL URL" : "a \(scheme):// URL"
                 throw ConfigurationError(
                     file: source, key: "database",
-                    problem: "\(which) is not a database this version can use: statistics are kept in a SQLite file; set database to its path (for example var/aggregator.sqlite)")
+                    problem: "a \(scheme):// URL is not a database this version can use: set database to a SQLite file's path (for example var/aggregator.sqlite) or a postgres:// URL")
             }
         }
         return value

@@ -173,7 +173,11 @@ private func parseRole(_ text: String) throws -> Role {
 private func openAccess(_ options: ConfigOptions) async -> AccessStore {
     let configuration = await options.aggregatorConfiguration()
     do {
+        if let database = configuration.postgres { return AccessStore(try await PostgresStatsStore(database)) }
         return try AccessStore(databasePath: configuration.databasePath)
+    } catch let failure as StoreFailure {
+        FileHandle.standardError.write(Data("spectra-aggregator: cannot open the database: \(failure.reason)\n".utf8))
+        Foundation.exit(1)
     } catch {
         FileHandle.standardError.write(Data("spectra-aggregator: cannot open the database \(configuration.databasePath): \(error)\n".utf8))
         Foundation.exit(1)

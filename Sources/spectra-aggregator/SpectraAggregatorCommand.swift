@@ -36,12 +36,15 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
             let logger = Logger(label: "spectra.aggregator")
             let server: AggregatorServer
             do {
-                server = try AggregatorServer(configuration: configuration, logger: logger)
+                server = try await AggregatorServer.open(configuration: configuration, logger: logger)
             } catch let error as TLSCertificateSource.LoadError {
                 FileHandle.standardError.write(Data("spectra-aggregator: \(error.description)\n".utf8))
                 throw ExitCode(1)
             } catch let error as DatabaseLock.InUse {
                 FileHandle.standardError.write(Data("spectra-aggregator: \(error)\n".utf8))
+                throw ExitCode(1)
+            } catch let failure as StoreFailure {
+                FileHandle.standardError.write(Data("spectra-aggregator: cannot open the database: \(failure.reason)\n".utf8))
                 throw ExitCode(1)
             } catch {
                 FileHandle.standardError.write(Data("spectra-aggregator: cannot open the database \(configuration.databasePath): \(error)\n".utf8))
@@ -109,12 +112,18 @@ struct SpectraAggregatorCommand: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             let configuration = await options.aggregatorConfiguration()
-            let forgotten: SQLiteStatsStore.Forgotten
+            let forgotten: Forgotten
             do {
-                let lock = try DatabaseLock.acquire(databasePath: configuration.databasePath)
-                defer { withExtendedLifetime(lock) {} }
-                let store = try SQLiteStatsStore(path: configuration.databasePath)
-                forgotten = try await store.forget(fleet: fleetID.rawValue, gateway: gatewayID.rawValue)
+                if let database = configuration.postgres {
+                    let store = try await PostgresStatsStore(database)
+                    defer { store.shutdown() }
+                    forgotten = try await store.forget(fleet: fleetID.rawValue, gateway: gatewayID.rawValue)
+                } else {
+                    let lock = try DatabaseLock.acquire(databasePath: configuration.databasePath)
+                    defer { withExtendedLifetime(lock) {} }
+                    let store = try SQLiteStatsStore(path: configuration.databasePath)
+                    forgotten = try await store.forget(fleet: fleetID.rawValue, gateway: gatewayID.rawValue)
+                }
             } catch {
                 FileHandle.standardError.write(Data("spectra-aggregator: cannot forget \(gatewayID) in \(configuration.databasePath): \(error) (is the aggregator still running?)\n".utf8))
                 throw ExitCode(1)

@@ -49,11 +49,16 @@ struct DatabaseSettingTests {
         await broker.stop()
     }
 
-    @Test("a URL as the database (postgres://, or any other scheme) is one configuration error that names the key, keeps the password to itself, and makes no folder")
-    func urlIsNotAPath() async throws {
+    @Test("a database URL with a password, or of a scheme other than postgres://, is one configuration error that names the key, keeps the password to itself, and makes no folder")
+    func badURLs() async throws {
         let folder = try TestEnvironment.temporaryDirectory("database-url")
         defer { try? FileManager.default.removeItem(at: folder) }
-        for url in ["postgres://spectra:s3cret@127.0.0.1:5432/spectra", "postgresql://db.example/spectra", "mysql://root:s3cret@db/spectra"] {
+        let cases = [
+            ("postgres://spectra:s3cret@127.0.0.1:5432/spectra", "carries a password"),
+            ("postgresql://db.example/spectra", "names no user"),
+            ("mysql://root:s3cret@db/spectra", "a mysql:// URL"),
+        ]
+        for (url, problem) in cases {
             for command in [["run"], ["config", "show"], ["tokens", "create", "ci", "--role", "viewer"]] {
                 let result = try await ChildProcess.run(
                     TestEnvironment.product("spectra-aggregator"), command + ["--set", "database=\(url)", "--set", "http.port=0"],
@@ -61,7 +66,7 @@ struct DatabaseSettingTests {
                 #expect(result.status == 2, "\(command) \(url): \(result.stderr)")
                 let lines = result.stderr.split(separator: "\n")
                 #expect(lines.count == 1 && result.stderr.contains("database"), "\(lines)")
-                #expect(result.stderr.contains(url.hasPrefix("mysql") ? "a mysql:// URL" : "a PostgreSQL URL"), "\(result.stderr)")
+                #expect(result.stderr.contains(problem), "\(result.stderr)")
                 #expect(!(result.stderr + result.stdout).contains("s3cret"), "the password is not echoed: \(result.stderr)")
             }
         }
@@ -71,5 +76,29 @@ struct DatabaseSettingTests {
         let plain = try await ChildProcess.run(
             TestEnvironment.product("spectra-aggregator"), ["config", "show", "--set", "database=var/stats.sqlite"], currentDirectory: folder.path)
         #expect(plain.status == 0 && plain.stdout.contains("database: var/stats.sqlite"), "\(plain.stdout)\(plain.stderr)")
+    }
+
+    @Test("a PostgreSQL database that cannot be reached stops run at once with one line saying which and why; config show names it without a password")
+    func unreachablePostgres() async throws {
+        let folder = try TestEnvironment.temporaryDirectory("database-pg")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let port = try TestEnvironment.freePort()
+        let url = "postgres://spectra@127.0.0.1:\(port)/stats?sslmode=disable"
+        let started = Date()
+        let result = try await ChildProcess.run(
+            TestEnvironment.product("spectra-aggregator"), ["run", "--set", "database=\(url)", "--set", "http.port=0"],
+            environment: ["SPECTRA_DATABASE_PASSWORD": "s3cret"], currentDirectory: folder.path, timeout: 60)
+        #expect(result.status == 1, "\(result.stderr)")
+        #expect(Date().timeIntervalSince(started) < 20, "it does not wait for a database that refuses connections")
+        let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("spectra-aggregator:") }
+        #expect(errors.count == 1 && errors[0].contains("postgres://spectra@127.0.0.1:\(port)/stats"), "\(result.stderr)")
+        #expect(!result.stderr.contains("s3cret"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
+
+        let shown = try await ChildProcess.run(
+            TestEnvironment.product("spectra-aggregator"), ["config", "show", "--set", "database=\(url)"],
+            environment: ["SPECTRA_DATABASE_PASSWORD": "s3cret"], currentDirectory: folder.path)
+        #expect(shown.status == 0 && shown.stdout.contains("database: postgres://spectra@127.0.0.1:\(port)/stats"), "\(shown.stdout)\(shown.stderr)")
+        #expect(!shown.stdout.contains("s3cret"))
     }
 }

@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import GRDB
 import HummingbirdBcrypt
 import NIOPosix
 
@@ -10,7 +9,7 @@ import NIOPosix
 /// session ids as SHA-256 of 256 random bits (a slow hash adds nothing to a secret that cannot
 /// be guessed, and every API request checks one). A token is shown once, when it is created.
 public final class AccessStore: Sendable {
-    let pool: DatabasePool
+    let records: any AccessRecords
     /// bcrypt's work factor: about a quarter of a second per check on a gateway-class CPU.
     static let bcryptCost: UInt8 = 12
     /// How long a dashboard sign-in lasts.
@@ -20,15 +19,20 @@ public final class AccessStore: Sendable {
     /// How often a token's `lastUsedAt` is written (not at every request).
     static let lastUsedResolution: Double = 60
 
-    init(pool: DatabasePool) {
-        self.pool = pool
+    init(records: any AccessRecords) {
+        self.records = records
     }
 
     /// Opens the access tables of the aggregator's database at `path` (created and migrated
     /// as the aggregator would).
     public convenience init(databasePath path: String) throws {
         let store = try SQLiteStatsStore(path: path)
-        self.init(pool: store.pool)
+        self.init(records: SQLiteAccessRecords(pool: store.pool))
+    }
+
+    /// The access tables of a PostgreSQL statistics database, shared by every instance.
+    public convenience init(_ store: PostgresStatsStore) {
+        self.init(records: PostgresAccessRecords(store: store))
     }
 
     /// Why an administration command refused.
@@ -65,57 +69,30 @@ public final class AccessStore: Sendable {
         guard Self.isValidName(name) else { throw Refusal("'\(name.prefix(80))' is not a valid account name: use 1-64 of A-Z a-z 0-9 _ . @ -") }
         try Self.checkPassword(password)
         let hash = await Self.bcrypt(password)
-        let now = Date().timeIntervalSince1970
-        try await pool.write { db in
-            guard try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM account WHERE name = ?", arguments: [name]) == 0 else {
-                throw Refusal("an account named '\(name)' exists already (change its password with: users passwd \(name))")
-            }
-            try db.execute(
-                sql: "INSERT INTO account (name, role, passwordHash, createdAt, passwordSetAt) VALUES (?, ?, ?, ?, ?)",
-                arguments: [name, role.rawValue, hash, now, now])
+        guard try await records.insertAccount(name, role: role, passwordHash: hash, now: Date()) else {
+            throw Refusal("an account named '\(name)' exists already (change its password with: users passwd \(name))")
         }
     }
 
     /// Removes an account and signs it out everywhere.
     public func removeUser(_ name: String) async throws {
-        try await pool.write { db in
-            try db.execute(sql: "DELETE FROM web_session WHERE account = ?", arguments: [name])
-            try db.execute(sql: "DELETE FROM account WHERE name = ?", arguments: [name])
-            guard db.changesCount > 0 else { throw Refusal("no account named '\(name)'") }
-        }
+        guard try await records.deleteAccount(name) else { throw Refusal("no account named '\(name)'") }
     }
 
     /// Sets a new password and signs the account out everywhere.
     public func setPassword(_ name: String, password: String) async throws {
         try Self.checkPassword(password)
         let hash = await Self.bcrypt(password)
-        try await pool.write { db in
-            try db.execute(
-                sql: "UPDATE account SET passwordHash = ?, passwordSetAt = ? WHERE name = ?",
-                arguments: [hash, Date().timeIntervalSince1970, name])
-            guard db.changesCount > 0 else { throw Refusal("no account named '\(name)'") }
-            try db.execute(sql: "DELETE FROM web_session WHERE account = ?", arguments: [name])
-        }
+        guard try await records.setPasswordHash(name, hash, now: Date()) else { throw Refusal("no account named '\(name)'") }
     }
 
     public func users() async throws -> [Account] {
-        try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT name, role, createdAt, lastLoginAt FROM account ORDER BY name").map { row in
-                Account(
-                    name: row["name"], role: Role(rawValue: row["role"]) ?? .viewer,
-                    createdAt: Date(timeIntervalSince1970: row["createdAt"]),
-                    lastLoginAt: (row["lastLoginAt"] as Double?).map(Date.init(timeIntervalSince1970:)))
-            }
-        }
+        try await records.accounts()
     }
 
     /// Whether any account or unexpired token exists (with none, nothing but `/healthz` is served).
     public func hasCredentials() async throws -> Bool {
-        try await pool.read { db in
-            try Bool.fetchOne(
-                db, sql: "SELECT EXISTS (SELECT 1 FROM account) OR EXISTS (SELECT 1 FROM api_token WHERE expiresAt IS NULL OR expiresAt > ?)",
-                arguments: [Date().timeIntervalSince1970]) ?? false
-        }
+        try await records.hasCredentials(now: Date())
     }
 
     // MARK: Dashboard sessions
@@ -123,43 +100,26 @@ public final class AccessStore: Sendable {
     /// Checks a password; on success opens a session and returns its id (the cookie's value)
     /// and the account's role. Unknown accounts take as long as known ones.
     public func signIn(_ name: String, password: String, now: Date = Date()) async throws -> (session: String, principal: Principal)? {
-        // (Sendable values out of the closure: the asynchronous read, which does not hold the
-        // caller's thread while it waits for a reader.)
-        let account = try await pool.read { db -> (role: String, passwordHash: String)? in
-            try Row.fetchOne(db, sql: "SELECT role, passwordHash FROM account WHERE name = ?", arguments: [name]).map { ($0["role"], $0["passwordHash"]) }
-        }
+        let account = try await records.credentials(of: name)
         let hash = account?.passwordHash ?? Self.decoyHash
         let matches = await Self.verify(password, hash: hash)
         guard let account, matches, let role = Role(rawValue: account.role) else { return nil }
         let session = Self.randomSecret()
-        try await pool.write { db in
-            try db.execute(sql: "DELETE FROM web_session WHERE expiresAt <= ?", arguments: [now.timeIntervalSince1970])
-            try db.execute(
-                sql: "INSERT INTO web_session (idHash, account, createdAt, expiresAt) VALUES (?, ?, ?, ?)",
-                arguments: [Self.digest(session), name, now.timeIntervalSince1970, now.timeIntervalSince1970 + Self.sessionSeconds])
-            try db.execute(sql: "UPDATE account SET lastLoginAt = ? WHERE name = ?", arguments: [now.timeIntervalSince1970, name])
-        }
+        try await records.openSession(Self.digest(session), account: name, now: now, expiresAt: now.addingTimeInterval(Self.sessionSeconds))
         return (session, Principal(name: name, role: role, credential: .session))
     }
 
     /// The account a session cookie belongs to, while the session lasts.
     public func session(_ id: String, now: Date = Date()) async throws -> Principal? {
         guard id.utf8.count <= 128 else { return nil }
-        return try await pool.read { db in
-            guard let row = try Row.fetchOne(
-                db, sql: """
-                    SELECT account.name, account.role FROM web_session JOIN account ON account.name = web_session.account
-                    WHERE web_session.idHash = ? AND web_session.expiresAt > ?
-                    """, arguments: [Self.digest(id), now.timeIntervalSince1970]),
-                let role = Role(rawValue: row["role"])
-            else { return nil }
-            return Principal(name: row["name"], role: role, credential: .session)
-        }
+        guard let (name, roleName) = try await records.sessionAccount(Self.digest(id), now: now), let role = Role(rawValue: roleName)
+        else { return nil }
+        return Principal(name: name, role: role, credential: .session)
     }
 
     public func signOut(_ id: String) async throws {
         guard id.utf8.count <= 128 else { return }
-        try await pool.write { db in try db.execute(sql: "DELETE FROM web_session WHERE idHash = ?", arguments: [Self.digest(id)]) }
+        try await records.deleteSession(Self.digest(id))
     }
 
     // MARK: API tokens
@@ -183,31 +143,22 @@ public final class AccessStore: Sendable {
         let secret = Self.randomSecret()
         let now = Date()
         let token = Token(id: id, name: name, role: role, createdAt: now, expiresAt: expiresAt)
-        try await pool.write { db in
-            guard try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM api_token WHERE name = ?", arguments: [name]) == 0 else {
-                throw Refusal("a token named '\(name)' exists already (revoke it first, or pick another name)")
-            }
-            try db.execute(
-                sql: "INSERT INTO api_token (id, name, role, secretHash, createdAt, expiresAt) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: [id, name, role.rawValue, Self.digest(secret), now.timeIntervalSince1970, expiresAt?.timeIntervalSince1970])
+        guard try await records.insertToken(token, secretHash: Self.digest(secret)) else {
+            throw Refusal("a token named '\(name)' exists already (revoke it first, or pick another name)")
         }
         return (token, "\(Self.tokenPrefix)\(id)_\(secret)")
     }
 
     /// Revokes a token by its name or id.
     public func revokeToken(_ nameOrID: String) async throws -> Token {
-        try await pool.write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM api_token WHERE name = ? OR id = ?", arguments: [nameOrID, nameOrID]) else {
-                throw Refusal("no token named '\(nameOrID.prefix(80))' (list them with: tokens list)")
-            }
-            let token = Self.token(row)
-            try db.execute(sql: "DELETE FROM api_token WHERE id = ?", arguments: [token.id])
-            return token
+        guard let token = try await records.deleteToken(nameOrID) else {
+            throw Refusal("no token named '\(nameOrID.prefix(80))' (list them with: tokens list)")
         }
+        return token
     }
 
     public func tokens() async throws -> [Token] {
-        try await pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM api_token ORDER BY name").map(Self.token) }
+        try await records.tokens()
     }
 
     /// Why a bearer token was refused.
@@ -221,25 +172,13 @@ public final class AccessStore: Sendable {
         let parts = text.dropFirst(Self.tokenPrefix.count).split(separator: "_", maxSplits: 1)
         guard parts.count == 2 else { return .failure(.malformed) }
         let id = String(parts[0]), secret = String(parts[1])
-        guard let (stored, token) = try await pool.read({ db -> (String, Token)? in
-            try Row.fetchOne(db, sql: "SELECT * FROM api_token WHERE id = ?", arguments: [id]).map { ($0["secretHash"], Self.token($0)) }
-        }) else { return .failure(.unknown) }
+        guard let (stored, token) = try await records.token(id: id) else { return .failure(.unknown) }
         guard Self.constantTimeEqual(stored, Self.digest(secret)) else { return .failure(.unknown) }
         if let expiresAt = token.expiresAt, expiresAt <= now { return .failure(.expired) }
         if (token.lastUsedAt.map { now.timeIntervalSince($0) } ?? .infinity) >= Self.lastUsedResolution {
-            try? await pool.write { db in
-                try db.execute(sql: "UPDATE api_token SET lastUsedAt = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, id])
-            }
+            try? await records.touchToken(id: id, now: now)
         }
         return .success(Principal(name: token.name, role: token.role, credential: .token))
-    }
-
-    static func token(_ row: Row) -> Token {
-        Token(
-            id: row["id"], name: row["name"], role: Role(rawValue: row["role"]) ?? .viewer,
-            createdAt: Date(timeIntervalSince1970: row["createdAt"]),
-            expiresAt: (row["expiresAt"] as Double?).map(Date.init(timeIntervalSince1970:)),
-            lastUsedAt: (row["lastUsedAt"] as Double?).map(Date.init(timeIntervalSince1970:)))
     }
 
     // MARK: Secrets

@@ -26,11 +26,23 @@ public enum Retirement {
     /// Retires the instance `configuration` describes (its `clientId`, broker and database).
     /// - Throws: ``IngestFailure`` when the broker cannot be reached or the session not ended.
     public static func run(configuration: AggregatorConfiguration, logger: Logger) async throws -> Outcome {
-        let lock = try DatabaseLock.acquire(databasePath: configuration.databasePath)
+        let store: any StatsStore
+        var lock: DatabaseLock?
+        var postgres: PostgresStatsStore?
+        defer { postgres?.shutdown() }
+        if let database = configuration.postgres {
+            let opened = try await PostgresStatsStore(
+                database, silentAfterSeconds: configuration.silentAfterSeconds,
+                newEpochsPerGatewayPerDay: configuration.newEpochsPerGatewayPerDay)
+            postgres = opened
+            store = opened
+        } else {
+            lock = try DatabaseLock.acquire(databasePath: configuration.databasePath)
+            store = try SQLiteStatsStore(
+                path: configuration.databasePath, silentAfterSeconds: configuration.silentAfterSeconds,
+                newEpochsPerGatewayPerDay: configuration.newEpochsPerGatewayPerDay)
+        }
         defer { withExtendedLifetime(lock) {} }
-        let store = try SQLiteStatsStore(
-            path: configuration.databasePath, silentAfterSeconds: configuration.silentAfterSeconds,
-            newEpochsPerGatewayPerDay: configuration.newEpochsPerGatewayPerDay)
         let ingest = IngestService(
             configuration: configuration, store: store, metrics: IngestMetrics(), logger: logger, retiring: true)
         let group = ServiceGroup(configuration: .init(services: [ingest], gracefulShutdownSignals: [], logger: logger))

@@ -37,6 +37,9 @@ public struct StatsPublisher: Service {
     let health: IngestHealth
     let logger: Logger
     let now: @Sendable () -> Date
+    /// With several instances on one database, only the holder publishes the retained topics
+    /// (nil: this instance always does).
+    let lease: (any PublishingLease)?
     /// The first round after a start publishes every gateway, changed or not.
     private let publishedOnce = PublishedOnce()
 
@@ -46,7 +49,8 @@ public struct StatsPublisher: Service {
 
     /// Publishes through `ingest`'s connection the changes it reports.
     public init(ingest: IngestService, configuration: AggregatorConfiguration, store: any StatsStore, metrics: IngestMetrics,
-                logger: Logger, now: @escaping @Sendable () -> Date = Date.init) {
+                logger: Logger, now: @escaping @Sendable () -> Date = Date.init, lease: (any PublishingLease)? = nil) {
+        self.lease = lease
         self.configuration = configuration
         self.store = store
         self.client = ingest.client
@@ -92,6 +96,14 @@ public struct StatsPublisher: Service {
                 completeness: summary.completeness.ratio, backlog: summary.backlog.messages)
         }
         guard client.isConnected else { return }
+        if let lease {
+            guard await lease.holds() else {
+                // Another instance publishes; when this one takes over, it starts with everything.
+                publishedOnce.value.store(false, ordering: .relaxed)
+                _ = changes.take()
+                return
+            }
+        }
         await publish(summaries)
     }
 

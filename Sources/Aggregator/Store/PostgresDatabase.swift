@@ -93,19 +93,39 @@ public struct PostgresDatabase: Sendable, Equatable, CustomStringConvertible {
         return configuration
     }
 
-    private var clientTLS: PostgresClient.Configuration.TLS {
+    /// The TLS settings `sslmode` asks for; nil: no TLS.
+    private var tlsContext: TLSConfiguration? {
         var context = TLSConfiguration.makeClientConfiguration()
         switch tls {
         case .disable:
-            return .disable
+            return nil
         case .prefer, .require:
             // As libpq: encrypted, but the certificate is not checked unless asked for.
             context.certificateVerification = .none
-            return tls == .prefer ? .prefer(context) : .require(context)
         case .verifyFull:
             if let rootCertificatePath { context.trustRoots = .file(rootCertificatePath) }
             context.certificateVerification = .fullVerification
-            return .require(context)
         }
+        return context
+    }
+
+    private var clientTLS: PostgresClient.Configuration.TLS {
+        guard let context = tlsContext else { return .disable }
+        return tls == .prefer ? .prefer(context) : .require(context)
+    }
+
+    /// The settings of a single connection (the publisher's lease holds one of its own).
+    func connectionConfiguration() throws -> PostgresConnection.Configuration {
+        let tls: PostgresConnection.Configuration.TLS
+        if let context = tlsContext {
+            let ssl = try NIOSSLContext(configuration: context)
+            tls = self.tls == .prefer ? .prefer(ssl) : .require(ssl)
+        } else {
+            tls = .disable
+        }
+        var configuration = PostgresConnection.Configuration(
+            host: host, port: port, username: user, password: password, database: database, tls: tls)
+        configuration.options.connectTimeout = .seconds(10)
+        return configuration
     }
 }

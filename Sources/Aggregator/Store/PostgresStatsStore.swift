@@ -51,6 +51,10 @@ public final class PostgresStatsStore: StatsStore {
         self.newEpochsPerGatewayPerDay = newEpochsPerGatewayPerDay
         location = database.description
         do {
+            // One connection first: a refused connection or a wrong password is said at once,
+            // in the server's words, rather than after the pool's retries.
+            let probe = try await PostgresConnection.connect(configuration: try database.connectionConfiguration(), id: 0, logger: background)
+            try? await probe.close()
             try await withTimeout { [self] in try await migrate() }
         } catch {
             running.cancel()
@@ -221,7 +225,8 @@ public final class PostgresStatsStore: StatsStore {
                 let state = psql.serverInfo?[.sqlState] ?? "?"
                 return "PostgreSQL said: \(message) (SQLSTATE \(state))"
             }
-            return "cannot reach the database: \(psql.code)"
+            let detail = psql.underlying.map { ": \(String(describing: $0).prefix(300))" } ?? ""
+            return "cannot reach the database (\(psql.code))\(detail)"
         }
         return "\(underlying)"
     }

@@ -1,18 +1,18 @@
 import Foundation
 import GRDB
 
+/// What a store's `forget(fleet:gateway:)` removed.
+public struct Forgotten: Sendable, Equatable {
+    public var sessions: Int
+    public var events: Int
+    /// Whether the gateway was known at all.
+    public var known: Bool
+}
+
 extension SQLiteStatsStore {
     /// The bucket a forgotten gateway's daily counts move into: not a valid gateway id (`~`),
     /// so it never meets a real one, and never listed as a gateway.
     public static let forgottenBucket = "~forgotten"
-
-    /// What ``forget(fleet:gateway:)`` removed.
-    public struct Forgotten: Sendable, Equatable {
-        public var sessions: Int
-        public var events: Int
-        /// Whether the gateway was known at all.
-        public var known: Bool
-    }
 
     /// Removes one gateway's personal records: its sessions, raw events, presence and state,
     /// refusals and dedupe state. Its daily counts (sessions, minutes at each level, pauses,
