@@ -163,6 +163,44 @@ struct PostgresStoreTests {
         #expect(try await stores[0].summary(fleet: "demo", now: testNow) == summary, "both instances give the same figures")
     }
 
+    @Test("hostile text (NUL bytes in versions and abort reasons) and extreme seqs are stored, and change no other gateway's figures")
+    func hostileValues() async throws {
+        let server = try await PostgresServer()
+        let store = try await PostgresStatsStore(try Self.database(server))
+        defer { store.shutdown() }
+        var good = GatewayFeed("gw-good")
+        var bad = GatewayFeed("gw-bad")
+        let time = testNow
+        var records: [IngestRecord] = good.session(SessionTruth(gateway: "gw-good", id: "s-good", start: time)).map {
+            .envelope($0, receivedAt: time, historical: false)
+        }
+        records += bad.session(SessionTruth(gateway: "gw-bad", id: "s-bad", start: time, abortReason: "stop\u{0}ped")).map {
+            .envelope($0, receivedAt: time, historical: false)
+        }
+        records.append(
+            .state(fleet: Self.fleet, gateway: bad.gateway,
+                   ReportedState(
+                    boot: bad.boot, ts: time, agentVersion: "0.\u{0}2", firmware: "\u{0}\u{0}", configVersions: ["a\u{0}b": 1],
+                    levelLimits: .init(maxLevel: 3, unlockedLevel: 3, completedSessions: 0), groups: ["\u{0}"]),
+                   receivedAt: time))
+        records.append(.refused(GatewayKey(fleet: "demo", gateway: "gw-bad"), .init(reason: "bad\u{0}", detail: "x\u{0}y"), receivedAt: time))
+        // The highest seq the contract allows, then one below it (a gap of the whole range).
+        bad.seq = UInt64(WireRanges.seq.upperBound) - 1
+        records.append(.envelope(bad.telemetry(at: time), receivedAt: time, historical: false))
+        bad.seq -= 2
+        records.append(.envelope(bad.telemetry(at: time), receivedAt: time, historical: false))
+        let outcome = try await store.apply(records + records)
+        #expect(outcome.accepted == records.count - 2 && outcome.duplicates == records.count - 2)
+        try await store.compact(now: time)
+
+        let good1 = try await store.gateway(fleet: "demo", id: "gw-good", now: time, from: today, to: today)
+        #expect(good1?.gateway.sessions.completed == 1 && good1?.gateway.completeness.received == 2)
+        let bad1 = try #require(try await store.gateway(fleet: "demo", id: "gw-bad", now: time, from: today, to: today))
+        #expect(bad1.gateway.firmware == "\u{FFFD}\u{FFFD}" && bad1.gateway.sessions.aborted == 1)
+        #expect(bad1.gateway.refusals?.byReason["bad\u{FFFD}"] == 2, "each refused copy is counted")
+        #expect(try await store.summary(fleet: "demo", now: time).abortReasons == ["stop\u{FFFD}ped": 1])
+    }
+
     @Test("a database that is down is reported as unavailable, and a URL's mistakes are one clear error")
     func unavailableAndBadURLs() async throws {
         let server = try await PostgresServer()

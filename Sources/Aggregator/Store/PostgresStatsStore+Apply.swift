@@ -120,6 +120,14 @@ extension PostgresStatsStore {
         }
     }
 
+    /// Text as PostgreSQL stores it: a NUL byte (which a gateway may put in a version string or an
+    /// abort reason, and SQLite keeps) cannot be in a TEXT value, so it becomes U+FFFD.
+    static func text(_ value: String) -> String {
+        value.utf8.contains(0) ? value.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : value
+    }
+
+    static func text(_ value: String?) -> String? { value.map { text($0) } }
+
     /// - Throws: ``StoreFailure``: `unavailable` when the database cannot commit now (the
     ///   connection, its disk, a shutdown), `refused` for what it refuses in the batch.
     public func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
@@ -190,11 +198,11 @@ extension PostgresStatsStore {
         var presence: [PresenceChange] = []
         var movedOffsets = Set<GatewayKey>()
         func refuse(_ gateway: GatewayKey, _ refusal: IngestRecord.Refusal, at: Date, payload: Data?) {
-            let key = RefusalKey(gateway: gateway, reason: refusal.reason)
+            let key = RefusalKey(gateway: gateway, reason: Self.text(refusal.reason))
             refusals[key, default: RefusalDelta()].count += 1
             guard at.timeIntervalSince1970 >= refusals[key]?.lastAt ?? 0 else { return }
             refusals[key]?.lastAt = at.timeIntervalSince1970
-            refusals[key]?.detail = String(refusal.detail.prefix(300))
+            refusals[key]?.detail = Self.text(String(refusal.detail.prefix(300)))
             refusals[key]?.payload = payload.map { Data($0.prefix(SQLiteStatsStore.keptPayloadBytes)) }
         }
         let commitTime = Date().timeIntervalSince1970
@@ -354,7 +362,7 @@ extension PostgresStatsStore {
             delta.pauses += summary.pauses
             for level in 1...3 { delta.levelSeconds[level - 1] += summary.levelSeconds["\(level)"] ?? 0 }
             daily[day] = delta
-            if !completed { aborts[day, default: [:]][summary.reason?.rawValue ?? "unknown", default: 0] += 1 }
+            if !completed { aborts[day, default: [:]][text(summary.reason?.rawValue) ?? "unknown", default: 0] += 1 }
             sessions.append(.ended(gateway, summary, completed: completed, day: day.day, at: at))
             noteRegimen(summary.regimenDay)
         case .safetyTrip(let trip):
@@ -464,7 +472,7 @@ extension PostgresStatsStore {
                 INSERT INTO session (fleet, gw, sessionId, day, outcome, reason, endedAt, endDay, durationS, stimulatingS,
                     l1, l2, l3, pauses, phase, regimenDay)
                 VALUES (\(gateway.fleet), \(gateway.gateway), \(summary.sessionId.rawValue), \(Int64(day)), \(completed ? "completed" : "aborted"),
-                    \(summary.reason?.rawValue), \(at), \(Int64(day)), \(summary.durationS), \(summary.stimulatingS),
+                    \(Self.text(summary.reason?.rawValue)), \(at), \(Int64(day)), \(summary.durationS), \(summary.stimulatingS),
                     \(seconds["1"] ?? 0), \(seconds["2"] ?? 0), \(seconds["3"] ?? 0), \(Int64(summary.pauses)),
                     \(summary.regimenPhase?.rawValue), \(summary.regimenDay.map(Int64.init)))
                 ON CONFLICT (fleet, gw, sessionId) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason,
@@ -484,7 +492,7 @@ extension PostgresStatsStore {
                 """
                 INSERT INTO gateway (fleet, gw, online, statusAt, boot, agentVersion, lastSeen)
                 VALUES (\(gateway.fleet), \(gateway.gateway), \(status.online), \(statusAt), \(status.boot.wireString),
-                    \(status.agentVersion), \(receivedAt))
+                    \(Self.text(status.agentVersion)), \(receivedAt))
                 ON CONFLICT (fleet, gw) DO UPDATE SET online = excluded.online, statusAt = excluded.statusAt,
                     boot = excluded.boot, agentVersion = COALESCE(excluded.agentVersion, gateway.agentVersion),
                     lastSeen = CASE WHEN \(retained) THEN COALESCE(gateway.lastSeen, excluded.lastSeen)
@@ -496,7 +504,8 @@ extension PostgresStatsStore {
             try await connection.query(
                 """
                 INSERT INTO gateway (fleet, gw, agentVersion, firmware, maxLevel, unlockedLevel, configVersions, groupList)
-                VALUES (\(gateway.fleet), \(gateway.gateway), \(state.agentVersion), \(state.firmware), \(Int64(state.levelLimits.maxLevel)),
+                VALUES (\(gateway.fleet), \(gateway.gateway), \(Self.text(state.agentVersion)), \(Self.text(state.firmware)),
+                    \(Int64(state.levelLimits.maxLevel)),
                     \(Int64(state.levelLimits.unlockedLevel)), \(versions), \(groups))
                 ON CONFLICT (fleet, gw) DO UPDATE SET agentVersion = excluded.agentVersion, firmware = excluded.firmware,
                     maxLevel = excluded.maxLevel, unlockedLevel = excluded.unlockedLevel,
