@@ -12,17 +12,15 @@ struct CompactionTests {
         .envelope(envelope, receivedAt: testNow, historical: historical)
     }
 
-    @Test("keys above a gap are stored until it fills or times out; every duplicate is recognised, across a reopen")
-    func compaction() async throws {
-        let folder = try TestEnvironment.temporaryDirectory("compaction")
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let path = folder.appendingPathComponent("agg.sqlite").path
+    @Test("keys above a gap are stored until it fills or times out; every duplicate is recognised, across a reopen", arguments: StoreKind.allCases)
+    func compaction(_ kind: StoreKind) async throws {
+        let place = try await StoreUnderTest(kind)
         var feed = GatewayFeed("gw-1")
         var envelopes = (0..<100).map { i in feed.telemetry(at: testNow.addingTimeInterval(Double(i))) }
         feed.skip()  // seq 101 is missing
         envelopes += (0..<20).map { i in feed.telemetry(at: testNow.addingTimeInterval(200 + Double(i))) }
 
-        let store = try SQLiteStatsStore(path: path, gapHorizonSeconds: 3600)
+        let store = try await place.open(gapHorizonSeconds: 3600)
         let first = try await store.apply(envelopes.map { record($0) })
         #expect(first.accepted == 120)
         // 1...100 arrived in order: the watermark records them; 102...121 wait above the gap.
@@ -37,7 +35,7 @@ struct CompactionTests {
         // after the database is reopened.
         try await store.compact(now: testNow.addingTimeInterval(7200))
         #expect(try await store.storedDedupeKeys() == 0)
-        let reopened = try SQLiteStatsStore(path: path, gapHorizonSeconds: 3600)
+        let reopened = try await place.open(gapHorizonSeconds: 3600)
         let third = try await reopened.apply(envelopes.map { record($0, historical: true) })
         #expect(third.accepted == 0)
         #expect(third.duplicates == 120)
@@ -47,11 +45,10 @@ struct CompactionTests {
 }
 
 extension CompactionTests {
-    @Test("a gap that fills folds the waiting keys into the watermark")
-    func gapFills() async throws {
-        let folder = try TestEnvironment.temporaryDirectory("compaction")
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let store = try SQLiteStatsStore(path: folder.appendingPathComponent("agg.sqlite").path)
+    @Test("a gap that fills folds the waiting keys into the watermark", arguments: StoreKind.allCases)
+    func gapFills(_ kind: StoreKind) async throws {
+        let place = try await StoreUnderTest(kind)
+        let store = try await place.open()
         var feed = GatewayFeed("gw-2")
         let envelopes = (0..<50).map { i in feed.telemetry(at: testNow.addingTimeInterval(Double(i))) }
         // Live first (26...50), then the backlog (1...25), as an agent replays after an outage.

@@ -18,11 +18,12 @@ struct PresenceTests {
             receivedAt: time, retained: retained)
     }
 
-    @Test("an online gateway unheard for longer than the window counts as silent; the status the broker kept is no sign of life")
-    func silentGateways() async throws {
-        let folder = try TestEnvironment.temporaryDirectory("presence")
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let store = try SQLiteStatsStore(path: folder.appendingPathComponent("agg.sqlite").path, silentAfterSeconds: 600)
+    @Test(
+        "an online gateway unheard for longer than the window counts as silent; the status the broker kept is no sign of life",
+        arguments: StoreKind.allCases)
+    func silentGateways(_ kind: StoreKind) async throws {
+        let place = try await StoreUnderTest(kind)
+        let store = try await place.open(silentAfterSeconds: 600)
         let t0 = testNow
         func summary(at seconds: Double) async throws -> (online: Int, silent: Int) {
             let summary = try await store.summary(fleet: "demo", now: t0.addingTimeInterval(seconds))

@@ -9,11 +9,12 @@ import Testing
 /// statistics and the adherence they give are kept.
 @Suite("Per-gateway bounds and retention")
 struct RetentionTests {
-    @Test("a gateway starting an epoch per message is capped per day; streams, sessions and refusals past retention are pruned, statistics kept")
-    func boundedAndPruned() async throws {
-        let folder = try TestEnvironment.temporaryDirectory("retention")
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let store = try SQLiteStatsStore(path: folder.appendingPathComponent("stats.sqlite").path, newEpochsPerGatewayPerDay: 5)
+    @Test(
+        "a gateway starting an epoch per message is capped per day; streams, sessions and refusals past retention are pruned, statistics kept",
+        arguments: StoreKind.allCases)
+    func boundedAndPruned(_ kind: StoreKind) async throws {
+        let place = try await StoreUnderTest(kind)
+        let store = try await place.open(newEpochsPerGatewayPerDay: 5)
 
         // 100 days ago: a session, and 40 messages each on a new epoch.
         let old = testNow.addingTimeInterval(-100 * 86_400)
@@ -27,7 +28,7 @@ struct RetentionTests {
         }
         let outcome = try await store.apply(records)
         #expect(outcome.refused == ["epoch_limit": 36], "the session's epoch and 4 more, then refused")
-        #expect(try await store.streamCounts() == (5, 5))
+        #expect(try await store.streamCount() == 5)
 
         // Today: one more session on a fresh epoch (a new day: the cap starts over).
         var today = GatewayFeed("gw-1")
@@ -39,7 +40,7 @@ struct RetentionTests {
 
         let removed = try await store.prune(before: Day(testNow).adding(-90))
         #expect(removed == 2, "the old session's two events")
-        #expect(try await store.streamCounts() == (1, 1), "only today's stream is left")
+        #expect(try await store.streamCount() == 1, "only today's stream is left")
         #expect(try await store.sessionRows() == 1)
         let after = try await store.summary(fleet: nil, now: testNow)
         #expect(after.sessions == before.sessions, "daily statistics are kept")

@@ -183,7 +183,10 @@ extension PostgresStatsStore {
         // What later batches dedupe against, read under the locks.
         var state = try await StreamState.load(for: [], streams: Array(wantedStreams), connection, logger)
         let streamGateways = Array(Set(wantedStreams.map { GatewayKey(fleet: $0.fleet, gateway: $0.gateway) }))
-        var newEpochs = try await loadNewEpochs(streamGateways, connection)
+        let firstDay = records.compactMap { record -> Int? in
+            if case .envelope(_, let receivedAt, _, _) = record { return Day(receivedAt).number } else { return nil }
+        }.min() ?? Day(Date()).number
+        var newEpochs = try await loadNewEpochs(streamGateways, since: firstDay, connection)
         var clockOffsets = try await loadClockOffsets(Array(unsyncedGateways), connection)
         let forgotten = try await loadForgotten(Array(presenceGateways), connection)
 
@@ -377,10 +380,10 @@ extension PostgresStatsStore {
 
     // MARK: Reads inside the batch
 
-    /// New epochs per gateway and UTC day of creation, from today back to yesterday.
-    private func loadNewEpochs(_ gateways: [GatewayKey], _ connection: PostgresConnection) async throws -> [DailyKey: Int] {
+    /// New epochs per gateway and UTC day of creation (receive time), from `firstDay` on.
+    private func loadNewEpochs(_ gateways: [GatewayKey], since firstDay: Int, _ connection: PostgresConnection) async throws -> [DailyKey: Int] {
         guard !gateways.isEmpty else { return [:] }
-        let since = Double(Day(Date()).number - 1) * 86_400
+        let since = Double(firstDay) * 86_400
         var result: [DailyKey: Int] = [:]
         let rows = try await connection.query(
             """

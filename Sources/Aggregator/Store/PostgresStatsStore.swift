@@ -278,6 +278,7 @@ public final class PostgresStatsStore: StatsStore {
                     moved.gapSince = advanced.gapSince
                     state.streams[key] = moved
                     state.pending[key] = pending.filter { $0 > advanced.contiguous }
+                    state.changed.insert(key)
                 }
                 try await state.save(connection, logger)
             }
@@ -313,6 +314,16 @@ extension PostgresStatsStore {
             count = Int(value)
         }
         return count
+    }
+
+    /// How many streams (gateway, outbox epoch) the store keeps (for tests).
+    @_spi(Testing) public func streamCount() async throws -> Int {
+        try await first("SELECT COUNT(*)::int8 FROM stream", as: Int64.self).map { Int($0) } ?? 0
+    }
+
+    /// How many session rows the store keeps (for tests).
+    @_spi(Testing) public func sessionRows() async throws -> Int {
+        try await first("SELECT COUNT(*)::int8 FROM session", as: Int64.self).map { Int($0) } ?? 0
     }
 
     /// Removes every table (for tests that share one server).
