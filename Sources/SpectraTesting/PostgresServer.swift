@@ -60,30 +60,52 @@ public final class PostgresServer: Sendable {
             try? FileManager.default.removeItem(at: directory)
             throw TestEnvironmentError("initdb failed: \(initialise.standardError)")
         }
+        self.prefix = prefix
+        self.postgres = postgres
         var lastError = ""
         for _ in 0..<5 {
             let port = try TestEnvironment.freePort()
-            let serve = prefix + [
-                postgres, "-D", data, "-p", "\(port)", "-k", directory.path, "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200",
-            ]
-            let child = try ChildProcess(serve[0], Array(serve.dropFirst()))
-            process.withLock { $0 = child }
-            let deadline = Date().addingTimeInterval(60)
-            while Date() < deadline, child.isRunning, !TestEnvironment.isListening(port: port) {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            if child.isRunning, TestEnvironment.isListening(port: port) {
+            do {
+                try await Self.launch(prefix + [postgres], data: data, directory: directory, port: port, into: process)
                 self.port = port
-                // Accepting connections comes a moment after listening.
-                try await Task.sleep(for: .milliseconds(200))
                 return
+            } catch {
+                lastError = "\(error)"
             }
-            child.send(SIGKILL)
-            lastError = child.standardError
         }
         try? FileManager.default.removeItem(at: directory)
         throw TestEnvironmentError("PostgreSQL did not start: \(lastError)")
+    }
+
+    private let prefix: [String]
+    private let postgres: String
+
+    /// Starts the server on `port` and waits until it listens.
+    private static func launch(
+        _ command: [String], data: String, directory: URL, port: Int, into process: borrowing Mutex<ChildProcess?>
+    ) async throws {
+        let serve = command + [
+            "-D", data, "-p", "\(port)", "-k", directory.path, "-c", "listen_addresses=127.0.0.1",
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200",
+        ]
+        let child = try ChildProcess(serve[0], Array(serve.dropFirst()))
+        process.withLock { $0 = child }
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, child.isRunning, !TestEnvironment.isListening(port: port) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        guard child.isRunning, TestEnvironment.isListening(port: port) else {
+            child.send(SIGKILL)
+            throw TestEnvironmentError("PostgreSQL did not start on port \(port): \(child.standardError)")
+        }
+        // Accepting connections comes a moment after listening.
+        try await Task.sleep(for: .milliseconds(200))
+    }
+
+    /// Starts the server again (after ``stop()``) on the same port, with the same data.
+    public func start() async throws {
+        try await Self.launch(
+            prefix + [postgres], data: directory.appendingPathComponent("data").path, directory: directory, port: port, into: process)
     }
 
     deinit {

@@ -201,7 +201,7 @@ struct PostgresStoreTests {
         #expect(try await store.summary(fleet: "demo", now: time).abortReasons == ["stop\u{FFFD}ped": 1])
     }
 
-    @Test("a database that is down is reported as unavailable, and a URL's mistakes are one clear error")
+    @Test("a database that is down is reported as unavailable, its return is used at once, and a URL's mistakes are one clear error")
     func unavailableAndBadURLs() async throws {
         let server = try await PostgresServer()
         let store = try await PostgresStatsStore(try Self.database(server), transactionTimeout: .seconds(3))
@@ -215,6 +215,13 @@ struct PostgresStoreTests {
             #expect(failure.kind == .unavailable, "\(failure.reason)")
             #expect(failure.reason.contains("postgres://postgres@127.0.0.1:\(server.port)/postgres"), "says which database: \(failure.reason)")
         }
+
+        // The server comes back: the same batch, written again, counts once, on the same store.
+        try await server.start()
+        let batch: [IngestRecord] = (0..<3).map { _ in .envelope(feed.telemetry(at: testNow), receivedAt: testNow, historical: false) }
+        let written = await eventually(timeout: 30) { (try? await store.apply(batch))?.accepted == 3 }
+        #expect(written, "the store reconnects to a restarted server")
+        #expect(try await store.apply(batch).duplicates == 3)
 
         let port = try TestEnvironment.freePort()
         await #expect(throws: StoreFailure.self) { 
