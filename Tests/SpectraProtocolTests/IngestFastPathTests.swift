@@ -1,4 +1,5 @@
 import Foundation
+import SpectraTesting
 import Testing
 @testable import SpectraProtocol
 
@@ -23,7 +24,7 @@ struct IngestFastPathTests {
 
     @Test("telemetry the agent writes is read by the fast path, equal to the reference, over varied values")
     func agentTelemetry() throws {
-        var random = SplitMix(state: 7)
+        var random = SeededGenerator(seed: 7)
         for index in 0..<500 {
             let inSession = index % 3 != 0
             let telemetry = Telemetry(
@@ -261,18 +262,5 @@ struct IngestFastPathTests {
         let data = Data(bytes)
         #expect(IngestFastPath.read(data) == nil)
         #expect(throws: ProtocolError.self) { try Envelope.decodeForIngest(data) }
-    }
-}
-
-/// A small deterministic generator (SplitMix64), so a failure repeats.
-private struct SplitMix {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

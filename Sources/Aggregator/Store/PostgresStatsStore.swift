@@ -13,8 +13,9 @@ import SpectraProtocol
 /// gateways' stream watermarks, dedupe keys, new-epoch counts and clock offsets from the
 /// database, applies the batch exactly as ``SQLiteStatsStore`` does, and writes it all back
 /// before committing. Nothing a later batch dedupes against lives in one process's memory, so
-/// an instance that dies takes nothing with it. Serialisation failures and deadlocks (from
-/// lock-hash collisions with maintenance) roll the whole transaction back and run it again.
+/// an instance that dies takes nothing with it. Serialisation failures and deadlocks (store
+/// maintenance meeting a batch on row locks) roll the transaction back, and it runs again.
+/// Why advisory locks: docs/decisions/postgres-exactly-once.md.
 public final class PostgresStatsStore: StatsStore {
     let client: PostgresClient
     let logger: Logger
