@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Release-built measurements behind docs/performance.md, each beside a reference measured in
-# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|encode|outbox|ingest|agent|headband|all]
+# the same run on the same machine. Usage: Deploy/bench.sh [mqtt|waveform|encode|outbox|ingest|ingest-postgres|agent|headband|all]
 # Starts its own mosquitto on a free loopback port and stops it when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,12 @@ field() { echo "$2" | sed "s/.*\"$1\":\([0-9.]*\).*/\1/"; }
 
 work=$(mktemp -d)
 broker_pid=""
-cleanup() { [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; rm -rf "$work"; }
+postgres_pid=""
+cleanup() {
+    [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null
+    if [ -n "$postgres_pid" ]; then kill -INT "$postgres_pid" 2>/dev/null; wait "$postgres_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 port=$(( 20000 + RANDOM % 20000 ))
@@ -175,6 +180,53 @@ if [ "$what" = ingest ] || [ "$what" = all ]; then
     done
     printf 'Aggregator ingest of the same backlog (parse, dedupe, statistics, commit), fastest of 2: %.1f s (%.0f msg/s, %.2fx mosquitto_sub); CPU per message: aggregator %s us, broker %s us\n' \
         "$(awk -v n=$n -v r="$rate" 'BEGIN { print n / r }')" "$rate" "$(awk -v a="$rate" -v b="$ref" 'BEGIN { print a / b }')" "$agg_cpu" "$agg_broker_cpu"
+fi
+
+if [ "$what" = ingest-postgres ] || [ "$what" = all ]; then
+    # The same backlog into SQLite, into PostgreSQL by one instance, and by two instances in a
+    # share group on that database; each the fastest of two, from a fresh broker and a fresh
+    # database. PostgreSQL runs here with its default durability (fsync, synchronous commit),
+    # like SQLite's WAL with synchronous=NORMAL it survives a process crash; its CPU includes
+    # its backends.
+    n=200000
+    source Deploy/postgres-server.sh
+    start_postgres "$work/pg"
+    pg_port=$postgres_port
+    # ingest_runs DATABASE INSTANCES: the fastest of two, in $line as "rate aggregatorCPU
+    # brokerCPU databaseCPU". (Not in a subshell: it restarts the broker this shell waits for.)
+    ingest_runs() {
+        local best=0 this result
+        line=""
+        for _ in 1 2; do
+            kill "$broker_pid"
+            wait "$broker_pid" 2>/dev/null || true
+            start_broker
+            rm -f "$work"/ingest.sqlite*
+            PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -p "$pg_port" -U postgres \
+                -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" >/dev/null
+            result=$("$bench" ingest --port "$port" --count $n --database "$1" --instances "$2" --broker-pid "$broker_pid" \
+                $( [[ "$1" == postgres* ]] && echo "--database-pid $postgres_pid" ))
+            this=$(awk -v r="$(field perSecond "$result")" 'BEGIN { printf "%.0f", r }')
+            if [ "$this" -gt "$best" ]; then
+                best=$this
+                line="$this $(field cpuMicrosecondsPerMessage "$result") $(field brokerCPUMicrosecondsPerMessage "$result")"
+                if [[ "$1" == postgres* ]]; then line="$line $(field databaseCPUMicrosecondsPerMessage "$result")"; else line="$line -"; fi
+            fi
+        done
+    }
+    url="postgres://postgres@127.0.0.1:$pg_port/bench?sslmode=disable"
+    ingest_runs "$work/ingest.sqlite" 1
+    read -r sqlite_rate sqlite_cpu sqlite_broker _ <<<"$line"
+    ingest_runs "$url" 1
+    read -r pg_rate pg_cpu pg_broker pg_db <<<"$line"
+    ingest_runs "$url" 2
+    read -r pg2_rate pg2_cpu pg2_broker pg2_db <<<"$line"
+    printf 'Ingest of a %d-envelope backlog, fastest of 2 each; CPU per message in us (aggregators, broker, PostgreSQL server):\n' "$n"
+    printf '  SQLite, one instance:                %6.0f msg/s (1.00x)  %5.1f  %5.1f  -\n' "$sqlite_rate" "$sqlite_cpu" "$sqlite_broker"
+    printf '  PostgreSQL, one instance:            %6.0f msg/s (%.2fx)  %5.1f  %5.1f  %5.1f\n' "$pg_rate" \
+        "$(awk -v a="$pg_rate" -v b="$sqlite_rate" 'BEGIN { print a / b }')" "$pg_cpu" "$pg_broker" "$pg_db"
+    printf '  PostgreSQL, two instances, one group: %6.0f msg/s (%.2fx)  %5.1f  %5.1f  %5.1f\n' "$pg2_rate" \
+        "$(awk -v a="$pg2_rate" -v b="$sqlite_rate" 'BEGIN { print a / b }')" "$pg2_cpu" "$pg2_broker" "$pg2_db"
 fi
 
 if [ "$what" = agent ] || [ "$what" = all ]; then

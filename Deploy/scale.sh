@@ -17,6 +17,9 @@
 # generator takes under a third of the simulator's CPU and the figure is what one mosquitto and one
 # aggregator keep up with. The default, LOAD=agents, runs the whole agent for every gateway.
 # SHARE_GROUP=aggregators uses shared subscriptions (lossy across a mosquitto 2.0 restart; see docs/mqtt.md).
+# DATABASE=postgres keeps the statistics in a throwaway PostgreSQL server (Deploy/postgres-server.sh);
+# AGGREGATORS=N (with DATABASE=postgres) runs N instances in one share group on it. OUTAGE 0 skips
+# the reconnect storm (which a share group on mosquitto 2.0 does not survive whole).
 # SPECTRA_BIN=DIR runs the binaries in DIR instead of building this checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,14 +57,51 @@ broker_port=$(free_port) http_port=$(free_port)
 mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 start_broker() { "$mosquitto" -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 & broker_pid=$!; pids+=($broker_pid); sleep 0.5; }
 start_broker
-token=$("$bin/spectra-aggregator" tokens create scale --role operator --set "database=$work/aggregator.sqlite" 2>/dev/null)
-"$bin/spectra-aggregator" run --set "mqtt.url=mqtt://127.0.0.1:$broker_port" --set "http.port=$http_port" \
-    --set "database=$work/aggregator.sqlite" --set "clientId=scale-aggregator" --set "shareGroup=${SHARE_GROUP-}" \
-    >"$work/aggregator.log" 2>&1 &
-aggregator_pid=$!
-pids+=($aggregator_pid)
+aggregators="${AGGREGATORS:-1}"
+database="$work/aggregator.sqlite"
+share_group="${SHARE_GROUP-}"
+database_ticks() { echo 0; }
+if [ "${DATABASE:-sqlite}" = postgres ]; then
+    source Deploy/postgres-server.sh
+    start_postgres "$work/pg"
+    pids+=($postgres_pid)
+    psql -q -h 127.0.0.1 -p "$postgres_port" -U postgres -c "CREATE DATABASE spectra" >/dev/null
+    database="postgres://postgres@127.0.0.1:$postgres_port/spectra?sslmode=disable"
+    # The server and its backends (those that ended included).
+    database_ticks() {
+        local total pid
+        total=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$postgres_pid/stat")
+        for pid in $(pgrep -P "$postgres_pid"); do total=$(( total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0) )); done
+        echo "$total"
+    }
+    [ "$aggregators" -gt 1 ] && share_group="${SHARE_GROUP:-aggregators}"
+elif [ "$aggregators" -gt 1 ]; then
+    echo "AGGREGATORS=$aggregators needs DATABASE=postgres (one SQLite file has one instance)" >&2
+    exit 2
+fi
+token=$("$bin/spectra-aggregator" tokens create scale --role operator --set "database=$database" 2>/dev/null)
+aggregator_pids=() http_ports=()
+for i in $(seq "$aggregators"); do
+    port_i=$http_port
+    [ "$i" -gt 1 ] && port_i=$(free_port)
+    "$bin/spectra-aggregator" run --set "mqtt.url=mqtt://127.0.0.1:$broker_port" --set "http.port=$port_i" \
+        --set "database=$database" --set "clientId=scale-aggregator-$i" --set "shareGroup=$share_group" \
+        >"$work/aggregator-$i.log" 2>&1 &
+    aggregator_pids+=($!)
+    pids+=($!)
+    http_ports+=($port_i)
+done
 sleep 2
+# A metric of the first instance; metric_sum adds it up over every instance.
 metric() { curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$http_port/metrics" | awk -v name="$1" '$1 == name { print $2 }' | head -1; }
+metric_sum() {
+    local port total=0 value
+    for port in "${http_ports[@]}"; do
+        value=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/metrics" | awk -v name="$1" '$1 == name { print $2 }' | head -1)
+        total=$(awk -v a="$total" -v b="${value:-0}" 'BEGIN { printf "%.0f", a + b }')
+    done
+    echo "$total"
+}
 summary() { curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$http_port/api/v1/fleet/summary"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
@@ -99,36 +139,47 @@ done
 echo "online: $online of $gateways"
 # CPU time (user + system, clock ticks) of the given processes together.
 ticks() { local total=0 pid; for pid in "$@"; do total=$(( total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat") )); done; echo "$total"; }
-start_count=$(( $(metric 'spectra_aggregator_ingested_total{kind="telemetry"}' | cut -d. -f1) + 0 ))
-start_ticks="$(ticks "${sim_pids[@]}") $(ticks "$aggregator_pid") $(ticks "$broker_pid")"
+start_count=$(( $(metric_sum 'spectra_aggregator_ingested_total{kind="telemetry"}' | cut -d. -f1) + 0 ))
+start_ticks="$(ticks "${sim_pids[@]}") $(ticks "${aggregator_pids[@]}") $(ticks "$broker_pid") $(database_ticks)"
 start_time=$(date +%s.%N)
 sleep "$seconds"
-end_count=$(( $(metric 'spectra_aggregator_ingested_total{kind="telemetry"}' | cut -d. -f1) + 0 ))
-end_ticks="$(ticks "${sim_pids[@]}") $(ticks "$aggregator_pid") $(ticks "$broker_pid")"
+end_count=$(( $(metric_sum 'spectra_aggregator_ingested_total{kind="telemetry"}' | cut -d. -f1) + 0 ))
+end_ticks="$(ticks "${sim_pids[@]}") $(ticks "${aggregator_pids[@]}") $(ticks "$broker_pid") $(database_ticks)"
 end_time=$(date +%s.%N)
 rate=$(awk -v a="$start_count" -v b="$end_count" -v s="$start_time" -v e="$end_time" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
-curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$http_port/metrics" > "$work/metrics.txt"
-python3 - "$work/metrics.txt" "$gateways" "$rate" <<'PY'
+for port in "${http_ports[@]}"; do
+    curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/metrics" > "$work/metrics-$port.txt"
+done
+python3 - "$gateways" "$rate" "$work"/metrics-*.txt <<'PY'
 import sys, re
-text = open(sys.argv[1]).read()
-buckets = sorted((float(m.group(1)) if m.group(1) != "+Inf" else float("inf"), float(m.group(2)))
-                 for m in re.finditer(r'spectra_aggregator_commit_latency_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', text))
+# Every instance's latency histogram, added up.
+counts = {}
+for name in sys.argv[3:]:
+    for m in re.finditer(r'spectra_aggregator_commit_latency_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', open(name).read()):
+        bound = float(m.group(1)) if m.group(1) != "+Inf" else float("inf")
+        counts[bound] = counts.get(bound, 0) + float(m.group(2))
+text = "".join(open(name).read() for name in sys.argv[3:])
+buckets = sorted(counts.items())
 total = buckets[-1][1] if buckets else 0
 def quantile(q):
     for bound, count in buckets:
         if total and count >= q * total: return bound
     return float("nan")
 pending = re.search(r'spectra_aggregator_pending_messages ([0-9.e+]+)', text)
-print(f"steady state: {sys.argv[2]} gateways x 1 msg/s -> aggregator ingest {sys.argv[3]} msg/s; "
+print(f"steady state: {sys.argv[1]} gateways x 1 msg/s -> aggregator ingest {sys.argv[2]} msg/s; "
       f"latency gateway->commit p50 <= {quantile(0.5)} s, p99 <= {quantile(0.99)} s; aggregator pending {pending.group(1) if pending else '?'}")
 PY
-read -r sim0 agg0 broker0 <<<"$start_ticks"
-read -r sim1 agg1 broker1 <<<"$end_ticks"
+read -r sim0 agg0 broker0 db0 <<<"$start_ticks"
+read -r sim1 agg1 broker1 db1 <<<"$end_ticks"
 awk -v g="$generator" -v n="$(( end_count - start_count ))" -v hz="$(getconf CLK_TCK)" -v s="$(( sim1 - sim0 ))" -v a="$(( agg1 - agg0 ))" \
-    -v b="$(( broker1 - broker0 ))" -v t0="$start_time" -v t1="$end_time" 'BEGIN {
+    -v b="$(( broker1 - broker0 ))" -v d="$(( db1 - db0 ))" -v k="$aggregators" -v pg="${DATABASE:-sqlite}" -v t0="$start_time" -v t1="$end_time" 'BEGIN {
     if (n <= 0) exit
-    printf "CPU per message ingested: %s %.3f ms, aggregator %.3f ms, mosquitto %.3f ms (cores busy: %.2f, %.2f, %.2f)\n", g,
-        s * 1000 / hz / n, a * 1000 / hz / n, b * 1000 / hz / n, s / hz / (t1 - t0), a / hz / (t1 - t0), b / hz / (t1 - t0) }'
+    printf "CPU per message ingested: %s %.3f ms, aggregator%s %.3f ms, mosquitto %.3f ms", g, s * 1000 / hz / n, (k > 1 ? "s (" k ")" : ""),
+        a * 1000 / hz / n, b * 1000 / hz / n
+    if (pg == "postgres") printf ", PostgreSQL %.3f ms", d * 1000 / hz / n
+    printf " (cores busy: %.2f, %.2f, %.2f", s / hz / (t1 - t0), a / hz / (t1 - t0), b / hz / (t1 - t0)
+    if (pg == "postgres") printf ", %.2f", d / hz / (t1 - t0)
+    printf ")\n" }'
 # Nothing lost in the steady state: every message the gateways sent, counted once.
 sleep 5
 read -r received expected < <(summary | json '"%d %d" % (d["completeness"]["received"], d["completeness"]["expected"])')
@@ -145,6 +196,7 @@ made() {
     done
     echo "$total"
 }
+[ "$outage" -eq 0 ] && exit 0
 echo "reconnect storm: the broker goes away for $outage s ..."
 kill -TERM "$broker_pid"; wait "$broker_pid" 2>/dev/null || true
 sleep "$outage"

@@ -82,22 +82,36 @@ struct IngestBench: AsyncParsableCommand {
     @Option(help: "Broker port on 127.0.0.1 (needs max_queued_messages 0).") var port: Int
     @Option(help: "Envelopes.") var count = 200_000
     @Option(help: "Gateways the envelopes come from.") var gateways = 1_000
-    @Option(help: "Statistics database (created).") var database: String
+    @Option(help: "Statistics database: a SQLite file (created) or a postgres:// URL.") var database: String
+    @Option(help: "Aggregator instances in one share group, on one PostgreSQL database.") var instances = 1
     @Option(help: "The broker's process id, to report its CPU over the drain as well.") var brokerPid: Int32?
+    @Option(help: "The PostgreSQL server's (postmaster's) process id, to report its CPU, backends included.") var databasePid: Int32?
 
     func run() async throws {
         var logger = Logger(label: "bench.aggregator")
         logger.logLevel = .error
-        let configuration = AggregatorConfiguration(
-            fleets: [try Identifier("bench")], broker: BrokerConfiguration(host: "127.0.0.1", port: port), clientID: "bench-aggregator",
-            databasePath: database, httpPort: 0, publishIntervalSeconds: 3600)
-        // First start: makes the persistent session and its subscriptions, then goes away.
-        let first = try AggregatorServer(configuration: configuration, logger: logger)
-        let firstRun = Task { try await first.run(handleSignals: false) }
-        while !first.ingest.isConnected { try await Task.sleep(for: .milliseconds(20)) }
-        try await Task.sleep(for: .milliseconds(500))
-        await first.shutdown()
-        _ = try? await firstRun.value
+        guard instances == 1 || PostgresDatabase.isURL(database) else {
+            throw ValidationError("several instances need a shared database: --database postgres://...")
+        }
+        let configurations = try (1...max(1, instances)).map { index in
+            var configuration = AggregatorConfiguration(
+                fleets: [try Identifier("bench")], broker: BrokerConfiguration(host: "127.0.0.1", port: port),
+                clientID: "bench-aggregator-\(index)", shareGroup: instances > 1 ? "bench" : "", databasePath: database, httpPort: 0,
+                publishIntervalSeconds: 3600)
+            if PostgresDatabase.isURL(database) {
+                configuration.postgres = try PostgresDatabase(url: database, password: ProcessInfo.processInfo.environment["SPECTRA_DATABASE_PASSWORD"])
+            }
+            return configuration
+        }
+        // First start: makes the persistent sessions and their subscriptions, then goes away.
+        for configuration in configurations {
+            let first = try await AggregatorServer.open(configuration: configuration, logger: logger)
+            let firstRun = Task { try await first.run(handleSignals: false) }
+            while !first.ingest.isConnected { try await Task.sleep(for: .milliseconds(20)) }
+            try await Task.sleep(for: .milliseconds(500))
+            await first.shutdown()
+            _ = try? await firstRun.value
+        }
 
         let stream = ingestStream(count: count, gateways: gateways, fleet: "bench")
         try await publishAll(stream, port: port)
@@ -105,27 +119,34 @@ struct IngestBench: AsyncParsableCommand {
         let start = monotonicSeconds()
         let cpuStart = processCPUSeconds()
         let brokerCPUStart = brokerPid.flatMap { processCPUSeconds(pid: $0) }
-        let server = try AggregatorServer(configuration: configuration, logger: logger)
-        let run = Task { try await server.run(handleSignals: false) }
+        let databaseCPUStart = databasePid.flatMap { processTreeCPUSeconds(pid: $0) }
+        var servers: [AggregatorServer] = []
+        for configuration in configurations { servers.append(try await AggregatorServer.open(configuration: configuration, logger: logger)) }
+        let runs = servers.map { server in Task { try await server.run(handleSignals: false) } }
         var received = 0
         while received < count {
             try await Task.sleep(for: .milliseconds(20))
-            received = server.ingest.committedEnvelopes
+            received = servers.map(\.ingest.committedEnvelopes).reduce(0, +)
             if monotonicSeconds() - start > 600 { throw ValidationError("only \(received) of \(count) committed in 600 s") }
         }
         let seconds = monotonicSeconds() - start
-        // The aggregator's CPU over the drain (this process's 20 ms polls are noise beside it).
+        // The aggregators' CPU over the drain (this process's 20 ms polls are noise beside it).
         let cpuSeconds = processCPUSeconds() - cpuStart
         let brokerCPUSeconds = brokerPid.flatMap { pid in brokerCPUStart.flatMap { start in processCPUSeconds(pid: pid).map { $0 - start } } }
-        await server.shutdown()
-        _ = try? await run.value
+        let databaseCPUSeconds = databasePid.flatMap { pid in databaseCPUStart.flatMap { start in processTreeCPUSeconds(pid: pid).map { $0 - start } } }
+        for server in servers { await server.shutdown() }
+        for run in runs { _ = try? await run.value }
         var fields: [String: Any] = [
-            "bench": "ingest", "messages": count, "seconds": seconds, "perSecond": Double(count) / seconds,
+            "bench": "ingest", "messages": count, "instances": servers.count, "seconds": seconds, "perSecond": Double(count) / seconds,
             "cpuSeconds": cpuSeconds, "cpuMicrosecondsPerMessage": cpuSeconds / Double(count) * 1e6,
         ]
         if let brokerCPUSeconds {
             fields["brokerCPUSeconds"] = brokerCPUSeconds
             fields["brokerCPUMicrosecondsPerMessage"] = brokerCPUSeconds / Double(count) * 1e6
+        }
+        if let databaseCPUSeconds {
+            fields["databaseCPUSeconds"] = databaseCPUSeconds
+            fields["databaseCPUMicrosecondsPerMessage"] = databaseCPUSeconds / Double(count) * 1e6
         }
         report(fields)
     }

@@ -34,6 +34,24 @@ func processCPUSeconds() -> Double {
     return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
+/// CPU seconds a server and its worker processes have used so far: the server's own, its
+/// children's that ended (cutime, cstime), and those of the children still running.
+func processTreeCPUSeconds(pid: Int32) -> Double? {
+    func fields(_ pid: String) -> [Substring]? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let end = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: end)...].split(separator: " ")
+    }
+    let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+    guard let own = fields("\(pid)"), own.count > 14 else { return nil }
+    var total = (Double(own[11]) ?? 0) + (Double(own[12]) ?? 0) + (Double(own[13]) ?? 0) + (Double(own[14]) ?? 0)
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where entry.allSatisfy(\.isNumber) {
+        // Field 4 is the parent's pid.
+        guard let child = fields(entry), child.count > 12, child[1] == "\(pid)" else { continue }
+        total += (Double(child[11]) ?? 0) + (Double(child[12]) ?? 0)
+    }
+    return total / tick
+}
+
 /// CPU seconds (user and system) another process has used so far, from `/proc/PID/stat`; nil
 /// when it cannot be read.
 func processCPUSeconds(pid: Int32) -> Double? {
