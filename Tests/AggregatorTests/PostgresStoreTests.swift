@@ -1,4 +1,4 @@
-import Aggregator
+@_spi(Testing) import Aggregator
 import Foundation
 import SpectraConfig
 import SpectraProtocol
@@ -199,6 +199,22 @@ struct PostgresStoreTests {
         #expect(bad1.gateway.firmware == "\u{FFFD}\u{FFFD}" && bad1.gateway.sessions.aborted == 1)
         #expect(bad1.gateway.refusals?.byReason["bad\u{FFFD}"] == 2, "each refused copy is counted")
         #expect(try await store.summary(fleet: "demo", now: time).abortReasons == ["stop\u{FFFD}ped": 1])
+    }
+
+    @Test("a database whose tables were dropped by hand fails batches as unavailable, so ingest keeps them rather than set them aside")
+    func schemaGone() async throws {
+        let server = try await PostgresServer()
+        let database = try Self.database(server)
+        let store = try await PostgresStatsStore(database)
+        defer { store.shutdown() }
+        try await PostgresStatsStore.dropSchema(database)
+        var feed = GatewayFeed("gw-1")
+        do {
+            _ = try await store.apply([.envelope(feed.telemetry(at: testNow), receivedAt: testNow, historical: false)])
+            Issue.record("a batch was accepted without tables")
+        } catch let failure as StoreFailure {
+            #expect(failure.kind == .unavailable && failure.reason.contains("42P01"), "\(failure.reason)")
+        }
     }
 
     @Test("a database that is down is reported as unavailable, its return is used at once, and a URL's mistakes are one clear error")

@@ -177,7 +177,6 @@ public final class PostgresStatsStore: StatsStore {
         }
     }
 
-
     /// `body`'s result, or ``StoreFailure/Kind/unavailable`` once ``transactionTimeout`` passes.
     func withTimeout<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         try await withThrowingTaskGroup(of: T.self) { group in
@@ -210,11 +209,13 @@ public final class PostgresStatsStore: StatsStore {
         return state == "40001" || state == "40P01"
     }
 
-    /// Errors in what was sent (bad data, a constraint): running it again cannot help.
-    /// Everything else (the connection, the server's resources, a shutdown) is "not now".
+    /// Errors in the batch's data (a value PostgreSQL cannot hold, a constraint, a row past a
+    /// limit): writing it again cannot help, and ingest sets the records it refuses aside.
+    /// Everything else, the schema's errors (42, a table dropped by hand) included, is "not
+    /// now": the batch is written again until an operator has fixed it, and nothing is lost.
     static func isRefusal(_ error: any Error) -> Bool {
         guard let state = sqlState(error) else { return false }
-        return state.hasPrefix("22") || state.hasPrefix("23") || state.hasPrefix("42")
+        return state.hasPrefix("22") || state.hasPrefix("23") || state.hasPrefix("54")
     }
 
     /// One line for an operator.
