@@ -40,8 +40,10 @@ public final class PostgresServer: Sendable {
     }
 
     /// Initialises a cluster and starts the server.
+    /// - Parameter tls: when given, the server takes TLS connections only, with `tls`'s server
+    ///   certificate (for `localhost`, signed by its CA).
     /// - Throws: ``TestEnvironmentError`` when PostgreSQL is not installed or does not come up.
-    public init() async throws {
+    public init(tls: TestPKI? = nil) async throws {
         guard let initdb = Self.binary("initdb"), let postgres = Self.binary("postgres") else {
             throw TestEnvironmentError("PostgreSQL is not installed: run Deploy/bootstrap.sh")
         }
@@ -60,13 +62,29 @@ public final class PostgresServer: Sendable {
             try? FileManager.default.removeItem(at: directory)
             throw TestEnvironmentError("initdb failed: \(initialise.standardError)")
         }
+        var settings: [String] = []
+        if let tls {
+            // The key must belong to the server's user and be readable by it alone.
+            let certificate = directory.appendingPathComponent("server.crt").path, key = directory.appendingPathComponent("server.key").path
+            try FileManager.default.copyItem(atPath: tls.serverCert, toPath: certificate)
+            try FileManager.default.copyItem(atPath: tls.serverKey, toPath: key)
+            let hba = directory.appendingPathComponent("pg_hba.conf").path
+            try "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n".write(
+                toFile: hba, atomically: true, encoding: .utf8)
+            for file in [certificate, key, hba] {
+                if geteuid() == 0, let user = getpwnam("postgres") { chown(file, user.pointee.pw_uid, user.pointee.pw_gid) }
+                chmod(file, 0o600)
+            }
+            settings = ["-c", "ssl=on", "-c", "ssl_cert_file=\(certificate)", "-c", "ssl_key_file=\(key)", "-c", "hba_file=\(hba)"]
+        }
         self.prefix = prefix
         self.postgres = postgres
+        self.settings = settings
         var lastError = ""
         for _ in 0..<5 {
             let port = try TestEnvironment.freePort()
             do {
-                try await Self.launch(prefix + [postgres], data: data, directory: directory, port: port, into: process)
+                try await Self.launch(prefix + [postgres], settings, data: data, directory: directory, port: port, into: process)
                 self.port = port
                 return
             } catch {
@@ -79,12 +97,14 @@ public final class PostgresServer: Sendable {
 
     private let prefix: [String]
     private let postgres: String
+    /// Server settings beyond the defaults below (TLS).
+    private let settings: [String]
 
     /// Starts the server on `port` and waits until it listens.
     private static func launch(
-        _ command: [String], data: String, directory: URL, port: Int, into process: borrowing Mutex<ChildProcess?>
+        _ command: [String], _ settings: [String], data: String, directory: URL, port: Int, into process: borrowing Mutex<ChildProcess?>
     ) async throws {
-        let serve = command + [
+        let serve = command + settings + [
             "-D", data, "-p", "\(port)", "-k", directory.path, "-c", "listen_addresses=127.0.0.1",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200",
         ]
@@ -105,7 +125,8 @@ public final class PostgresServer: Sendable {
     /// Starts the server again (after ``stop()``) on the same port, with the same data.
     public func start() async throws {
         try await Self.launch(
-            prefix + [postgres], data: directory.appendingPathComponent("data").path, directory: directory, port: port, into: process)
+            prefix + [postgres], settings, data: directory.appendingPathComponent("data").path, directory: directory, port: port,
+            into: process)
     }
 
     deinit {

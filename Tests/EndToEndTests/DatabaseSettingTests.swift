@@ -101,4 +101,28 @@ struct DatabaseSettingTests {
         #expect(shown.status == 0 && shown.stdout.contains("database: postgres://spectra@127.0.0.1:\(port)/stats"), "\(shown.stdout)\(shown.stderr)")
         #expect(!shown.stdout.contains("s3cret"))
     }
+
+    @Test("TLS to PostgreSQL: verify-full checks the server's certificate against sslrootcert; a server that takes TLS only refuses sslmode=disable in its own words")
+    func postgresTLS() async throws {
+        let pki = try await TestPKI()
+        defer { pki.remove() }
+        let server = try await PostgresServer(tls: pki)
+        let base = "postgres://postgres@localhost:\(server.port)/postgres"
+        func tokens(_ query: String) async throws -> (status: Int32?, stdout: String, stderr: String) {
+            try await ChildProcess.run(
+                TestEnvironment.product("spectra-aggregator"),
+                ["tokens", "create", "tls-\(UUID().uuidString.prefix(6))", "--role", "viewer", "--set", "database=\(base)?\(query)"], timeout: 60)
+        }
+        let verified = try await tokens("sslmode=verify-full&sslrootcert=\(pki.caCert)")
+        #expect(verified.status == 0 && verified.stdout.contains("spectra_"), "\(verified.stderr)")
+        let encrypted = try await tokens("sslmode=require")
+        #expect(encrypted.status == 0, "require encrypts without checking the certificate: \(encrypted.stderr)")
+        let rogue = try await tokens("sslmode=verify-full&sslrootcert=\(pki.rogueCACert)")
+        #expect(rogue.status == 1 && rogue.stderr.contains("CERTIFICATE_VERIFY_FAILED"), "\(rogue.stderr)")
+        let plain = try await tokens("sslmode=disable")
+        #expect(plain.status == 1 && plain.stderr.contains("no encryption"), "\(plain.stderr)")
+        for result in [rogue, plain] {
+            #expect(result.stderr.split(separator: "\n").filter { $0.hasPrefix("spectra-aggregator:") }.count == 1)
+        }
+    }
 }
