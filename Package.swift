@@ -193,7 +193,7 @@ let package = Package(
         .testTarget(name: "CMosquittoTests", dependencies: ["CMosquitto"]),
         .testTarget(
             name: "SpectraProtocolTests",
-            dependencies: ["SpectraProtocol", "SpectraTesting"],
+            dependencies: ["SpectraProtocol", "SpectraTesting", "Waveform"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(name: "SpectraConfigTests", dependencies: ["SpectraConfig", "EdgeAgent", "Aggregator", "Waveform"]),
@@ -214,7 +214,7 @@ let package = Package(
         .testTarget(
             name: "AggregatorTests",
             dependencies: [
-                "Aggregator", "SpectraConfig", "SpectraProtocol", "SpectraTesting", "MQTT",
+                "Aggregator", "SpectraConfig", "SpectraProtocol", "SpectraTesting", "MQTT", "Waveform",
                 .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -4,6 +4,7 @@ import SpectraConfig
 import SpectraProtocol
 import SpectraTesting
 import Testing
+import Waveform
 
 /// The PostgreSQL store: the same answers as SQLite's for the same messages, and exactly-once
 /// counting when several instances write one database at the same moment.
@@ -92,7 +93,7 @@ struct PostgresStoreTests {
         let postgres = try await PostgresStatsStore(try Self.database(server))
         defer { postgres.shutdown() }
 
-        var generator = SeededGenerator(seed: 7)
+        var generator = SeededRandom(seed: 7)
         let records = Self.traffic()
         // Each record once or twice, in shuffled batches of up to 25.
         var sent = records.flatMap { record in Bool.random(using: &generator) ? [record, record] : [record] }
@@ -133,7 +134,7 @@ struct PostgresStoreTests {
         let stores = try await [first, second]
         defer { stores.forEach { $0.shutdown() } }
 
-        var generator = SeededGenerator(seed: 11)
+        var generator = SeededRandom(seed: 11)
         let records = Self.traffic(gateways: 12, sessionsEach: 6).filter {
             if case .envelope = $0 { return true } else { return false }
         }

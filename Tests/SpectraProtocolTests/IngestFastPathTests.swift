@@ -1,6 +1,6 @@
 import Foundation
-import SpectraTesting
 import Testing
+import Waveform
 @testable import SpectraProtocol
 
 /// The aggregator's fast path for telemetry and session events must read exactly what the
@@ -24,7 +24,7 @@ struct IngestFastPathTests {
 
     @Test("telemetry the agent writes is read by the fast path, equal to the reference, over varied values")
     func agentTelemetry() throws {
-        var random = SeededGenerator(seed: 7)
+        var random = SeededRandom(seed: 7)
         for index in 0..<500 {
             let inSession = index % 3 != 0
             let telemetry = Telemetry(
