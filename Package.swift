@@ -216,6 +216,7 @@ let package = Package(
             dependencies: [
                 "Aggregator", "SpectraConfig", "SpectraProtocol", "SpectraTesting", "MQTT", "Waveform",
                 .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         .testTarget(name: "FleetSimTests", dependencies: ["FleetSim"]),

@@ -184,6 +184,7 @@ struct IngestScenarioTests {
             #expect(metrics.contains(#"spectra_aggregator_parse_failures_total{reason="\#(reason)"} 1"#), "refusal \(reason) counted once")
         }
         #expect(metrics.contains("spectra_aggregator_dedupe_hits_total 6"), "the replayed backlog after the restart is recognised")
+        #expect(metrics.contains("spectra_aggregator_store_retries_total 0"), "exported; a SQLite transaction is never rolled back to run again")
 
         // The retained summary on the broker agrees with the API.
         let watcher = try await broker.client("stats-watcher")

@@ -10,6 +10,7 @@ public final class IngestMetrics: Sendable {
     let duplicates: Counter
     let presence: Counter
     let batches: Counter
+    let retries: Counter
     let lag: Gauge
     let pending: Gauge
     let connected: Gauge
@@ -31,6 +32,9 @@ public final class IngestMetrics: Sendable {
         duplicates = registry.makeCounter(descriptor: Self.name("dedupe_hits", "total", "Envelopes dropped because (gw, epoch, seq) was already counted."))
         presence = registry.makeCounter(descriptor: Self.name("presence", "total", "Status and state messages applied."))
         batches = registry.makeCounter(descriptor: Self.name("batches", "total", "Write transactions committed."))
+        retries = registry.makeCounter(
+            descriptor: Self.name(
+                "store_retries", "total", "Write transactions the database rolled back (serialisation failure, deadlock) and that ran again."))
         lag = registry.makeGauge(descriptor: Self.name("lag", "seconds", "Commit time minus the newest synced envelope's ts in the last batch."))
         pending = registry.makeGauge(descriptor: Self.name("pending", "messages", "Received messages not yet committed."))
         connected = registry.makeGauge(descriptor: Self.name("broker_connected", "", "1 while connected to the broker."))
@@ -106,6 +110,7 @@ public final class IngestMetrics: Sendable {
         duplicates.increment(by: Int64(outcome.duplicates))
         presence.increment(by: Int64(outcome.presence))
         batches.increment()
+        retries.increment(by: Int64(outcome.retries))
         if let lagSeconds = outcome.maxLagSeconds { lag.set(to: lagSeconds) }
         for seconds in outcome.latenciesSeconds { latency.record(seconds) }
     }

@@ -131,7 +131,9 @@ extension PostgresStatsStore {
     /// - Throws: ``StoreFailure``: `unavailable` when the database cannot commit now (the
     ///   connection, its disk, a shutdown), `refused` for what it refuses in the batch.
     public func apply(_ records: [IngestRecord]) async throws -> ApplyOutcome {
-        try await transaction { connection in try await self.apply(records, connection) }
+        var (outcome, retries) = try await countedTransaction { connection in try await self.apply(records, connection) }
+        outcome.retries = retries
+        return outcome
     }
 
     /// One session row change, run in the batch's order (a start and an end of one session

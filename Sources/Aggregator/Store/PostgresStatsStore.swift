@@ -159,12 +159,20 @@ public final class PostgresStatsStore: StatsStore {
     /// caller writes the batch again, and a commit that did land makes it a duplicate, never a
     /// second count.
     func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await countedTransaction(body).value
+    }
+
+    /// ``transaction(_:)``, with how many times it ran again before it committed.
+    func countedTransaction<T: Sendable>(
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> (value: T, retries: Int) {
         var attempt = 1
         while true {
             do {
-                return try await withTimeout { [client, logger] in
+                let value = try await withTimeout { [client, logger] in
                     try await client.withTransaction(logger: logger) { connection in try await body(connection) }
                 }
+                return (value, attempt - 1)
             } catch {
                 if let failure = Self.unwrap(error) as? StoreFailure { throw failure }
                 if Self.isRetryable(error), attempt < Self.attempts {
@@ -290,7 +298,7 @@ public final class PostgresStatsStore: StatsStore {
     // MARK: Gateway locks
 
     /// A gateway's advisory lock key: 64 bits of FNV-1a over `fleet`, a zero byte and `gw`.
-    static func lockKey(_ gateway: GatewayKey) -> Int64 {
+    @_spi(Testing) public static func lockKey(_ gateway: GatewayKey) -> Int64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in Array(gateway.fleet.utf8) + [0] + Array(gateway.gateway.utf8) {
             hash ^= UInt64(byte)

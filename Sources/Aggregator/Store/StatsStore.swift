@@ -43,6 +43,9 @@ public struct ApplyOutcome: Sendable, Equatable {
     /// Envelopes the store itself refused (a per-gateway limit), by reason; recorded against
     /// their gateway like the ``IngestRecord/refused(_:_:receivedAt:payload:)`` records.
     public var refused: [String: Int] = [:]
+    /// Times the batch's transaction was rolled back by the database (a serialisation failure
+    /// or a deadlock with another writer) and run again from the start before it committed.
+    public var retries = 0
 
     public init() {}
 }
