@@ -124,6 +124,101 @@ struct PostgresStoreTests {
         #expect(try await Self.answers(postgres)["daily"] == (try await Self.answers(sqlite))["daily"])
     }
 
+    /// Random changes to a few sessions and gateways, several to one row in a batch in any
+    /// order: starts, level changes, trips, ends with and without a phase, regimen day or
+    /// reason, live and retained statuses with and without a version, states.
+    static func rowChanges(_ generator: inout SeededRandom) -> [IngestRecord] {
+        var records: [IngestRecord] = []
+        // gw-3 sends only statuses and states: nothing else moves its `lastSeen`.
+        for g in 0..<4 {
+            var feed = GatewayFeed("gw-\(g)")
+            for _ in 0..<40 {
+                let time = testNow.addingTimeInterval(-Double(Int.random(in: 0..<172_800, using: &generator)))
+                let id = try! Identifier("s-\(g)-\(Int.random(in: 0..<3, using: &generator))")
+                let phase = [nil, RegimenPhase.loading, .maintenance].randomElement(using: &generator)!
+                let regimenDay = [nil, 3, 70].randomElement(using: &generator)!
+                let summary = SessionSummary(
+                    sessionId: id, durationS: 900, stimulatingS: Double.random(in: 0...900, using: &generator),
+                    levelSeconds: ["1": 300, "2": Double.random(in: 0...600, using: &generator), "3": 0], pauses: Int.random(in: 0...3, using: &generator),
+                    chargeMicroCoulombs: [:], reason: [nil, "", "user_stop"].randomElement(using: &generator)!.map(AbortReason.init(rawValue:)),
+                    regimenPhase: phase, regimenDay: regimenDay)
+                let message: Message? = switch g == 3 ? 5 : Int.random(in: 0..<8, using: &generator) {
+                case 0: .event(.sessionStarted(SessionStarted(
+                    sessionId: id, level: Int.random(in: 1...3, using: &generator), profileVersion: "default-1", channels: ["c"],
+                    regimenPhase: phase, regimenDay: regimenDay)))
+                case 1: .event(.sessionLevelChanged(LevelChanged(sessionId: id, from: 1, to: 2)))
+                case 2: .event(.safetyTrip(SafetyTrip(sessionId: id, rule: "peak", channel: "c", value: 1100, limit: 1000)))
+                case 3: .event(.sessionCompleted(summary))
+                case 4: .event(.sessionAborted(summary))
+                default: nil
+                }
+                if let message {
+                    records.append(.envelope(feed.next(message, at: time), receivedAt: time, historical: false))
+                } else if Bool.random(using: &generator) {
+                    let status = GatewayStatus(
+                        online: Bool.random(using: &generator), boot: feed.boot, ts: time,
+                        agentVersion: [nil, "0.2.0", "0.3.0"].randomElement(using: &generator)!, reason: [nil, "lost"].randomElement(using: &generator)!)
+                    records.append(.status(fleet: fleet, gateway: feed.gateway, status, receivedAt: time, retained: Bool.random(using: &generator)))
+                } else {
+                    records.append(
+                        .state(fleet: fleet, gateway: feed.gateway,
+                               ReportedState(
+                                boot: feed.boot, ts: time, agentVersion: ["0.2.0", "0.4.0"].randomElement(using: &generator)!,
+                                firmware: ["1.4.0", "1.5.0"].randomElement(using: &generator)!, configVersions: ["level": Int.random(in: 1...9, using: &generator)],
+                                levelLimits: .init(maxLevel: 3, unlockedLevel: Int.random(in: 1...3, using: &generator), completedSessions: 0),
+                                groups: [["beta"], [], ["a", "b"]].randomElement(using: &generator)!),
+                               receivedAt: time))
+                }
+            }
+        }
+        return records.shuffled(using: &generator)
+    }
+
+    static func rounded(_ detail: GatewayDetail?) -> GatewayDetail? {
+        guard var detail else { return nil }
+        func round(_ totals: inout Aggregator.SessionTotals) { totals.levelMinutes = totals.levelMinutes.mapValues { ($0 * 1e6).rounded() / 1e6 } }
+        round(&detail.gateway.sessions)
+        for index in detail.daily.indices { round(&detail.daily[index].sessions) }
+        return detail
+    }
+
+    @Test("several changes to one session or gateway in one batch, written as one row each, leave it as SQLite does change by change")
+    func foldedRowsMatchSQLite() async throws {
+        let server = try await PostgresServer()
+        let folder = try TestEnvironment.temporaryDirectory("pg-rows")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        for seed in UInt64(1)...8 {
+            var generator = SeededRandom(seed: seed)
+            let records = Self.rowChanges(&generator)
+            let sqlite = try SQLiteStatsStore(path: folder.appendingPathComponent("stats-\(seed).sqlite").path)
+            try await PostgresStatsStore.dropSchema(try Self.database(server))
+            let fresh = try await PostgresStatsStore(try Self.database(server))
+            defer { fresh.shutdown() }
+            // All at once, then the rest in batches of 1 to 40 (a copy of each is a duplicate).
+            let first = Int.random(in: 0...records.count, using: &generator)
+            var batches = [Array(records[..<first])]
+            var index = first
+            while index < records.count {
+                let size = Int.random(in: 1...40, using: &generator)
+                batches.append(Array(records[index..<min(records.count, index + size)]))
+                index += size
+            }
+            for record in records { _ = try await sqlite.apply([record]) }
+            for batch in batches { _ = try await fresh.apply(batch) }
+
+            for g in 0..<4 {
+                let lite = try await sqlite.gateway(fleet: "demo", id: "gw-\(g)", now: testNow, from: today.adding(-3), to: today)
+                let pg = try await fresh.gateway(fleet: "demo", id: "gw-\(g)", now: testNow, from: today.adding(-3), to: today)
+                // Minutes per level are sums of doubles, added in another order per batch.
+                #expect(Self.rounded(pg) == Self.rounded(lite), "seed \(seed) gw-\(g)")
+                let liteSessions = try await sqlite.sessions(fleet: "demo", gateway: "gw-\(g)", from: today.adding(-3), to: today, limit: 50)
+                let pgSessions = try await fresh.sessions(fleet: "demo", gateway: "gw-\(g)", from: today.adding(-3), to: today, limit: 50)
+                #expect(pgSessions == liteSessions, "seed \(seed) sessions of gw-\(g)")
+                #expect((liteSessions?.count ?? 0) > 0 || g == 3)
+            }
+        }
+    }
+
     @Test("two instances on one database count every message once, whichever of them gets each copy")
     func twoInstancesExactlyOnce() async throws {
         let server = try await PostgresServer()

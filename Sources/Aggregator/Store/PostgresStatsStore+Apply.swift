@@ -136,8 +136,8 @@ extension PostgresStatsStore {
         return outcome
     }
 
-    /// One session row change, run in the batch's order (a start and an end of one session
-    /// may come in one batch, either way round).
+    /// One session row change, in the batch's order (a start and an end of one session may
+    /// come in one batch, either way round); ``SessionRow`` folds them per session.
     enum SessionChange {
         case started(GatewayKey, SessionStarted, day: Int, at: Double)
         case levelChanged(GatewayKey, sessionId: String, day: Int)
@@ -145,7 +145,7 @@ extension PostgresStatsStore {
         case tripped(GatewayKey, sessionId: String, day: Int)
     }
 
-    /// A presence or state message, written in the batch's order.
+    /// A presence or state message, in the batch's order; ``PresenceRow`` folds them per gateway.
     enum PresenceChange {
         case status(GatewayKey, GatewayStatus, statusAt: Double, receivedAt: Double, retained: Bool)
         case state(GatewayKey, ReportedState)
@@ -310,8 +310,8 @@ extension PostgresStatsStore {
 
         try await state.save(connection, logger)
         try await saveEvents(events, connection)
-        for change in sessions { try await save(change, connection) }
-        for change in presence { try await save(change, connection) }
+        try await saveSessions(sessions, connection)
+        try await savePresence(presence, connection)
         try await saveRefusals(refusals, connection)
         try await saveDaily(daily, aborts: aborts, connection)
         try await saveActivity(activity, connection)
@@ -444,79 +444,6 @@ extension PostgresStatsStore {
                     \(events.map(\.at))::float8[], \(events.map(\.type))::text[], \(events.map { ByteBuffer(data: $0.body) })::bytea[],
                     \(events.map(\.receivedAt))::float8[])
             """, logger: logger)
-    }
-
-    private func save(_ change: SessionChange, _ connection: PostgresConnection) async throws {
-        switch change {
-        case .started(let gateway, let body, let day, let at):
-            try await connection.query(
-                """
-                INSERT INTO session (fleet, gw, sessionId, day, startedAt, level, phase, regimenDay)
-                VALUES (\(gateway.fleet), \(gateway.gateway), \(body.sessionId.rawValue), \(Int64(day)), \(at), \(Int64(body.level)),
-                    \(body.regimenPhase?.rawValue), \(body.regimenDay.map(Int64.init)))
-                ON CONFLICT (fleet, gw, sessionId) DO UPDATE SET day = excluded.day, startedAt = excluded.startedAt,
-                    level = excluded.level, phase = COALESCE(session.phase, excluded.phase),
-                    regimenDay = COALESCE(session.regimenDay, excluded.regimenDay)
-                """, logger: logger)
-        case .levelChanged(let gateway, let sessionId, let day):
-            try await connection.query(
-                """
-                INSERT INTO session (fleet, gw, sessionId, day, levelChanges) VALUES (\(gateway.fleet), \(gateway.gateway), \(sessionId), \(Int64(day)), 1)
-                ON CONFLICT (fleet, gw, sessionId) DO UPDATE SET levelChanges = session.levelChanges + 1
-                """, logger: logger)
-        case .tripped(let gateway, let sessionId, let day):
-            try await connection.query(
-                """
-                INSERT INTO session (fleet, gw, sessionId, day, trips) VALUES (\(gateway.fleet), \(gateway.gateway), \(sessionId), \(Int64(day)), 1)
-                ON CONFLICT (fleet, gw, sessionId) DO UPDATE SET trips = session.trips + 1
-                """, logger: logger)
-        case .ended(let gateway, let summary, let completed, let day, let at):
-            let seconds = summary.levelSeconds
-            try await connection.query(
-                """
-                INSERT INTO session (fleet, gw, sessionId, day, outcome, reason, endedAt, endDay, durationS, stimulatingS,
-                    l1, l2, l3, pauses, phase, regimenDay)
-                VALUES (\(gateway.fleet), \(gateway.gateway), \(summary.sessionId.rawValue), \(Int64(day)), \(completed ? "completed" : "aborted"),
-                    \(Self.text(summary.reason?.rawValue)), \(at), \(Int64(day)), \(summary.durationS), \(summary.stimulatingS),
-                    \(seconds["1"] ?? 0), \(seconds["2"] ?? 0), \(seconds["3"] ?? 0), \(Int64(summary.pauses)),
-                    \(summary.regimenPhase?.rawValue), \(summary.regimenDay.map(Int64.init)))
-                ON CONFLICT (fleet, gw, sessionId) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason,
-                    endedAt = excluded.endedAt, endDay = excluded.endDay, durationS = excluded.durationS,
-                    stimulatingS = excluded.stimulatingS, l1 = excluded.l1, l2 = excluded.l2, l3 = excluded.l3,
-                    pauses = excluded.pauses, phase = COALESCE(excluded.phase, session.phase),
-                    regimenDay = COALESCE(excluded.regimenDay, session.regimenDay)
-                """, logger: logger)
-        }
-    }
-
-    private func save(_ change: PresenceChange, _ connection: PostgresConnection) async throws {
-        switch change {
-        case .status(let gateway, let status, let statusAt, let receivedAt, let retained):
-            // As on SQLite: a retained status moves `lastSeen` only for a gateway never heard from.
-            try await connection.query(
-                """
-                INSERT INTO gateway (fleet, gw, online, statusAt, boot, agentVersion, lastSeen)
-                VALUES (\(gateway.fleet), \(gateway.gateway), \(status.online), \(statusAt), \(status.boot.wireString),
-                    \(Self.text(status.agentVersion)), \(receivedAt))
-                ON CONFLICT (fleet, gw) DO UPDATE SET online = excluded.online, statusAt = excluded.statusAt,
-                    boot = excluded.boot, agentVersion = COALESCE(excluded.agentVersion, gateway.agentVersion),
-                    lastSeen = CASE WHEN \(retained) THEN COALESCE(gateway.lastSeen, excluded.lastSeen)
-                        ELSE GREATEST(COALESCE(gateway.lastSeen, 0), excluded.lastSeen) END
-                """, logger: logger)
-        case .state(let gateway, let state):
-            let versions = String(decoding: WireFormat.encode(state.configVersions), as: UTF8.self)
-            let groups = String(decoding: WireFormat.encode(state.groups), as: UTF8.self)
-            try await connection.query(
-                """
-                INSERT INTO gateway (fleet, gw, agentVersion, firmware, maxLevel, unlockedLevel, configVersions, groupList)
-                VALUES (\(gateway.fleet), \(gateway.gateway), \(Self.text(state.agentVersion)), \(Self.text(state.firmware)),
-                    \(Int64(state.levelLimits.maxLevel)),
-                    \(Int64(state.levelLimits.unlockedLevel)), \(versions), \(groups))
-                ON CONFLICT (fleet, gw) DO UPDATE SET agentVersion = excluded.agentVersion, firmware = excluded.firmware,
-                    maxLevel = excluded.maxLevel, unlockedLevel = excluded.unlockedLevel,
-                    configVersions = excluded.configVersions, groupList = excluded.groupList
-                """, logger: logger)
-        }
     }
 
     private func saveRefusals(_ refusals: [RefusalKey: RefusalDelta], _ connection: PostgresConnection) async throws {
