@@ -168,14 +168,6 @@ struct SQLiteAccessRecords: AccessRecords {
 struct PostgresAccessRecords: AccessRecords {
     let store: PostgresStatsStore
 
-    private func rows<T: Sendable>(_ query: PostgresQuery, as type: T.Type) async throws -> [T] where T: PostgresDecodable {
-        try await store.transaction { [store] connection in
-            var result: [T] = []
-            for try await value in try await connection.query(query, logger: store.logger).decode(T.self) { result.append(value) }
-            return result
-        }
-    }
-
     private func tuples<each T: PostgresDecodable & Sendable>(_ query: PostgresQuery, as type: (repeat each T).Type) async throws -> [(repeat each T)] {
         try await store.transaction { [store] connection in
             var result: [(repeat each T)] = []
@@ -226,7 +218,7 @@ struct PostgresAccessRecords: AccessRecords {
     }
 
     func hasCredentials(now: Date) async throws -> Bool {
-        try await rows(
+        try await tuples(
             """
             SELECT EXISTS (SELECT 1 FROM account) OR EXISTS (SELECT 1 FROM api_token WHERE expiresAt IS NULL OR expiresAt > \(now.timeIntervalSince1970))
             """, as: Bool.self).first ?? false

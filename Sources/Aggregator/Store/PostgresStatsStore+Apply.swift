@@ -31,30 +31,25 @@ extension PostgresStatsStore {
             for gateways: [GatewayKey], streams wanted: [StreamKey]?, _ connection: PostgresConnection, _ logger: Logger
         ) async throws -> StreamState {
             var state = StreamState()
-            let query: PostgresQuery
+            var binds = PostgresBindings()
             let keyFilter: String
             if let wanted {
                 guard !wanted.isEmpty else { return state }
-                let fleets = wanted.map(\.fleet), gws = wanted.map(\.gateway), epochs = wanted.map(\.epoch.wireString)
                 keyFilter = "(fleet, gw, epoch) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
-                var binds = PostgresBindings()
-                binds.append(fleets)
-                binds.append(gws)
-                binds.append(epochs)
-                query = PostgresQuery(unsafeSQL: "", binds: binds)
+                binds.append(wanted.map(\.fleet))
+                binds.append(wanted.map(\.gateway))
+                binds.append(wanted.map(\.epoch.wireString))
             } else {
                 keyFilter = "(fleet, gw) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-                var binds = PostgresBindings()
                 binds.append(gateways.map(\.fleet))
                 binds.append(gateways.map(\.gateway))
-                query = PostgresQuery(unsafeSQL: "", binds: binds)
             }
             let rows = try await connection.query(
                 PostgresQuery(
                     unsafeSQL: """
                         SELECT fleet, gw, epoch, minSeq, maxSeq, count, evicted, contiguous, gapSince, createdAt, lastAt
                         FROM stream WHERE \(keyFilter)
-                        """, binds: query.binds), logger: logger)
+                        """, binds: binds), logger: logger)
             for try await (fleet, gw, epochText, minSeq, maxSeq, count, evicted, contiguous, gapSince, createdAt, lastAt) in rows.decode(
                 (String, String, String, Int64, Int64, Int64, Int64, Int64, Double?, Double, Double).self)
             {
@@ -65,7 +60,7 @@ extension PostgresStatsStore {
                     evicted: Int(evicted), contiguous: UInt64(max(0, contiguous)), gapSince: gapSince, createdAt: createdAt, lastAt: lastAt)
             }
             let keys = try await connection.query(
-                PostgresQuery(unsafeSQL: "SELECT fleet, gw, epoch, seq FROM received WHERE \(keyFilter)", binds: query.binds), logger: logger)
+                PostgresQuery(unsafeSQL: "SELECT fleet, gw, epoch, seq FROM received WHERE \(keyFilter)", binds: binds), logger: logger)
             for try await (fleet, gw, epochText, seq) in keys.decode((String, String, String, Int64).self) {
                 guard let epoch = UUID(uuidString: epochText) else { continue }
                 state.stored[StreamKey(fleet: fleet, gateway: gw, epoch: epoch), default: []].insert(UInt64(max(0, seq)))

@@ -106,9 +106,8 @@ extension PostgresStatsStore {
                 $18::float8[], $19::float8[], $20::float8[], $21::int8[], $22::text[], $23::text[], $24::int8[], $25::int8[])
                 AS t(f, g, id, d, hs, sa, lv, lc, tr, he, oc, hr, re, ea, ed, du, st, l1, l2, l3, pa, ps, pf, rs, rf)
             """
-        try await connection.query(
-            PostgresQuery(
-                unsafeSQL: """
+        try await updateThenInsert(
+            """
                     UPDATE session AS s SET
                         day = CASE WHEN t.hs THEN t.d ELSE s.day END,
                         startedAt = CASE WHEN t.hs THEN t.sa ELSE s.startedAt END,
@@ -127,10 +126,8 @@ extension PostgresStatsStore {
                         regimenDay = COALESCE(NULLIF(t.rs, -1), s.regimenDay, NULLIF(t.rf, -1))
                     FROM \(source)
                     WHERE s.fleet = t.f AND s.gw = t.g AND s.sessionId = t.id
-                    """, binds: binds), logger: logger)
-        try await connection.query(
-            PostgresQuery(
-                unsafeSQL: """
+            """,
+            """
                     INSERT INTO session (fleet, gw, sessionId, day, startedAt, level, levelChanges, trips, outcome, reason,
                         endedAt, endDay, durationS, stimulatingS, l1, l2, l3, pauses, phase, regimenDay)
                     SELECT f, g, id, d, CASE WHEN hs THEN sa END, CASE WHEN hs THEN lv END, lc, tr, oc,
@@ -139,7 +136,15 @@ extension PostgresStatsStore {
                         COALESCE(NULLIF(ps, ''), NULLIF(pf, '')), COALESCE(NULLIF(rs, -1), NULLIF(rf, -1))
                     FROM \(source)
                     ON CONFLICT (fleet, gw, sessionId) DO NOTHING
-                    """, binds: binds), logger: logger)
+            """, binds, connection)
+    }
+
+    /// Updates the rows that exist, then inserts the rest (`ON CONFLICT DO NOTHING`), both with
+    /// the same `binds`. Sound because the batch holds its gateways' locks: no other instance
+    /// makes or changes those rows between the two statements.
+    private func updateThenInsert(_ update: String, _ insert: String, _ binds: PostgresBindings, _ connection: PostgresConnection) async throws {
+        try await connection.query(PostgresQuery(unsafeSQL: update, binds: binds), logger: logger)
+        try await connection.query(PostgresQuery(unsafeSQL: insert, binds: binds), logger: logger)
     }
 
     /// What a batch's status and state messages do to one gateway's row.
@@ -212,9 +217,8 @@ extension PostgresStatsStore {
             """
         // A retained status moves `lastSeen` only for a gateway never heard from; a live one
         // moves it forward.
-        try await connection.query(
-            PostgresQuery(
-                unsafeSQL: """
+        try await updateThenInsert(
+            """
                     UPDATE gateway AS g SET
                         online = CASE WHEN t.hs THEN t.ol ELSE g.online END,
                         statusAt = CASE WHEN t.hs THEN t.sa ELSE g.statusAt END,
@@ -228,10 +232,8 @@ extension PostgresStatsStore {
                         groupList = CASE WHEN t.ht THEN t.gl ELSE g.groupList END
                     FROM \(source)
                     WHERE g.fleet = t.f AND g.gw = t.g
-                    """, binds: binds), logger: logger)
-        try await connection.query(
-            PostgresQuery(
-                unsafeSQL: """
+            """,
+            """
                     INSERT INTO gateway (fleet, gw, online, statusAt, boot, agentVersion, lastSeen, firmware, maxLevel,
                         unlockedLevel, configVersions, groupList)
                     SELECT f, g, hs AND ol, CASE WHEN hs THEN sa END, CASE WHEN hs THEN bo END, CASE WHEN hv THEN av END,
@@ -239,6 +241,6 @@ extension PostgresStatsStore {
                         CASE WHEN ht THEN ml END, CASE WHEN ht THEN ul END, CASE WHEN ht THEN cv END, CASE WHEN ht THEN gl END
                     FROM \(source)
                     ON CONFLICT (fleet, gw) DO NOTHING
-                    """, binds: binds), logger: logger)
+            """, binds, connection)
     }
 }
