@@ -259,6 +259,32 @@ struct PostgresStoreTests {
         #expect(try await stores[0].summary(fleet: "demo", now: testNow) == summary, "both instances give the same figures")
     }
 
+    @Test("accounts, sessions and tokens kept in PostgreSQL: none at first, then signed in and authenticated; wrong, expired and revoked ones refused")
+    func accountsOnPostgres() async throws {
+        let server = try await PostgresServer()
+        let store = try await PostgresStatsStore(try Self.database(server))
+        defer { store.shutdown() }
+        let access = AccessStore(store)
+        #expect(try await access.hasCredentials() == false, "a first run: the login page says how to add a user")
+
+        try await access.addUser("alice", role: .operator, password: "correct horse battery")
+        #expect(try await access.hasCredentials())
+        #expect(try await access.users().map(\.name) == ["alice"])
+        #expect(try await access.signIn("alice", password: "wrong horse battery") == nil)
+        let (session, principal) = try #require(try await access.signIn("alice", password: "correct horse battery"))
+        #expect(principal.role == .operator)
+        #expect(try await access.session(session)?.name == "alice")
+        try await access.signOut(session)
+        #expect(try await access.session(session) == nil)
+
+        let (token, secret) = try await access.createToken("prometheus", role: .metrics, expiresAt: testNow.addingTimeInterval(3_600))
+        let authenticated = try await access.authenticate(bearer: secret, now: testNow).get()
+        #expect(authenticated.name == "prometheus" && authenticated.role == .metrics && authenticated.credential == .token)
+        #expect(try await access.authenticate(bearer: secret, now: testNow.addingTimeInterval(7_200)) == .failure(.expired))
+        _ = try await access.revokeToken(token.name)
+        #expect(try await access.authenticate(bearer: secret, now: testNow) == .failure(.unknown))
+    }
+
     @Test("hostile text (NUL bytes in versions and abort reasons) and extreme seqs are stored, and change no other gateway's figures")
     func hostileValues() async throws {
         let server = try await PostgresServer()
